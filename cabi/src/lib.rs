@@ -1,0 +1,54 @@
+//! blazen-cabi: the C ABI of the Blazen distributed control plane.
+//!
+//! This crate reads as the API's table of contents. Each module holds the
+//! stubs of one handle type; the `#[export]` macro turns every stub into
+//! its C entry points (blocking, future, argument checks, panic boundary),
+//! and `#[handle]` gives each handle its `_free` and `blazen_future_take_*`.
+//! All raw-pointer work lives in [`rt`].
+//!
+//! Ownership, in brief: strings passed in are borrowed for the call;
+//! strings and handles returned are owned by the caller and released with
+//! `blazen_string_free` or the handle's `_free` (all accept NULL).
+
+pub mod client;
+pub mod error;
+pub mod records;
+pub mod rt;
+pub mod server;
+
+use blazen_cabi_macros::export;
+
+pub use rt::{BlazenError, BlazenFuture};
+
+/// Run status: waiting for a worker.
+pub const BLAZEN_RUN_STATUS_PENDING: u32 = 0;
+/// Run status: assigned to a worker and running.
+pub const BLAZEN_RUN_STATUS_RUNNING: u32 = 1;
+/// Run status: finished with an output.
+pub const BLAZEN_RUN_STATUS_COMPLETED: u32 = 2;
+/// Run status: finished with an error.
+pub const BLAZEN_RUN_STATUS_FAILED: u32 = 3;
+/// Run status: cancelled before it finished.
+pub const BLAZEN_RUN_STATUS_CANCELLED: u32 = 4;
+
+/// The library's version, e.g. "0.7.0". The string is caller-owned.
+#[export]
+fn blazen_version() -> String {
+    env!("CARGO_PKG_VERSION").to_string()
+}
+
+/// Starts the library's runtime now rather than on first use. Returns 0.
+/// Idempotent; optional.
+#[export]
+fn blazen_init() -> i32 {
+    rt::runtime();
+    0
+}
+
+/// Returns 0. The runtime lives as long as the process, so the library
+/// stays usable after this call; it exists for hosts that pair it with
+/// `blazen_init`. Idempotent.
+#[export]
+fn blazen_shutdown() -> i32 {
+    0
+}

@@ -1,0 +1,121 @@
+//! Results of plain (non-async) entry points, and freeing handles.
+
+use std::ffi::{c_char, CString};
+
+use super::call::guard;
+use super::Result;
+
+/// Marks a type whose values are handed to C as boxed `T *` handles.
+/// Implemented by `#[handle]`.
+pub trait OwnedHandle {}
+
+/// A Rust value as returned to C, with the value used when the arguments
+/// were invalid or the call panicked.
+pub trait IntoC {
+    type C;
+    fn into_c(self) -> Self::C;
+    fn neutral() -> Self::C;
+}
+
+impl IntoC for () {
+    type C = ();
+    fn into_c(self) {}
+    fn neutral() {}
+}
+
+macro_rules! scalars {
+    ($neutral:expr => $($t:ty),*) => {$(
+        impl IntoC for $t {
+            type C = $t;
+            fn into_c(self) -> $t { self }
+            fn neutral() -> $t { $neutral }
+        }
+    )*};
+}
+scalars!(0 => u8, u16, u32, u64, usize);
+scalars!(-1 => i32, i64);
+scalars!(false => bool);
+
+/// Copies `s` into a caller-owned C string (interior NULs are dropped).
+pub fn c_string(s: String) -> *mut c_char {
+    let bytes: Vec<u8> = s.into_bytes().into_iter().filter(|b| *b != 0).collect();
+    CString::new(bytes).map_or(std::ptr::null_mut(), CString::into_raw)
+}
+
+impl IntoC for String {
+    type C = *mut c_char;
+    fn into_c(self) -> *mut c_char {
+        c_string(self)
+    }
+    fn neutral() -> *mut c_char {
+        std::ptr::null_mut()
+    }
+}
+
+impl IntoC for Option<String> {
+    type C = *mut c_char;
+    fn into_c(self) -> *mut c_char {
+        self.map_or(std::ptr::null_mut(), c_string)
+    }
+    fn neutral() -> *mut c_char {
+        std::ptr::null_mut()
+    }
+}
+
+impl<H: OwnedHandle> IntoC for Option<H> {
+    type C = *mut H;
+    fn into_c(self) -> *mut H {
+        self.map_or(std::ptr::null_mut(), |h| Box::into_raw(Box::new(h)))
+    }
+    fn neutral() -> *mut H {
+        std::ptr::null_mut()
+    }
+}
+
+/// Body of every plain entry point.
+pub fn sync<R: IntoC>(label: &str, f: impl FnOnce() -> Result<R>) -> R::C {
+    guard(label, f).map_or_else(|_| R::neutral(), R::into_c)
+}
+
+/// Body of plain entry points with the `(out_value, has_value)` shape.
+///
+/// # Safety
+/// Out-pointers are NULL or writable.
+pub unsafe fn optional<T>(
+    label: &str,
+    out_value: *mut T,
+    has_value: *mut i32,
+    f: impl FnOnce() -> Result<Option<T>>,
+) -> i32 {
+    match guard(label, f) {
+        Err(_) => -1,
+        Ok(v) => {
+            // SAFETY: NULL-checked; the caller promises they are writable.
+            unsafe {
+                if !has_value.is_null() {
+                    *has_value = i32::from(v.is_some());
+                }
+                if let (Some(v), false) = (v, out_value.is_null()) {
+                    *out_value = v;
+                }
+            }
+            0
+        }
+    }
+}
+
+/// Body of every generated `_free`.
+///
+/// # Safety
+/// `handle` is NULL or a live handle of this type made by the library,
+/// handed back exactly once.
+pub unsafe fn free<T>(label: &str, handle: *mut T) {
+    if !handle.is_null() {
+        // SAFETY: see above.
+        let boxed = unsafe { Box::from_raw(handle) };
+        let _ = guard(label, move || {
+            drop(boxed);
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,178 @@
+//! The embedded control plane: a real blazen-controlplane server inside the
+//! process, bound without a port race and stopped on request.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use blazen_cabi_macros::{export, handle};
+use blazen_controlplane::pb::blazen_control_plane_server::BlazenControlPlaneServer as GrpcServer;
+use blazen_controlplane::server::{
+    admission::Admission, key_store, queue::AssignmentQueue, registry::WorkerRegistry,
+    ControlPlaneService, SharedState,
+};
+use tokio::sync::{broadcast, oneshot};
+use tonic::transport::server::TcpIncoming;
+
+use crate::rt::{BlazenError, Result};
+
+/// How long a shutdown waits for open streams to finish before it closes
+/// them.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// Broadcast capacity of the event bus, as in `ControlPlaneServer::new`.
+const EVENT_BUS_CAPACITY: usize = 1024;
+
+/// A control plane running inside this process. Caller-owned; free with
+/// `blazen_controlplane_server_free` (which stops it first).
+#[handle(
+    free = "blazen_controlplane_server_free",
+    take = "blazen_future_take_controlplane_server"
+)]
+#[derive(Clone)]
+pub struct BlazenControlPlaneServer {
+    inner: Arc<Running>,
+}
+
+struct Running {
+    addr: SocketAddr,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Running {
+    /// Signals a graceful stop, waits up to [`GRACE`], then closes what is
+    /// left. Idempotent.
+    fn stop(&self) {
+        let stop = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(stop) = stop {
+            let _ = stop.send(());
+        }
+        if let Some(mut task) = task {
+            let _ = crate::rt::call::run_blocking("server shutdown", async move {
+                if tokio::time::timeout(GRACE, &mut task).await.is_err() {
+                    task.abort();
+                    let _ = task.await;
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Checks the bearer token of every request against this server's own
+/// token (when it has one; otherwise the control plane's usual
+/// `BLAZEN_PEER_TOKEN` rule), then attaches the peer identity the
+/// control plane's handlers expect.
+#[derive(Clone)]
+struct Auth {
+    token: Option<Arc<str>>,
+}
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        let header = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        match &self.token {
+            Some(token) => {
+                let ok = header
+                    .as_deref()
+                    .and_then(|h| h.strip_prefix("Bearer "))
+                    .is_some_and(|t| t.as_bytes() == token.as_bytes());
+                if !ok {
+                    return Err(tonic::Status::unauthenticated("missing or wrong bearer token"));
+                }
+            }
+            None => blazen_controlplane::auth::validate_bearer(header.as_deref())
+                .map_err(tonic::Status::unauthenticated)?,
+        }
+        let identity = blazen_controlplane::auth::place_authenticator()
+            .authenticate(header.as_deref())
+            .map_err(tonic::Status::unauthenticated)?;
+        req.extensions_mut().insert(identity);
+        Ok(req)
+    }
+}
+
+async fn start(bind_addr: &str, token: Option<String>) -> Result<BlazenControlPlaneServer> {
+    let addr: SocketAddr = bind_addr
+        .parse()
+        .map_err(|e| BlazenError::invalid("bind_addr", format!("is not an IP:port address ({e})")))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| BlazenError::peer("ControlPlaneTransport", format!("cannot bind {addr}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| BlazenError::internal(format!("local_addr: {e}")))?;
+    let (events, _) = broadcast::channel(EVENT_BUS_CAPACITY);
+    let shared = Arc::new(SharedState {
+        registry: WorkerRegistry::new(),
+        queue: AssignmentQueue::with_events(events.clone()),
+        admission: Admission::new(),
+        node_id: format!("blazen-cabi-{addr}"),
+        events,
+        key_store: key_store::default_key_store(),
+    });
+    shared.queue.recover_from_store().await?;
+    let auth = Auth {
+        token: token.map(Arc::from),
+    };
+    let service = GrpcServer::with_interceptor(ControlPlaneService::new(shared), auth);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let task = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stop_rx.await;
+            })
+            .await;
+    });
+    Ok(BlazenControlPlaneServer {
+        inner: Arc::new(Running {
+            addr,
+            stop: Mutex::new(Some(stop_tx)),
+            task: Mutex::new(Some(task)),
+        }),
+    })
+}
+
+/// Starts a control-plane server in this process, listening on `bind_addr`
+/// (borrowed, `IP:PORT`; port 0 picks a free port, bound once with no
+/// race). Auth follows `BLAZEN_PEER_TOKEN` as for a standalone server.
+#[export]
+async fn blazen_controlplane_server_start(bind_addr: String) -> Result<BlazenControlPlaneServer> {
+    start(&bind_addr, None).await
+}
+
+/// The server's endpoint for clients and workers, `http://IP:PORT`
+/// (caller-owned string).
+#[export]
+fn blazen_controlplane_server_endpoint(server: &BlazenControlPlaneServer) -> String {
+    format!("http://{}", server.inner.addr)
+}
+
+/// The port the server listens on (0 for NULL).
+#[export]
+fn blazen_controlplane_server_port(server: &BlazenControlPlaneServer) -> u16 {
+    server.inner.addr.port()
+}
+
+/// Stops the server (borrowed): new connections are refused, open streams
+/// get up to two seconds to finish and are then closed. Returns once it has
+/// stopped. Idempotent; the handle must still be freed.
+#[export]
+fn blazen_controlplane_server_shutdown(server: &BlazenControlPlaneServer) {
+    server.inner.stop()
+}
