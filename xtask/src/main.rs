@@ -1,1 +1,70 @@
-fn main(){}
+//! Project tasks: `cargo xtask <header [--check] | test | demo | bench | abi>`.
+
+mod csuite;
+mod header;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = root();
+    std::env::set_current_dir(&root)?;
+    link_protoc(&root)?;
+    match args.first().map(String::as_str) {
+        Some("header") => header::run(&root, args.iter().any(|a| a == "--check")),
+        Some("test") => csuite::test_all(&root),
+        Some("demo") => csuite::demo(&root),
+        Some("abi") => csuite::abi_check(&root),
+        _ => bail!("usage: cargo xtask <header [--check] | test | demo | abi>"),
+    }
+}
+
+/// The workspace root (the parent of this crate).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Links the protoc shipped by `protoc-bin-vendored` to target/tools/protoc,
+/// where `.cargo/config.toml` points `PROTOC`, so the control plane's
+/// build script finds it without a system install.
+fn link_protoc(root: &Path) -> Result<()> {
+    let protoc = protoc_bin_vendored::protoc_bin_path().context("locating vendored protoc")?;
+    let dir = root.join("target/tools");
+    std::fs::create_dir_all(&dir)?;
+    let link = dir.join("protoc");
+    if std::fs::read_link(&link).ok().as_deref() != Some(protoc.as_path()) {
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&protoc, &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs a command, failing with its name when it fails.
+pub fn sh(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+/// `cargo` with the same toolchain that runs this xtask.
+pub fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}

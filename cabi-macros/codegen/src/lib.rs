@@ -360,7 +360,7 @@ impl Export {
         let params = self.c_params(t);
         let mut sigs = Vec::new();
         let extra_doc = |s: &str| -> TokenStream {
-            let lit = LitStr::new(s, Span::call_site());
+            let lit = LitStr::new(&format!(" {s}"), Span::call_site());
             quote!(#[doc = ""] #[doc = #lit])
         };
         match self.mode {
@@ -666,6 +666,7 @@ impl Handle {
         self.signatures(Target::Header)
             .into_iter()
             .map(|(name, params, ret, doc)| {
+                let doc = format!(" {doc}");
                 quote! {
                     #[doc = #doc]
                     #[no_mangle]
@@ -684,10 +685,11 @@ impl Handle {
             let label = LitStr::new(&name.to_string(), name.span());
             let body = if is_take {
                 let out = out_ident(&syn::parse_quote!(#ty));
-                quote!(crate::rt::future::take::<#ty>(#label, fut, #out, out_err))
+                quote!(unsafe { crate::rt::future::take::<#ty>(#label, fut, #out, out_err) })
             } else {
-                quote!(crate::rt::ret::free::<#ty>(#label, handle))
+                quote!(unsafe { crate::rt::ret::free::<#ty>(#label, handle) })
             };
+            let doc = format!(" {doc}");
             quote! {
                 #[doc = #doc]
                 #[no_mangle]

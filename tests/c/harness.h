@@ -1,0 +1,98 @@
+/* A tiny test harness for the C consumer suites: CHECK records a result,
+ * and each suite ends with "N passed, N failed" (the line CI reads). */
+#ifndef BLAZEN_TEST_HARNESS_H
+#define BLAZEN_TEST_HARNESS_H
+
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "blazen.h"
+
+static int t_passed, t_failed;
+
+#define CHECK(cond, ...)                                                  \
+    do {                                                                  \
+        if (cond) {                                                       \
+            t_passed++;                                                   \
+        } else {                                                          \
+            t_failed++;                                                   \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                 \
+            fprintf(stderr, "\n");                                        \
+        }                                                                 \
+    } while (0)
+
+static int t_finish(void) {
+    printf("%d passed, %d failed\n", t_passed, t_failed);
+    return t_failed == 0 ? 0 : 1;
+}
+
+/* Takes a string from the library, compares it with `want`, frees it. */
+static int t_str_eq(char *got, const char *want) {
+    int ok = got != NULL && want != NULL && strcmp(got, want) == 0;
+    if (got == NULL && want == NULL) ok = 1;
+    blazen_string_free(got);
+    return ok;
+}
+
+/* True when `s` (library-owned, freed here) contains `needle`. */
+static int t_str_has(char *s, const char *needle) {
+    int ok = s != NULL && strstr(s, needle) != NULL;
+    blazen_string_free(s);
+    return ok;
+}
+
+/* Checks that `err` is of `kind` and that its message names `param`;
+ * frees it. */
+static int t_err_is(BlazenError *err, uint32_t kind, const char *param) {
+    int ok = err != NULL && blazen_error_kind(err) == kind;
+    if (ok && param != NULL) ok = t_str_has(blazen_error_message(err), param);
+    if (!ok && err != NULL) {
+        char *m = blazen_error_message(err);
+        fprintf(stderr, "  (error kind %u: %s)\n", blazen_error_kind(err), m ? m : "?");
+        blazen_string_free(m);
+    }
+    blazen_error_free(err);
+    return ok;
+}
+
+/* The three ways to await a future. */
+enum t_await { T_BY_POLL, T_BY_WAIT, T_BY_FD };
+
+static int t_await(BlazenFuture *f, enum t_await how) {
+    if (how == T_BY_WAIT) return blazen_future_wait(f) == 0;
+    if (how == T_BY_FD) {
+        int64_t fd = blazen_future_fd(f);
+        if (fd < 0) return 0;
+        struct pollfd p = {(int)fd, POLLIN, 0};
+        while (poll(&p, 1, 30000) == 0) {
+        }
+        return (p.revents & POLLIN) && blazen_future_poll(f) == 1;
+    }
+    for (int i = 0; i < 300000; i++) {
+        if (blazen_future_poll(f) == 1) return 1;
+        struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+static const char *t_await_name(enum t_await how) {
+    return how == T_BY_POLL ? "poll" : how == T_BY_WAIT ? "wait" : "fd";
+}
+
+static double t_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+#endif

@@ -1,0 +1,160 @@
+//! `cargo xtask test` and `cargo xtask demo`: build the library, then
+//! compile and run the C, C++ (and Ruby) consumers against it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::{cargo, sh};
+
+/// Compilers every C consumer is built with.
+const C_COMPILERS: [&str; 2] = ["gcc", "clang"];
+
+fn need(tool: &str) -> Result<()> {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        bail!("`{tool}` is not installed (run `.ci/install-deps` or see the README)");
+    }
+    Ok(())
+}
+
+fn build_library(root: &Path, release: bool) -> Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args(["build", "-p", "blazen-cabi"]);
+    if release {
+        cmd.arg("--release");
+    }
+    sh(&mut cmd)?;
+    Ok(root.join("target").join(if release { "release" } else { "debug" }))
+}
+
+/// Compiles one consumer program against include/ and the cdylib in `lib`.
+fn compile(root: &Path, cc: &str, src: &Path, lib: &Path, out: &Path, extra: &[&str]) -> Result<()> {
+    let mut cmd = Command::new(cc);
+    cmd.args(extra)
+        .arg("-I")
+        .arg(root.join("include"))
+        .arg("-I")
+        .arg(root.join("tests/c"))
+        .arg(src)
+        .arg("-o")
+        .arg(out)
+        .arg(format!("-L{}", lib.display()))
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .args(["-lblazen_cabi", "-lpthread", "-lm", "-ldl"]);
+    sh(&mut cmd).with_context(|| format!("compiling {} with {cc}", src.display()))
+}
+
+/// `tests/<dir>/test_*.<ext>` in name order.
+fn suites(root: &Path, dir: &str, ext: &str) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root.join("tests").join(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == ext)
+                && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test_"))
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// The header on its own compiles warning-free as C99 and C++11.
+fn header_compiles(root: &Path, lib: &Path, bin: &Path) -> Result<()> {
+    let strict = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"];
+    for cc in C_COMPILERS {
+        let out = bin.join(format!("header_c99_{cc}"));
+        compile(root, cc, &root.join("tests/c/header_c99.c"), lib, &out, &strict)?;
+        sh(&mut Command::new(&out))?;
+    }
+    let out = bin.join("header_cpp");
+    compile(
+        root,
+        "g++",
+        &root.join("tests/cpp/header_cpp.cpp"),
+        lib,
+        &out,
+        &["-std=c++11", "-Wall", "-Wextra", "-Werror"],
+    )?;
+    println!("== C++ consumer (g++ -std=c++11)");
+    sh(&mut Command::new(&out))?;
+    println!("header: compiles cleanly with gcc and clang (C99, pedantic) and g++ (C++11)");
+    Ok(())
+}
+
+fn c_suites(root: &Path, lib: &Path, bin: &Path) -> Result<()> {
+    let flags = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-pthread"];
+    let mut failed = Vec::new();
+    for src in suites(root, "c", "c")? {
+        for cc in C_COMPILERS {
+            let name = src.file_stem().unwrap().to_string_lossy().to_string();
+            let out = bin.join(format!("{name}_{cc}"));
+            compile(root, cc, &src, lib, &out, &flags)?;
+            println!("== C suite {name} ({cc})");
+            let status = Command::new(&out).current_dir(root).status()?;
+            if !status.success() {
+                failed.push(format!("{name} ({cc})"));
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("C suites failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Runs the reference-surface check from ../shared.
+pub fn abi_check(root: &Path) -> Result<()> {
+    let lib = build_library(root, false)?;
+    run_abi_check(root, &lib)
+}
+
+fn run_abi_check(root: &Path, lib: &Path) -> Result<()> {
+    let tool = root.join("../shared/tools/abi-check");
+    if !tool.exists() {
+        bail!("{} not found", tool.display());
+    }
+    sh(Command::new("python3")
+        .arg(&tool)
+        .arg(root.join("include/blazen.h"))
+        .arg(lib.join("libblazen_cabi.so")))
+}
+
+pub fn test_all(root: &Path) -> Result<()> {
+    for tool in ["gcc", "clang", "g++"] {
+        need(tool)?;
+    }
+    println!("== cargo test");
+    sh(cargo().args(["test", "--workspace"]))?;
+    crate::header::run(root, true)?;
+    let lib = build_library(root, false)?;
+    let bin = root.join("target/consumers");
+    std::fs::create_dir_all(&bin)?;
+    header_compiles(root, &lib, &bin)?;
+    c_suites(root, &lib, &bin)?;
+    println!("== abi-check");
+    run_abi_check(root, &lib)?;
+    println!("xtask test: all suites passed");
+    Ok(())
+}
+
+pub fn demo(root: &Path) -> Result<()> {
+    need("cc")?;
+    let lib = build_library(root, false)?;
+    let bin = root.join("target/consumers");
+    std::fs::create_dir_all(&bin)?;
+    let out = bin.join("demo");
+    compile(
+        root,
+        "cc",
+        &root.join("examples/demo.c"),
+        &lib,
+        &out,
+        &["-std=c11", "-Wall", "-Wextra", "-pthread"],
+    )?;
+    sh(&mut Command::new(&out))
+}
