@@ -143,6 +143,18 @@ typedef struct BlazenControlPlaneClient BlazenControlPlaneClient;
 typedef struct BlazenControlPlaneServer BlazenControlPlaneServer;
 
 /**
+ * An open subscription. Caller-owned; free with
+ * `blazen_controlplane_subscription_free` (which cancels it first).
+ */
+typedef struct BlazenControlPlaneSubscription BlazenControlPlaneSubscription;
+
+/**
+ * A worker and its handler. Caller-owned; free with
+ * `blazen_controlplane_worker_free`, which shuts it down first.
+ */
+typedef struct BlazenControlPlaneWorker BlazenControlPlaneWorker;
+
+/**
  * The library's error value. Fields that do not apply to a kind stay empty.
  */
 typedef struct BlazenError BlazenError;
@@ -174,6 +186,45 @@ typedef struct BlazenWorkerInfo BlazenWorkerInfo;
  * `blazen_worker_info_list_free`.
  */
 typedef struct BlazenWorkerInfoList BlazenWorkerInfoList;
+
+/**
+ * Receives a subscription's events: `on_event` with borrowed strings in
+ * server order, then at most one of `on_close` (clean end) or `on_error`
+ * (failure, borrowed message). Any function pointer may be NULL.
+ */
+typedef struct {
+  void *user_data;
+  void (*drop_user_data)(void *user_data);
+  void (*on_event)(void *user_data,
+                   const char *run_id,
+                   const char *event_type,
+                   const char *data_json,
+                   uint64_t timestamp_ms);
+  void (*on_close)(void *user_data);
+  void (*on_error)(void *user_data, const char *error);
+} BlazenRunEventSinkVTable;
+
+/**
+ * The assignment handler a worker calls. `handle` gets borrowed `run_id`,
+ * `workflow_name` and `input_json`; returns 0 and stores a JSON string
+ * made with `blazen_string_alloc` in `*out_json` (NULL means JSON null),
+ * or non-zero and stores a `BlazenError` (made by the library, e.g. with
+ * `blazen_error_from_json`) in `*out_err`; the library takes both.
+ * `on_cancel` and `on_drain` are notifications and may be NULL, as may
+ * `drop_user_data`.
+ */
+typedef struct {
+  void *user_data;
+  void (*drop_user_data)(void *user_data);
+  int32_t (*handle)(void *user_data,
+                    const char *run_id,
+                    const char *workflow_name,
+                    const char *input_json,
+                    char **out_json,
+                    BlazenError **out_err);
+  void (*on_cancel)(void *user_data, const char *run_id);
+  void (*on_drain)(void *user_data, bool immediate);
+} BlazenAssignmentHandlerVTable;
 
 #ifdef __cplusplus
 extern "C" {
@@ -849,6 +900,123 @@ uint16_t blazen_controlplane_server_port(const BlazenControlPlaneServer *server)
  * stopped. Idempotent; the handle must still be freed.
  */
 void blazen_controlplane_server_shutdown(const BlazenControlPlaneServer *server);
+
+/**
+ * Releases a caller-owned `BlazenControlPlaneSubscription`. NULL is accepted and ignored; the handle must not be used afterwards.
+ */
+void blazen_controlplane_subscription_free(BlazenControlPlaneSubscription *handle);
+
+/**
+ * Streams the events of run `run_id` (borrowed UUID text) into `sink`
+ * from now on, then calls `on_close` after the run's terminal `status.*`
+ * event (a run that has already ended gets one terminal event from its
+ * snapshot, then `on_close`). The library owns `sink.user_data` from this
+ * call on, on every path, and calls `drop_user_data` once. Blocks until
+ * the stream is open; returns 0 and a caller-owned subscription in
+ * `*out_subscription`, or -1 and an error.
+ *
+ * Blocks the calling thread. Returns 0 and stores a new caller-owned `BlazenControlPlaneSubscription` in `*out_subscription` (free it with its `_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.
+ */
+int32_t blazen_controlplane_client_subscribe_run_events(const BlazenControlPlaneClient *client,
+                                                        const char *run_id,
+                                                        BlazenRunEventSinkVTable sink,
+                                                        BlazenControlPlaneSubscription **out_subscription,
+                                                        BlazenError **out_err);
+
+/**
+ * Streams the events of every run whose submission matches
+ * `required_tags_json` (NULL, `null` or `["key=value", ...]`, borrowed)
+ * into `sink` until cancelled; a broken stream ends with `on_error`.
+ * Ownership as for `blazen_controlplane_client_subscribe_run_events`.
+ *
+ * Blocks the calling thread. Returns 0 and stores a new caller-owned `BlazenControlPlaneSubscription` in `*out_subscription` (free it with its `_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.
+ */
+int32_t blazen_controlplane_client_subscribe_all(const BlazenControlPlaneClient *client,
+                                                 const char *required_tags_json,
+                                                 BlazenRunEventSinkVTable sink,
+                                                 BlazenControlPlaneSubscription **out_subscription,
+                                                 BlazenError **out_err);
+
+/**
+ * Stops delivery: once this returns, no callback of the subscription runs
+ * (not even `on_close`/`on_error`), except one already running on the
+ * calling thread. `sub` stays caller-owned; free it afterwards. Idempotent.
+ */
+void blazen_controlplane_subscription_cancel(BlazenControlPlaneSubscription *sub);
+
+/**
+ * Releases a caller-owned `BlazenControlPlaneWorker`. NULL is accepted and ignored; the handle must not be used afterwards.
+ */
+void blazen_controlplane_worker_free(BlazenControlPlaneWorker *handle);
+
+/**
+ * Creates a worker for the control plane at `endpoint` named `node_id`,
+ * advertising `capabilities_json` (`[{"kind": "workflow:NAME", "version":
+ * 0}]`) and `tags_json` (`{"k": "v"}`), with admission `admission_mode`
+ * (0 Fixed: `admission_param` = max in flight, 0 means 1; 1 VramBudget:
+ * MiB; 2 Reactive). Strings are borrowed. The library owns `vtable.user_data`
+ * from this call on, on every path, and calls `drop_user_data` once when
+ * done with it (at once if this call fails). Nothing connects until `run`.
+ *
+ * Blocks the calling thread. Returns 0 and stores a new caller-owned `BlazenControlPlaneWorker` in `*out_worker` (free it with its `_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.
+ */
+int32_t blazen_controlplane_worker_new_blocking(const char *endpoint,
+                                                const char *node_id,
+                                                const char *capabilities_json,
+                                                const char *tags_json,
+                                                uint32_t admission_mode,
+                                                uint64_t admission_param,
+                                                BlazenAssignmentHandlerVTable vtable,
+                                                BlazenControlPlaneWorker **out_worker,
+                                                BlazenError **out_err);
+
+/**
+ * As `blazen_controlplane_worker_new_blocking`, connecting over mutual
+ * TLS with the PEM files at `cert_path`, `key_path` and `ca_path`
+ * (borrowed; read now, so a missing file fails here).
+ *
+ * Blocks the calling thread. Returns 0 and stores a new caller-owned `BlazenControlPlaneWorker` in `*out_worker` (free it with its `_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.
+ */
+int32_t blazen_controlplane_worker_new_with_mtls_blocking(const char *endpoint,
+                                                          const char *node_id,
+                                                          const char *capabilities_json,
+                                                          const char *tags_json,
+                                                          uint32_t admission_mode,
+                                                          uint64_t admission_param,
+                                                          const char *cert_path,
+                                                          const char *key_path,
+                                                          const char *ca_path,
+                                                          BlazenAssignmentHandlerVTable vtable,
+                                                          BlazenControlPlaneWorker **out_worker,
+                                                          BlazenError **out_err);
+
+/**
+ * Connects and serves assignments until `blazen_controlplane_worker_shutdown`
+ * (then 0), a drain, or a failure the retry policy gives up on (then -1).
+ * `worker` is borrowed and must outlive the call; `run` may be called once
+ * per worker (a second call is a VALIDATION error).
+ *
+ * Blocks the calling thread. Returns 0, or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`; `out_err` may be NULL).
+ */
+int32_t blazen_controlplane_worker_run_blocking(const BlazenControlPlaneWorker *worker,
+                                                BlazenError **out_err);
+
+/**
+ * Connects and serves assignments until `blazen_controlplane_worker_shutdown`
+ * (then 0), a drain, or a failure the retry policy gives up on (then -1).
+ * `worker` is borrowed and must outlive the call; `run` may be called once
+ * per worker (a second call is a VALIDATION error).
+ *
+ * Non-blocking: returns a caller-owned `BlazenFuture` (never NULL) running the operation; await it with `blazen_future_poll`, `blazen_future_wait` or `blazen_future_fd`, collect it with `blazen_future_take_unit`, and release it with `blazen_future_free`. Invalid arguments give an already-failed future.
+ */
+BlazenFuture *blazen_controlplane_worker_run(const BlazenControlPlaneWorker *worker);
+
+/**
+ * Stops the worker (borrowed), whether or not it is running: a running
+ * `run` returns 0 promptly and assignments in progress get `on_cancel`.
+ * Idempotent.
+ */
+void blazen_controlplane_worker_shutdown(const BlazenControlPlaneWorker *worker);
 
 #ifdef __cplusplus
 }  // extern "C"

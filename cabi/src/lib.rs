@@ -15,6 +15,8 @@ pub mod error;
 pub mod records;
 pub mod rt;
 pub mod server;
+pub mod subscription;
+pub mod worker;
 
 use blazen_cabi_macros::export;
 

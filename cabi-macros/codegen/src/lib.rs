@@ -63,8 +63,8 @@ pub enum Target {
 /// How one stub parameter crosses the boundary.
 #[derive(Clone, Debug)]
 pub enum ParamKind {
-    /// `&T`: a `const T *` handle.
-    Handle(Type),
+    /// `&T`: a `const T *` handle (`&mut T`: `T *`).
+    Handle(Type, bool),
     /// A scalar passed by value.
     Scalar(Type),
     /// A callback table passed by value; the library owns its `user_data`.
@@ -168,14 +168,12 @@ fn is_unit(ty: &Type) -> bool {
 
 fn classify_param(ty: &Type) -> syn::Result<ParamKind> {
     if let Type::Reference(TypeReference {
-        mutability: None,
-        elem,
-        ..
+        mutability, elem, ..
     }) = ty
     {
         return match &**elem {
             Type::Path(_) if type_name(elem).as_deref() != Some("str") => {
-                Ok(ParamKind::Handle((**elem).clone()))
+                Ok(ParamKind::Handle((**elem).clone(), mutability.is_some()))
             }
             _ => Err(syn::Error::new_spanned(
                 ty,
@@ -183,10 +181,10 @@ fn classify_param(ty: &Type) -> syn::Result<ParamKind> {
             )),
         };
     }
-    if matches!(ty, Type::Reference(_) | Type::Ptr(_)) {
+    if matches!(ty, Type::Ptr(_)) {
         return Err(syn::Error::new_spanned(
             ty,
-            "raw pointers and `&mut` are not allowed in stubs; the macro does the pointer work",
+            "raw pointers are not allowed in stubs; the macro does the pointer work",
         ));
     }
     if is_scalar(ty) {
@@ -334,7 +332,8 @@ impl Export {
             .map(|p| {
                 let name = &p.name;
                 match &p.kind {
-                    ParamKind::Handle(ty) => quote!(#name: *const #ty),
+                    ParamKind::Handle(ty, false) => quote!(#name: *const #ty),
+                    ParamKind::Handle(ty, true) => quote!(#name: *mut #ty),
                     ParamKind::Scalar(ty) | ParamKind::VTable(ty) => quote!(#name: #ty),
                     ParamKind::Text(_) => quote!(#name: *const #c_char),
                 }
@@ -450,12 +449,15 @@ impl Export {
                 ParamKind::VTable(_) => {
                     vt.push(quote!(let #name = crate::rt::arg::callbacks(#name);));
                 }
-                ParamKind::Handle(_) if owned_handles => rest.push(
+                ParamKind::Handle(..) if owned_handles => rest.push(
                     quote!(let #name = ::core::clone::Clone::clone(unsafe { crate::rt::arg::handle(#name, #lit) }?);),
                 ),
-                ParamKind::Handle(_) => {
+                ParamKind::Handle(_, false) => {
                     rest.push(quote!(let #name = unsafe { crate::rt::arg::handle(#name, #lit) }?;))
                 }
+                ParamKind::Handle(_, true) => rest.push(
+                    quote!(let #name = unsafe { crate::rt::arg::handle_mut(#name, #lit) }?;),
+                ),
                 ParamKind::Scalar(_) => {}
                 ParamKind::Text(ty) => rest.push(
                     quote!(let #name: #ty = unsafe { crate::rt::arg::text(#name, #lit) }?;),
@@ -471,7 +473,7 @@ impl Export {
             .map(|p| {
                 let name = &p.name;
                 match p.kind {
-                    ParamKind::Handle(_) if owned_handles => quote!(&#name),
+                    ParamKind::Handle(..) if owned_handles => quote!(&#name),
                     _ => quote!(#name),
                 }
             })

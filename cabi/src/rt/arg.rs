@@ -18,6 +18,15 @@ pub unsafe fn handle<'a, T>(ptr: *const T, name: &str) -> Result<&'a T> {
     unsafe { ptr.as_ref() }.ok_or_else(|| BlazenError::invalid(name, "must not be NULL"))
 }
 
+/// A `T *` handle argument: NULL is an error.
+///
+/// # Safety
+/// As [`handle`], and no other reference to it may be live.
+pub unsafe fn handle_mut<'a, T>(ptr: *mut T, name: &str) -> Result<&'a mut T> {
+    // SAFETY: the caller promises a live handle when non-NULL.
+    unsafe { ptr.as_mut() }.ok_or_else(|| BlazenError::invalid(name, "must not be NULL"))
+}
+
 /// A `const char *` argument decoded into `T`.
 ///
 /// # Safety

@@ -12,6 +12,7 @@
 //! One tokio runtime serves the whole process; it starts on first use.
 
 pub mod arg;
+pub mod callbacks;
 pub mod call;
 mod error;
 pub mod future;

@@ -1,0 +1,174 @@
+//! C callback tables and their owners. The owners are the only way the rest
+//! of the crate calls into C: they hold `user_data`, call the functions with
+//! borrowed C strings, and call `drop_user_data` exactly once when dropped.
+
+use std::ffi::{c_char, c_void, CString};
+
+use serde_json::Value;
+
+use super::strings::take_string;
+use super::BlazenError;
+
+/// The assignment handler a worker calls. `handle` gets borrowed `run_id`,
+/// `workflow_name` and `input_json`; returns 0 and stores a JSON string
+/// made with `blazen_string_alloc` in `*out_json` (NULL means JSON null),
+/// or non-zero and stores a `BlazenError` (made by the library, e.g. with
+/// `blazen_error_from_json`) in `*out_err`; the library takes both.
+/// `on_cancel` and `on_drain` are notifications and may be NULL, as may
+/// `drop_user_data`.
+#[repr(C)]
+pub struct BlazenAssignmentHandlerVTable {
+    pub user_data: *mut c_void,
+    pub drop_user_data: Option<unsafe extern "C" fn(user_data: *mut c_void)>,
+    pub handle: Option<
+        unsafe extern "C" fn(
+            user_data: *mut c_void,
+            run_id: *const c_char,
+            workflow_name: *const c_char,
+            input_json: *const c_char,
+            out_json: *mut *mut c_char,
+            out_err: *mut *mut BlazenError,
+        ) -> i32,
+    >,
+    pub on_cancel: Option<unsafe extern "C" fn(user_data: *mut c_void, run_id: *const c_char)>,
+    pub on_drain: Option<unsafe extern "C" fn(user_data: *mut c_void, immediate: bool)>,
+}
+
+/// Receives a subscription's events: `on_event` with borrowed strings in
+/// server order, then at most one of `on_close` (clean end) or `on_error`
+/// (failure, borrowed message). Any function pointer may be NULL.
+#[repr(C)]
+pub struct BlazenRunEventSinkVTable {
+    pub user_data: *mut c_void,
+    pub drop_user_data: Option<unsafe extern "C" fn(user_data: *mut c_void)>,
+    pub on_event: Option<
+        unsafe extern "C" fn(
+            user_data: *mut c_void,
+            run_id: *const c_char,
+            event_type: *const c_char,
+            data_json: *const c_char,
+            timestamp_ms: u64,
+        ),
+    >,
+    pub on_close: Option<unsafe extern "C" fn(user_data: *mut c_void)>,
+    pub on_error: Option<unsafe extern "C" fn(user_data: *mut c_void, error: *const c_char)>,
+}
+
+/// A borrowed C string for the duration of a callback.
+fn cstr(s: &str) -> CString {
+    CString::new(s.replace('\0', "")).unwrap_or_default()
+}
+
+macro_rules! owner {
+    ($owner:ident, $vtable:ident) => {
+        /// Owns a callback table: calls `drop_user_data` once on drop.
+        pub struct $owner {
+            vt: $vtable,
+        }
+
+        // SAFETY: the C contract: callbacks may be called from any thread
+        // and concurrently; `user_data` is the host's to synchronise.
+        unsafe impl Send for $owner {}
+        // SAFETY: as above.
+        unsafe impl Sync for $owner {}
+
+        impl Drop for $owner {
+            fn drop(&mut self) {
+                if let Some(f) = self.vt.drop_user_data {
+                    // SAFETY: called once, with the host's own pointer.
+                    unsafe { f(self.vt.user_data) };
+                }
+            }
+        }
+
+        impl super::arg::Callbacks for $vtable {
+            type Owner = $owner;
+            fn own(self) -> $owner {
+                $owner { vt: self }
+            }
+        }
+    };
+}
+
+owner!(AssignmentHandler, BlazenAssignmentHandlerVTable);
+owner!(EventSink, BlazenRunEventSinkVTable);
+
+impl AssignmentHandler {
+    /// Calls `handle`; `Ok` is the run's output, `Err` its failure message.
+    pub fn handle(&self, run_id: &str, workflow_name: &str, input_json: &[u8]) -> Result<Value, String> {
+        let Some(f) = self.vt.handle else {
+            return Err("the handler vtable has no `handle` function".into());
+        };
+        let (run_id, wf) = (cstr(run_id), cstr(workflow_name));
+        let input = CString::new(input_json.to_vec())
+            .map_err(|_| "assignment input contains a NUL byte".to_string())?;
+        let mut out: *mut c_char = std::ptr::null_mut();
+        let mut err: *mut BlazenError = std::ptr::null_mut();
+        // SAFETY: valid NUL-terminated strings and out-slots for the call.
+        let rc = unsafe { f(self.vt.user_data, run_id.as_ptr(), wf.as_ptr(), input.as_ptr(), &mut out, &mut err) };
+        // SAFETY: the contract: `out` is NULL or made by blazen_string_alloc.
+        let out = unsafe { take_string(out) };
+        // SAFETY: `err` is NULL or a BlazenError made by this library.
+        let err = (!err.is_null()).then(|| *unsafe { Box::from_raw(err) });
+        if rc != 0 {
+            return Err(match err {
+                Some(e) => e.message,
+                None => format!("the handler failed with status {rc} and gave no error"),
+            });
+        }
+        match out {
+            None => Ok(Value::Null),
+            Some(bytes) => {
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| "the handler returned output that is not UTF-8".to_string())?;
+                serde_json::from_str(&text)
+                    .map_err(|e| format!("the handler returned output that is not JSON ({e})"))
+            }
+        }
+    }
+
+    /// Calls `on_cancel` if set.
+    pub fn on_cancel(&self, run_id: &str) {
+        if let Some(f) = self.vt.on_cancel {
+            let run_id = cstr(run_id);
+            // SAFETY: valid string for the call.
+            unsafe { f(self.vt.user_data, run_id.as_ptr()) };
+        }
+    }
+
+    /// Calls `on_drain` if set.
+    pub fn on_drain(&self, immediate: bool) {
+        if let Some(f) = self.vt.on_drain {
+            // SAFETY: plain call with the host's pointer.
+            unsafe { f(self.vt.user_data, immediate) };
+        }
+    }
+}
+
+impl EventSink {
+    /// Calls `on_event` if set.
+    pub fn on_event(&self, run_id: &str, event_type: &str, data_json: &str, timestamp_ms: u64) {
+        if let Some(f) = self.vt.on_event {
+            let (r, t, d) = (cstr(run_id), cstr(event_type), cstr(data_json));
+            // SAFETY: valid strings for the call.
+            unsafe { f(self.vt.user_data, r.as_ptr(), t.as_ptr(), d.as_ptr(), timestamp_ms) };
+        }
+    }
+
+    /// Calls `on_close` if set.
+    pub fn on_close(&self) {
+        if let Some(f) = self.vt.on_close {
+            // SAFETY: plain call with the host's pointer.
+            unsafe { f(self.vt.user_data) };
+        }
+    }
+
+    /// Calls `on_error` if set.
+    pub fn on_error(&self, message: &str) {
+        if let Some(f) = self.vt.on_error {
+            let m = cstr(message);
+            // SAFETY: valid string for the call.
+            unsafe { f(self.vt.user_data, m.as_ptr()) };
+        }
+    }
+}
