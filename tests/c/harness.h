@@ -16,6 +16,12 @@
 
 #include "blazen.h"
 
+#if defined(__GNUC__)
+#define T_UNUSED __attribute__((unused))
+#else
+#define T_UNUSED
+#endif
+
 static int t_passed, t_failed;
 
 #define CHECK(cond, ...)                                                  \
@@ -30,13 +36,13 @@ static int t_passed, t_failed;
         }                                                                 \
     } while (0)
 
-static int t_finish(void) {
+T_UNUSED static int t_finish(void) {
     printf("%d passed, %d failed\n", t_passed, t_failed);
     return t_failed == 0 ? 0 : 1;
 }
 
 /* Takes a string from the library, compares it with `want`, frees it. */
-static int t_str_eq(char *got, const char *want) {
+T_UNUSED static int t_str_eq(char *got, const char *want) {
     int ok = got != NULL && want != NULL && strcmp(got, want) == 0;
     if (got == NULL && want == NULL) ok = 1;
     blazen_string_free(got);
@@ -44,7 +50,7 @@ static int t_str_eq(char *got, const char *want) {
 }
 
 /* True when `s` (library-owned, freed here) contains `needle`. */
-static int t_str_has(char *s, const char *needle) {
+T_UNUSED static int t_str_has(char *s, const char *needle) {
     int ok = s != NULL && strstr(s, needle) != NULL;
     blazen_string_free(s);
     return ok;
@@ -52,7 +58,7 @@ static int t_str_has(char *s, const char *needle) {
 
 /* Checks that `err` is of `kind` and that its message names `param`;
  * frees it. */
-static int t_err_is(BlazenError *err, uint32_t kind, const char *param) {
+T_UNUSED static int t_err_is(BlazenError *err, uint32_t kind, const char *param) {
     int ok = err != NULL && blazen_error_kind(err) == kind;
     if (ok && param != NULL) ok = t_str_has(blazen_error_message(err), param);
     if (!ok && err != NULL) {
@@ -67,7 +73,7 @@ static int t_err_is(BlazenError *err, uint32_t kind, const char *param) {
 /* The three ways to await a future. */
 enum t_await { T_BY_POLL, T_BY_WAIT, T_BY_FD };
 
-static int t_await(BlazenFuture *f, enum t_await how) {
+T_UNUSED static int t_await(BlazenFuture *f, enum t_await how) {
     if (how == T_BY_WAIT) return blazen_future_wait(f) == 0;
     if (how == T_BY_FD) {
         int64_t fd = blazen_future_fd(f);
@@ -85,11 +91,11 @@ static int t_await(BlazenFuture *f, enum t_await how) {
     return 0;
 }
 
-static const char *t_await_name(enum t_await how) {
+T_UNUSED static const char *t_await_name(enum t_await how) {
     return how == T_BY_POLL ? "poll" : how == T_BY_WAIT ? "wait" : "fd";
 }
 
-static double t_now(void) {
+T_UNUSED static double t_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
