@@ -66,7 +66,9 @@ async fn blazen_controlplane_client_submit_workflow(
         wait_for_worker,
         resource_hint: None,
     };
-    Ok(BlazenRunStateSnapshot(client.inner.submit_workflow(request).await?))
+    Ok(BlazenRunStateSnapshot(
+        client.inner.submit_workflow(request).await?,
+    ))
 }
 
 /// Cancels the run `run_id` (borrowed UUID text). Yields its snapshot.
@@ -75,7 +77,9 @@ async fn blazen_controlplane_client_cancel_workflow(
     client: &BlazenControlPlaneClient,
     run_id: Uuid,
 ) -> Result<BlazenRunStateSnapshot> {
-    Ok(BlazenRunStateSnapshot(client.inner.cancel_workflow(run_id).await?))
+    Ok(BlazenRunStateSnapshot(
+        client.inner.cancel_workflow(run_id).await?,
+    ))
 }
 
 /// Describes the run `run_id` (borrowed UUID text). Yields its snapshot.
@@ -84,7 +88,9 @@ async fn blazen_controlplane_client_describe_workflow(
     client: &BlazenControlPlaneClient,
     run_id: Uuid,
 ) -> Result<BlazenRunStateSnapshot> {
-    Ok(BlazenRunStateSnapshot(client.inner.describe_workflow(run_id).await?))
+    Ok(BlazenRunStateSnapshot(
+        client.inner.describe_workflow(run_id).await?,
+    ))
 }
 
 /// Lists the connected workers.

@@ -154,23 +154,34 @@ fn blazen_error_properties_json(err: &BlazenError) -> Option<String> {
 /// still yields an INTERNAL error saying why; only NULL yields NULL.
 #[export]
 fn blazen_error_from_json(json: Option<Bytes>) -> Option<BlazenError> {
-    json.map(|Bytes(raw)| parse_error(&raw).unwrap_or_else(|why| {
-        BlazenError::internal(format!("blazen_error_from_json: {why}"))
-    }))
+    json.map(|Bytes(raw)| {
+        parse_error(&raw)
+            .unwrap_or_else(|why| BlazenError::internal(format!("blazen_error_from_json: {why}")))
+    })
 }
 
 fn parse_error(raw: &[u8]) -> Result<BlazenError, String> {
     let v: Value = serde_json::from_slice(raw).map_err(|e| format!("invalid JSON ({e})"))?;
     let o = v.as_object().ok_or("expected a JSON object")?;
-    let kind_name = o.get("kind").and_then(Value::as_str).ok_or("missing string `kind`")?;
-    let kind = ErrorKind::from_name(kind_name).ok_or_else(|| format!("unknown kind `{kind_name}`"))?;
-    let message = o.get("message").and_then(Value::as_str).ok_or("missing string `message`")?;
+    let kind_name = o
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or("missing string `kind`")?;
+    let kind =
+        ErrorKind::from_name(kind_name).ok_or_else(|| format!("unknown kind `{kind_name}`"))?;
+    let message = o
+        .get("message")
+        .and_then(Value::as_str)
+        .ok_or("missing string `message`")?;
     let text = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_owned);
     Ok(BlazenError {
         subkind: text("subkind"),
         retry_after_ms: o.get("retry_after_ms").and_then(Value::as_i64),
         elapsed_ms: o.get("elapsed_ms").and_then(Value::as_u64),
-        status: o.get("status").and_then(Value::as_i64).and_then(|s| i32::try_from(s).ok()),
+        status: o
+            .get("status")
+            .and_then(Value::as_i64)
+            .and_then(|s| i32::try_from(s).ok()),
         provider: text("provider"),
         endpoint: text("endpoint"),
         request_id: text("request_id"),
@@ -191,13 +202,25 @@ mod tests {
     #[test]
     fn kind_constants_match_error_kinds() {
         let consts = [
-            BLAZEN_ERROR_KIND_AUTH, BLAZEN_ERROR_KIND_RATE_LIMIT, BLAZEN_ERROR_KIND_TIMEOUT,
-            BLAZEN_ERROR_KIND_VALIDATION, BLAZEN_ERROR_KIND_CONTENT_POLICY,
-            BLAZEN_ERROR_KIND_UNSUPPORTED, BLAZEN_ERROR_KIND_COMPUTE, BLAZEN_ERROR_KIND_MEDIA,
-            BLAZEN_ERROR_KIND_PROVIDER, BLAZEN_ERROR_KIND_WORKFLOW, BLAZEN_ERROR_KIND_TOOL,
-            BLAZEN_ERROR_KIND_PEER, BLAZEN_ERROR_KIND_PERSIST, BLAZEN_ERROR_KIND_PROMPT,
-            BLAZEN_ERROR_KIND_MEMORY, BLAZEN_ERROR_KIND_CACHE, BLAZEN_ERROR_KIND_CANCELLED,
-            BLAZEN_ERROR_KIND_INTERNAL, BLAZEN_ERROR_KIND_CALLER,
+            BLAZEN_ERROR_KIND_AUTH,
+            BLAZEN_ERROR_KIND_RATE_LIMIT,
+            BLAZEN_ERROR_KIND_TIMEOUT,
+            BLAZEN_ERROR_KIND_VALIDATION,
+            BLAZEN_ERROR_KIND_CONTENT_POLICY,
+            BLAZEN_ERROR_KIND_UNSUPPORTED,
+            BLAZEN_ERROR_KIND_COMPUTE,
+            BLAZEN_ERROR_KIND_MEDIA,
+            BLAZEN_ERROR_KIND_PROVIDER,
+            BLAZEN_ERROR_KIND_WORKFLOW,
+            BLAZEN_ERROR_KIND_TOOL,
+            BLAZEN_ERROR_KIND_PEER,
+            BLAZEN_ERROR_KIND_PERSIST,
+            BLAZEN_ERROR_KIND_PROMPT,
+            BLAZEN_ERROR_KIND_MEMORY,
+            BLAZEN_ERROR_KIND_CACHE,
+            BLAZEN_ERROR_KIND_CANCELLED,
+            BLAZEN_ERROR_KIND_INTERNAL,
+            BLAZEN_ERROR_KIND_CALLER,
         ];
         for (c, (k, _)) in consts.iter().zip(ErrorKind::ALL) {
             assert_eq!(*c, k as u32);

@@ -149,7 +149,10 @@ fn blazen_worker_info_list_count(list: &BlazenWorkerInfoList) -> usize {
 /// An independent caller-owned copy of entry `index` (free it with
 /// `blazen_worker_info_free`; it outlives the list), NULL when out of range.
 #[export]
-fn blazen_worker_info_list_get(list: &BlazenWorkerInfoList, index: usize) -> Option<BlazenWorkerInfo> {
+fn blazen_worker_info_list_get(
+    list: &BlazenWorkerInfoList,
+    index: usize,
+) -> Option<BlazenWorkerInfo> {
     list.0.get(index).cloned().map(BlazenWorkerInfo)
 }
 

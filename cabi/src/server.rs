@@ -77,7 +77,10 @@ struct Auth {
 }
 
 impl tonic::service::Interceptor for Auth {
-    fn call(&mut self, mut req: tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut req: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
         let header = req
             .metadata()
             .get("authorization")
@@ -90,7 +93,9 @@ impl tonic::service::Interceptor for Auth {
                     .and_then(|h| h.strip_prefix("Bearer "))
                     .is_some_and(|t| t.as_bytes() == token.as_bytes());
                 if !ok {
-                    return Err(tonic::Status::unauthenticated("missing or wrong bearer token"));
+                    return Err(tonic::Status::unauthenticated(
+                        "missing or wrong bearer token",
+                    ));
                 }
             }
             None => blazen_controlplane::auth::validate_bearer(header.as_deref())
@@ -105,12 +110,12 @@ impl tonic::service::Interceptor for Auth {
 }
 
 async fn start(bind_addr: &str, token: Option<String>) -> Result<BlazenControlPlaneServer> {
-    let addr: SocketAddr = bind_addr
-        .parse()
-        .map_err(|e| BlazenError::invalid("bind_addr", format!("is not an IP:port address ({e})")))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| BlazenError::peer("ControlPlaneTransport", format!("cannot bind {addr}: {e}")))?;
+    let addr: SocketAddr = bind_addr.parse().map_err(|e| {
+        BlazenError::invalid("bind_addr", format!("is not an IP:port address ({e})"))
+    })?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        BlazenError::peer("ControlPlaneTransport", format!("cannot bind {addr}: {e}"))
+    })?;
     let addr = listener
         .local_addr()
         .map_err(|e| BlazenError::internal(format!("local_addr: {e}")))?;

@@ -68,7 +68,10 @@ enum Msg {
 }
 
 fn is_terminal(event_type: &str) -> bool {
-    matches!(event_type, "status.completed" | "status.failed" | "status.cancelled")
+    matches!(
+        event_type,
+        "status.completed" | "status.failed" | "status.cancelled"
+    )
 }
 
 /// The terminal event a finished run's snapshot stands for.
@@ -83,7 +86,10 @@ fn terminal_event(s: &RunStateSnapshot) -> Option<RunEvent> {
         run_id: s.run_id,
         event_type: event_type.into(),
         data,
-        timestamp_ms: s.completed_at_ms.or(s.last_event_at_ms).unwrap_or(s.started_at_ms),
+        timestamp_ms: s
+            .completed_at_ms
+            .or(s.last_event_at_ms)
+            .unwrap_or(s.started_at_ms),
     })
 }
 
@@ -98,7 +104,10 @@ async fn pump(
 ) {
     let client = client.inner;
     let stream = match run {
-        Some(id) => client.subscribe_run_events(id).await.map_err(BlazenError::from),
+        Some(id) => client
+            .subscribe_run_events(id)
+            .await
+            .map_err(BlazenError::from),
         None => client.subscribe_all(tags).await.map_err(BlazenError::from),
     };
     let mut stream = match stream {
@@ -144,7 +153,9 @@ async fn pump(
             }
         }
     }
-    let _ = tx.send(Msg::Error("the control plane closed the event stream".into()));
+    let _ = tx.send(Msg::Error(
+        "the control plane closed the event stream".into(),
+    ));
 }
 
 fn dispatch(state: Arc<State>, sink: EventSink, rx: mpsc::Receiver<Msg>) {

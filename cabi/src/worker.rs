@@ -128,7 +128,9 @@ impl AssignmentHandler for CHandler {
 
     async fn on_cancel(&self, run_id: Uuid) {
         if lock(&self.in_flight).remove(&run_id).is_some() {
-            let _ = self.off_executor(move |vt| vt.on_cancel(&run_id.to_string())).await;
+            let _ = self
+                .off_executor(move |vt| vt.on_cancel(&run_id.to_string()))
+                .await;
         }
     }
 
@@ -172,7 +174,10 @@ fn configure(s: Settings) -> WorkerConfig {
     config
 }
 
-fn build(config: WorkerConfig, vt: callbacks::AssignmentHandler) -> Result<BlazenControlPlaneWorker> {
+fn build(
+    config: WorkerConfig,
+    vt: callbacks::AssignmentHandler,
+) -> Result<BlazenControlPlaneWorker> {
     let worker = Worker::connect(config)?;
     Ok(BlazenControlPlaneWorker {
         inner: Arc::new(Cell {
@@ -242,7 +247,8 @@ async fn blazen_controlplane_worker_new_with_mtls(
         tags: tags_json,
         admission,
     };
-    let config = configure(settings).with_mtls(cert_path.as_ref(), key_path.as_ref(), ca_path.as_ref())?;
+    let config =
+        configure(settings).with_mtls(cert_path.as_ref(), key_path.as_ref(), ca_path.as_ref())?;
     build(config, vtable)
 }
 

@@ -30,11 +30,20 @@ fn build_library(root: &Path, release: bool) -> Result<PathBuf> {
         cmd.arg("--release");
     }
     sh(&mut cmd)?;
-    Ok(root.join("target").join(if release { "release" } else { "debug" }))
+    Ok(root
+        .join("target")
+        .join(if release { "release" } else { "debug" }))
 }
 
 /// Compiles one consumer program against include/ and the cdylib in `lib`.
-fn compile(root: &Path, cc: &str, src: &Path, lib: &Path, out: &Path, extra: &[&str]) -> Result<()> {
+fn compile(
+    root: &Path,
+    cc: &str,
+    src: &Path,
+    lib: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> Result<()> {
     let mut cmd = Command::new(cc);
     cmd.args(extra)
         .arg("-I")
@@ -56,7 +65,8 @@ fn suites(root: &Path, dir: &str, ext: &str) -> Result<Vec<PathBuf>> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.extension().is_some_and(|e| e == ext)
-                && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test_"))
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("test_"))
         })
         .collect();
     v.sort();
@@ -68,7 +78,14 @@ fn header_compiles(root: &Path, lib: &Path, bin: &Path) -> Result<()> {
     let strict = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"];
     for cc in C_COMPILERS {
         let out = bin.join(format!("header_c99_{cc}"));
-        compile(root, cc, &root.join("tests/c/header_c99.c"), lib, &out, &strict)?;
+        compile(
+            root,
+            cc,
+            &root.join("tests/c/header_c99.c"),
+            lib,
+            &out,
+            &strict,
+        )?;
         sh(&mut Command::new(&out))?;
     }
     let out = bin.join("header_cpp");
@@ -125,6 +142,7 @@ fn run_abi_check(root: &Path, lib: &Path) -> Result<()> {
 }
 
 pub fn test_all(root: &Path) -> Result<()> {
+    sh(Command::new("bash").arg(root.join(".ci/install-deps")))?;
     for tool in ["gcc", "clang", "g++"] {
         need(tool)?;
     }
@@ -144,6 +162,7 @@ pub fn test_all(root: &Path) -> Result<()> {
 
 pub fn demo(root: &Path) -> Result<()> {
     need("cc")?;
+    crate::header::run(root, true)?;
     let lib = build_library(root, false)?;
     let bin = root.join("target/consumers");
     std::fs::create_dir_all(&bin)?;

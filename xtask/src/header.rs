@@ -34,7 +34,8 @@ pub fn stubs(root: &Path) -> Result<String> {
     let mut tokens = proc_macro2::TokenStream::new();
     for file in sources(&root.join("cabi/src"))? {
         let text = std::fs::read_to_string(&file)?;
-        let parsed = syn::parse_file(&text).with_context(|| format!("parsing {}", file.display()))?;
+        let parsed =
+            syn::parse_file(&text).with_context(|| format!("parsing {}", file.display()))?;
         tokens.extend(
             blazen_cabi_codegen::header_stubs(&parsed)
                 .with_context(|| format!("expanding stubs of {}", file.display()))?,

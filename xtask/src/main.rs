@@ -55,9 +55,7 @@ fn link_protoc(root: &Path) -> Result<()> {
 
 /// Runs a command, failing with its name when it fails.
 pub fn sh(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("running {cmd:?}"))?;
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed ({status})");
     }

@@ -121,12 +121,17 @@ impl Parse for ExportArgs {
                 other => {
                     return Err(syn::Error::new(
                         id.span(),
-                        format!("unknown export option `{other}` (expected `blocking` or `status`)"),
+                        format!(
+                            "unknown export option `{other}` (expected `blocking` or `status`)"
+                        ),
                     ))
                 }
             };
             if mode.replace(m).is_some() {
-                return Err(syn::Error::new(id.span(), "only one export option is allowed"));
+                return Err(syn::Error::new(
+                    id.span(),
+                    "only one export option is allowed",
+                ));
             }
         }
         Ok(Self { mode })
@@ -196,7 +201,10 @@ fn classify_param(ty: &Type) -> syn::Result<ParamKind> {
     if last_segment(ty).is_some() {
         return Ok(ParamKind::Text(ty.clone()));
     }
-    Err(syn::Error::new_spanned(ty, "unsupported parameter type in an exported stub"))
+    Err(syn::Error::new_spanned(
+        ty,
+        "unsupported parameter type in an exported stub",
+    ))
 }
 
 fn classify_output(ty: &Type, sync: bool) -> syn::Result<Output> {
@@ -224,7 +232,10 @@ fn classify_output(ty: &Type, sync: bool) -> syn::Result<Output> {
         Some(_) => return Ok(Output::Handle(ty.clone())),
         None => {}
     }
-    Err(syn::Error::new_spanned(ty, "unsupported return type in an exported stub"))
+    Err(syn::Error::new_spanned(
+        ty,
+        "unsupported return type in an exported stub",
+    ))
 }
 
 fn doc_attrs(attrs: &[Attribute]) -> Vec<Attribute> {
@@ -260,7 +271,10 @@ impl Export {
             ));
         }
         if !item.sig.generics.params.is_empty() {
-            return Err(syn::Error::new_spanned(&item.sig.generics, "stubs cannot be generic"));
+            return Err(syn::Error::new_spanned(
+                &item.sig.generics,
+                "stubs cannot be generic",
+            ));
         }
         let mut params = Vec::new();
         for input in &item.sig.inputs {
@@ -268,7 +282,10 @@ impl Export {
                 return Err(syn::Error::new_spanned(input, "stubs are free functions"));
             };
             let Pat::Ident(pi) = &*pt.pat else {
-                return Err(syn::Error::new_spanned(&pt.pat, "parameters must be plain names"));
+                return Err(syn::Error::new_spanned(
+                    &pt.pat,
+                    "parameters must be plain names",
+                ));
             };
             params.push(Param {
                 name: pi.ident.clone(),
@@ -384,13 +401,20 @@ impl Export {
                 if self.mode == Mode::Both {
                     let fut = future_ty(t);
                     let take = match &self.output {
-                        Output::Handle(ty) => format!("the matching `blazen_future_take_*` for `{}`", quote!(#ty)),
+                        Output::Handle(ty) => {
+                            format!("the matching `blazen_future_take_*` for `{}`", quote!(#ty))
+                        }
                         _ => "`blazen_future_take_unit`".to_string(),
                     };
                     let note = format!(
                         "Non-blocking: returns a caller-owned `BlazenFuture` (never NULL) running the operation; await it with `blazen_future_poll`, `blazen_future_wait` or `blazen_future_fd`, collect it with {take}, and release it with `blazen_future_free`. Invalid arguments give an already-failed future."
                     );
-                    sigs.push((self.name.clone(), params, quote!(*mut #fut), extra_doc(&note)));
+                    sigs.push((
+                        self.name.clone(),
+                        params,
+                        quote!(*mut #fut),
+                        extra_doc(&note),
+                    ));
                 }
             }
             Mode::Sync => {
@@ -512,8 +536,12 @@ impl Export {
                     let dec = self.decoders(false);
                     let args = self.call_args(false);
                     let ret_call = match &self.output {
-                        Output::OptionalScalar(_) => quote!(crate::rt::ret::optional(#label, out_value, has_value, || { #dec Ok(#body(#(#args),*)) })),
-                        _ => quote!(crate::rt::ret::sync(#label, || { #dec Ok(#body(#(#args),*)) })),
+                        Output::OptionalScalar(_) => {
+                            quote!(crate::rt::ret::optional(#label, out_value, has_value, || { #dec Ok(#body(#(#args),*)) }))
+                        }
+                        _ => {
+                            quote!(crate::rt::ret::sync(#label, || { #dec Ok(#body(#(#args),*)) }))
+                        }
                     };
                     ret_call
                 }
@@ -528,7 +556,9 @@ impl Export {
                             let out = out_ident(ty);
                             quote!(crate::rt::call::blocking(#label, #out, out_err, #make))
                         }
-                        (_, false) => quote!(crate::rt::call::blocking_unit(#label, out_err, #make)),
+                        (_, false) => {
+                            quote!(crate::rt::call::blocking_unit(#label, out_err, #make))
+                        }
                     }
                 }
             };
@@ -551,23 +581,30 @@ impl Export {
 
 fn out_ident(ty: &Type) -> Ident {
     let name = type_name(ty).unwrap_or_default();
-    let snake = name
-        .strip_prefix("Blazen")
-        .unwrap_or(&name)
-        .chars()
-        .fold(String::new(), |mut acc, c| {
-            if c.is_uppercase() {
-                if !acc.is_empty() {
-                    acc.push('_');
+    let snake =
+        name.strip_prefix("Blazen")
+            .unwrap_or(&name)
+            .chars()
+            .fold(String::new(), |mut acc, c| {
+                if c.is_uppercase() {
+                    if !acc.is_empty() {
+                        acc.push('_');
+                    }
+                    acc.extend(c.to_lowercase());
+                } else {
+                    acc.push(c);
                 }
-                acc.extend(c.to_lowercase());
-            } else {
-                acc.push(c);
-            }
-            acc
-        });
+                acc
+            });
     let short = snake.rsplit('_').next().unwrap_or("value");
-    format_ident!("out_{}", if snake.ends_with("_list") { "list" } else { short })
+    format_ident!(
+        "out_{}",
+        if snake.ends_with("_list") {
+            "list"
+        } else {
+            short
+        }
+    )
 }
 
 fn c_char(t: Target) -> TokenStream {
@@ -616,7 +653,10 @@ impl Handle {
                 ..
             }) = &m.value
             else {
-                return Err(syn::Error::new_spanned(&m.value, "expected a string literal"));
+                return Err(syn::Error::new_spanned(
+                    &m.value,
+                    "expected a string literal",
+                ));
             };
             let id = Ident::new(&s.value(), s.span());
             if m.path.is_ident("free") {
@@ -624,11 +664,17 @@ impl Handle {
             } else if m.path.is_ident("take") {
                 take = Some(id);
             } else {
-                return Err(syn::Error::new_spanned(&m.path, "expected `free` or `take`"));
+                return Err(syn::Error::new_spanned(
+                    &m.path,
+                    "expected `free` or `take`",
+                ));
             }
         }
         if free.is_none() && take.is_none() {
-            return Err(syn::Error::new(Span::call_site(), "`#[handle]` needs `free` and/or `take`"));
+            return Err(syn::Error::new(
+                Span::call_site(),
+                "`#[handle]` needs `free` and/or `take`",
+            ));
         }
         Ok(Self {
             ty: item.ident.clone(),
@@ -682,23 +728,26 @@ impl Handle {
     pub fn expand(&self) -> TokenStream {
         let item = &self.item;
         let ty = &self.ty;
-        let fns = self.signatures(Target::Library).into_iter().map(|(name, params, ret, doc)| {
-            let is_take = Some(&name) == self.take.as_ref();
-            let label = LitStr::new(&name.to_string(), name.span());
-            let body = if is_take {
-                let out = out_ident(&syn::parse_quote!(#ty));
-                quote!(unsafe { crate::rt::future::take::<#ty>(#label, fut, #out, out_err) })
-            } else {
-                quote!(unsafe { crate::rt::ret::free::<#ty>(#label, handle) })
-            };
-            let doc = format!(" {doc}");
-            quote! {
-                #[doc = #doc]
-                #[no_mangle]
-                #[allow(clippy::missing_safety_doc)]
-                pub unsafe extern "C" fn #name(#params) -> #ret { #body }
-            }
-        });
+        let fns = self
+            .signatures(Target::Library)
+            .into_iter()
+            .map(|(name, params, ret, doc)| {
+                let is_take = Some(&name) == self.take.as_ref();
+                let label = LitStr::new(&name.to_string(), name.span());
+                let body = if is_take {
+                    let out = out_ident(&syn::parse_quote!(#ty));
+                    quote!(unsafe { crate::rt::future::take::<#ty>(#label, fut, #out, out_err) })
+                } else {
+                    quote!(unsafe { crate::rt::ret::free::<#ty>(#label, handle) })
+                };
+                let doc = format!(" {doc}");
+                quote! {
+                    #[doc = #doc]
+                    #[no_mangle]
+                    #[allow(clippy::missing_safety_doc)]
+                    pub unsafe extern "C" fn #name(#params) -> #ret { #body }
+                }
+            });
         quote! {
             #item
             impl crate::rt::ret::OwnedHandle for #ty {}

@@ -63,7 +63,10 @@ fn utf8<'a>(raw: &'a CStr, name: &str) -> Result<&'a str> {
 }
 
 fn required<'a>(raw: Option<&'a CStr>, name: &str) -> Result<&'a str> {
-    utf8(raw.ok_or_else(|| BlazenError::invalid(name, "must not be NULL"))?, name)
+    utf8(
+        raw.ok_or_else(|| BlazenError::invalid(name, "must not be NULL"))?,
+        name,
+    )
 }
 
 fn json(raw: Option<&CStr>, name: &str) -> Result<Option<Value>> {
@@ -235,9 +238,18 @@ mod tests {
         let e = dec::<String>(None).unwrap_err();
         assert_eq!(e.kind, super::super::ErrorKind::Validation);
         assert!(e.message.contains("`arg`"), "{}", e.message);
-        assert!(dec::<String>(Some(b"\xff")).unwrap_err().message.contains("UTF-8"));
-        assert!(dec::<Json>(Some(b"{")).unwrap_err().message.contains("JSON"));
-        assert!(dec::<uuid::Uuid>(Some(b"nope")).unwrap_err().message.contains("UUID"));
+        assert!(dec::<String>(Some(b"\xff"))
+            .unwrap_err()
+            .message
+            .contains("UTF-8"));
+        assert!(dec::<Json>(Some(b"{"))
+            .unwrap_err()
+            .message
+            .contains("JSON"));
+        assert!(dec::<uuid::Uuid>(Some(b"nope"))
+            .unwrap_err()
+            .message
+            .contains("UUID"));
     }
 
     #[test]

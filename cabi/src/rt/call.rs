@@ -93,7 +93,11 @@ where
 ///
 /// # Safety
 /// `out_err` is NULL or writable.
-pub unsafe fn blocking_unit<F, Fut>(label: &'static str, out_err: *mut *mut BlazenError, make: F) -> i32
+pub unsafe fn blocking_unit<F, Fut>(
+    label: &'static str,
+    out_err: *mut *mut BlazenError,
+    make: F,
+) -> i32
 where
     F: FnOnce() -> Result<Fut>,
     Fut: Future<Output = Result<()>> + Send + 'static,

@@ -95,7 +95,12 @@ owner!(EventSink, BlazenRunEventSinkVTable);
 
 impl AssignmentHandler {
     /// Calls `handle`; `Ok` is the run's output, `Err` its failure message.
-    pub fn handle(&self, run_id: &str, workflow_name: &str, input_json: &[u8]) -> Result<Value, String> {
+    pub fn handle(
+        &self,
+        run_id: &str,
+        workflow_name: &str,
+        input_json: &[u8],
+    ) -> Result<Value, String> {
         let Some(f) = self.vt.handle else {
             return Err("the handler vtable has no `handle` function".into());
         };
@@ -105,7 +110,16 @@ impl AssignmentHandler {
         let mut out: *mut c_char = std::ptr::null_mut();
         let mut err: *mut BlazenError = std::ptr::null_mut();
         // SAFETY: valid NUL-terminated strings and out-slots for the call.
-        let rc = unsafe { f(self.vt.user_data, run_id.as_ptr(), wf.as_ptr(), input.as_ptr(), &mut out, &mut err) };
+        let rc = unsafe {
+            f(
+                self.vt.user_data,
+                run_id.as_ptr(),
+                wf.as_ptr(),
+                input.as_ptr(),
+                &mut out,
+                &mut err,
+            )
+        };
         // SAFETY: the contract: `out` is NULL or made by blazen_string_alloc.
         let out = unsafe { take_string(out) };
         // SAFETY: `err` is NULL or a BlazenError made by this library.
@@ -151,7 +165,15 @@ impl EventSink {
         if let Some(f) = self.vt.on_event {
             let (r, t, d) = (cstr(run_id), cstr(event_type), cstr(data_json));
             // SAFETY: valid strings for the call.
-            unsafe { f(self.vt.user_data, r.as_ptr(), t.as_ptr(), d.as_ptr(), timestamp_ms) };
+            unsafe {
+                f(
+                    self.vt.user_data,
+                    r.as_ptr(),
+                    t.as_ptr(),
+                    d.as_ptr(),
+                    timestamp_ms,
+                )
+            };
         }
     }
 

@@ -100,7 +100,10 @@ impl BlazenError {
 
     /// A VALIDATION error about the C parameter `param`.
     pub fn invalid(param: &str, problem: impl std::fmt::Display) -> Self {
-        Self::new(ErrorKind::Validation, format!("invalid argument `{param}`: {problem}"))
+        Self::new(
+            ErrorKind::Validation,
+            format!("invalid argument `{param}`: {problem}"),
+        )
     }
 
     /// An INTERNAL error (a bug, a caught panic, a misuse of a future).
@@ -149,7 +152,8 @@ fn grpc_code_in(text: &str) -> Option<&str> {
         .find(|c: char| !c.is_ascii_alphanumeric())
         .unwrap_or(rest.len());
     let code = &rest[..end];
-    (!code.is_empty() && code.chars().next().is_some_and(|c| c.is_ascii_uppercase())).then_some(code)
+    (!code.is_empty() && code.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
+        .then_some(code)
 }
 
 impl From<WorkflowError> for BlazenError {
@@ -170,7 +174,9 @@ impl From<ControlPlaneError> for BlazenError {
             ControlPlaneError::NoMatchingWorker { .. } => {
                 "ControlPlaneFailedPrecondition".to_string()
             }
-            ControlPlaneError::Workflow(w) => return BlazenError::from_workflow_text(w.to_string()),
+            ControlPlaneError::Workflow(w) => {
+                return BlazenError::from_workflow_text(w.to_string())
+            }
             ControlPlaneError::Transport(t) => match grpc_code_in(t) {
                 Some(code) => subkind_for_code(code),
                 None => "ControlPlaneTransport".to_string(),

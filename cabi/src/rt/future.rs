@@ -15,6 +15,7 @@ use super::{BlazenError, Result};
 
 type Value = Box<dyn Any + Send>;
 
+#[allow(clippy::large_enum_variant)] // one slot per future, moved rarely
 enum Slot {
     Pending,
     Ready(Result<Value>),
@@ -101,7 +102,11 @@ impl BlazenFuture {
     fn wait(&self) {
         let mut st = self.shared.lock();
         while matches!(st.slot, Slot::Pending) {
-            st = self.shared.ready.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = self
+                .shared
+                .ready
+                .wait(st)
+                .unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -132,7 +137,8 @@ impl BlazenFuture {
         if let Some(task) = &self.task {
             task.abort();
         }
-        self.shared.complete(Err(BlazenError::cancelled("the operation")));
+        self.shared
+            .complete(Err(BlazenError::cancelled("the operation")));
     }
 
     /// Takes the result as a `T`, exactly once.
@@ -145,7 +151,10 @@ impl BlazenFuture {
                     st.slot = Slot::Ready(Ok(v));
                     Err(BlazenError::internal(format!(
                         "this future does not yield a {}",
-                        std::any::type_name::<T>().rsplit("::").next().unwrap_or("value")
+                        std::any::type_name::<T>()
+                            .rsplit("::")
+                            .next()
+                            .unwrap_or("value")
                     )))
                 }
             },
@@ -154,7 +163,9 @@ impl BlazenFuture {
                 st.slot = Slot::Pending;
                 Err(BlazenError::internal("the future is still pending"))
             }
-            Slot::Taken => Err(BlazenError::internal("the future's result was already taken")),
+            Slot::Taken => Err(BlazenError::internal(
+                "the future's result was already taken",
+            )),
         }
     }
 }
@@ -178,7 +189,9 @@ pub unsafe fn take<T: Send + 'static>(
     out: *mut *mut T,
     out_err: *mut *mut BlazenError,
 ) -> i32 {
-    let r = guard(label, || unsafe { super::arg::handle(fut, "fut") }?.take::<T>());
+    let r = guard(label, || {
+        unsafe { super::arg::handle(fut, "fut") }?.take::<T>()
+    });
     unsafe { super::call::store(r, out, out_err) }
 }
 
@@ -186,8 +199,9 @@ fn with_future<R>(fut: *const BlazenFuture, neutral: R, f: impl FnOnce(&BlazenFu
     // SAFETY: the C contract: NULL or a live future made by this library.
     match unsafe { fut.as_ref() } {
         None => neutral,
-        Some(fut) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(fut)))
-            .unwrap_or(neutral),
+        Some(fut) => {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(fut))).unwrap_or(neutral)
+        }
     }
 }
 
@@ -244,5 +258,12 @@ pub unsafe extern "C" fn blazen_future_take_unit(
     fut: *mut BlazenFuture,
     out_err: *mut *mut BlazenError,
 ) -> i32 {
-    unsafe { take::<()>("blazen_future_take_unit", fut, std::ptr::null_mut(), out_err) }
+    unsafe {
+        take::<()>(
+            "blazen_future_take_unit",
+            fut,
+            std::ptr::null_mut(),
+            out_err,
+        )
+    }
 }

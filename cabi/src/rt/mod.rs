@@ -12,8 +12,8 @@
 //! One tokio runtime serves the whole process; it starts on first use.
 
 pub mod arg;
-pub mod callbacks;
 pub mod call;
+pub mod callbacks;
 mod error;
 pub mod future;
 pub mod ret;
