@@ -25,6 +25,8 @@ pub mod server;
 pub mod subscription;
 pub mod worker;
 
+mod boundary_tests;
+
 use blazen_cabi_macros::export;
 
 pub use rt::{BlazenError, BlazenFuture};

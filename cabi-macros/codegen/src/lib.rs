@@ -787,12 +787,27 @@ fn attr_tokens(a: &Attribute) -> TokenStream {
 /// a parsed source file (inline modules included), for cbindgen.
 pub fn header_stubs(file: &syn::File) -> syn::Result<TokenStream> {
     let mut out = TokenStream::new();
+    if file.attrs.iter().any(|a| a.path().is_ident("cfg")) {
+        return Ok(out); // a `#![cfg(..)]` file (tests) is not in the header
+    }
     collect(&file.items, &mut out)?;
     Ok(out)
 }
 
+/// Items under `#[cfg(...)]` (tests, test-only features) are not part of
+/// the published header.
+fn is_cfg_gated(item: &syn::Item) -> bool {
+    let attrs = match item {
+        syn::Item::Fn(f) => &f.attrs,
+        syn::Item::Struct(s) => &s.attrs,
+        syn::Item::Mod(m) => &m.attrs,
+        _ => return false,
+    };
+    attrs.iter().any(|a| a.path().is_ident("cfg"))
+}
+
 fn collect(items: &[syn::Item], out: &mut TokenStream) -> syn::Result<()> {
-    for item in items {
+    for item in items.iter().filter(|i| !is_cfg_gated(i)) {
         match item {
             syn::Item::Fn(f) => {
                 if let Some(a) = attr_named(&f.attrs, "export") {
@@ -828,7 +843,7 @@ pub fn exports(file: &syn::File) -> syn::Result<Vec<Export>> {
 }
 
 fn collect_exports(items: &[syn::Item], v: &mut Vec<Export>) -> syn::Result<()> {
-    for item in items {
+    for item in items.iter().filter(|i| !is_cfg_gated(i)) {
         match item {
             syn::Item::Fn(f) => {
                 if let Some(a) = attr_named(&f.attrs, "export") {
