@@ -467,6 +467,32 @@ BlazenFuture *blazen_controlplane_client_connect_with_mtls(const char *endpoint,
                                                            const char *ca_path);
 
 /**
+ * Connects with `options_json` (borrowed; NULL or an object with any of
+ * `bearer_token`, `cert_path` + `key_path` + `ca_path` for mutual TLS, and
+ * `connect_timeout_ms`; other keys are a VALIDATION error). A token is sent
+ * on every call; a wrong one makes calls fail with subkind
+ * `ControlPlaneUnauthenticated`.
+ *
+ * Blocks the calling thread. Returns 0 and stores a new caller-owned `BlazenControlPlaneClient` in `*out_client` (free it with its `_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.
+ */
+int32_t blazen_controlplane_client_connect_with_options_blocking(const char *endpoint,
+                                                                 const char *options_json,
+                                                                 BlazenControlPlaneClient **out_client,
+                                                                 BlazenError **out_err);
+
+/**
+ * Connects with `options_json` (borrowed; NULL or an object with any of
+ * `bearer_token`, `cert_path` + `key_path` + `ca_path` for mutual TLS, and
+ * `connect_timeout_ms`; other keys are a VALIDATION error). A token is sent
+ * on every call; a wrong one makes calls fail with subkind
+ * `ControlPlaneUnauthenticated`.
+ *
+ * Non-blocking: returns a caller-owned `BlazenFuture` (never NULL) running the operation; await it with `blazen_future_poll`, `blazen_future_wait` or `blazen_future_fd`, collect it with the matching `blazen_future_take_*` for `BlazenControlPlaneClient`, and release it with `blazen_future_free`. Invalid arguments give an already-failed future.
+ */
+BlazenFuture *blazen_controlplane_client_connect_with_options(const char *endpoint,
+                                                              const char *options_json);
+
+/**
  * Submits a run of `workflow_name` with `input_json` (a JSON value) and
  * `required_tags_json` (NULL, `null` or `["key=value", ...]`), all
  * borrowed. With `wait_for_worker` false, a submission no connected worker
@@ -497,6 +523,67 @@ BlazenFuture *blazen_controlplane_client_submit_workflow(const BlazenControlPlan
                                                          const char *input_json,
                                                          const char *required_tags_json,
                                                          bool wait_for_worker);
+
+/**
+ * As `submit_workflow`, with `options_json` (borrowed; NULL or an object
+ * with any of `workflow_version` (u32; routes to capability
+ * `workflow:NAME` at that version), `idempotency_key`, `deadline_ms`,
+ * `resource_hint` {`vram_mb`, `cpu_cores`, `expected_seconds`}; other keys
+ * are a VALIDATION error).
+ *
+ * Blocks the calling thread. Returns 0 and stores a new caller-owned `BlazenRunStateSnapshot` in `*out_snapshot` (free it with its `_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.
+ */
+int32_t blazen_controlplane_client_submit_workflow_with_options_blocking(const BlazenControlPlaneClient *client,
+                                                                         const char *workflow_name,
+                                                                         const char *input_json,
+                                                                         const char *required_tags_json,
+                                                                         bool wait_for_worker,
+                                                                         const char *options_json,
+                                                                         BlazenRunStateSnapshot **out_snapshot,
+                                                                         BlazenError **out_err);
+
+/**
+ * As `submit_workflow`, with `options_json` (borrowed; NULL or an object
+ * with any of `workflow_version` (u32; routes to capability
+ * `workflow:NAME` at that version), `idempotency_key`, `deadline_ms`,
+ * `resource_hint` {`vram_mb`, `cpu_cores`, `expected_seconds`}; other keys
+ * are a VALIDATION error).
+ *
+ * Non-blocking: returns a caller-owned `BlazenFuture` (never NULL) running the operation; await it with `blazen_future_poll`, `blazen_future_wait` or `blazen_future_fd`, collect it with the matching `blazen_future_take_*` for `BlazenRunStateSnapshot`, and release it with `blazen_future_free`. Invalid arguments give an already-failed future.
+ */
+BlazenFuture *blazen_controlplane_client_submit_workflow_with_options(const BlazenControlPlaneClient *client,
+                                                                      const char *workflow_name,
+                                                                      const char *input_json,
+                                                                      const char *required_tags_json,
+                                                                      bool wait_for_worker,
+                                                                      const char *options_json);
+
+/**
+ * Answers the `input.request` event `request_id` (borrowed; from the
+ * event's data) of run `run_id` (borrowed UUID text) with
+ * `response_json` (borrowed JSON value), resuming the handler waiting
+ * for it.
+ *
+ * Blocks the calling thread. Returns 0, or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`; `out_err` may be NULL).
+ */
+int32_t blazen_controlplane_client_respond_to_input_blocking(const BlazenControlPlaneClient *client,
+                                                             const char *run_id,
+                                                             const char *request_id,
+                                                             const char *response_json,
+                                                             BlazenError **out_err);
+
+/**
+ * Answers the `input.request` event `request_id` (borrowed; from the
+ * event's data) of run `run_id` (borrowed UUID text) with
+ * `response_json` (borrowed JSON value), resuming the handler waiting
+ * for it.
+ *
+ * Non-blocking: returns a caller-owned `BlazenFuture` (never NULL) running the operation; await it with `blazen_future_poll`, `blazen_future_wait` or `blazen_future_fd`, collect it with `blazen_future_take_unit`, and release it with `blazen_future_free`. Invalid arguments give an already-failed future.
+ */
+BlazenFuture *blazen_controlplane_client_respond_to_input(const BlazenControlPlaneClient *client,
+                                                          const char *run_id,
+                                                          const char *request_id,
+                                                          const char *response_json);
 
 /**
  * Cancels the run `run_id` (borrowed UUID text). Yields its snapshot.
@@ -882,7 +969,34 @@ int32_t blazen_controlplane_server_start_blocking(const char *bind_addr,
 BlazenFuture *blazen_controlplane_server_start(const char *bind_addr);
 
 /**
+ * As `server_start`, with `options_json` (borrowed; NULL or an object with
+ * any of `bearer_token`, which every call must then present, overriding
+ * `BLAZEN_PEER_TOKEN` for this server only; and `cert_path` + `key_path` +
+ * `ca_path` to serve mutual TLS from PEM files; other keys are a
+ * VALIDATION error).
+ *
+ * Blocks the calling thread. Returns 0 and stores a new caller-owned `BlazenControlPlaneServer` in `*out_server` (free it with its `_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.
+ */
+int32_t blazen_controlplane_server_start_with_options_blocking(const char *bind_addr,
+                                                               const char *options_json,
+                                                               BlazenControlPlaneServer **out_server,
+                                                               BlazenError **out_err);
+
+/**
+ * As `server_start`, with `options_json` (borrowed; NULL or an object with
+ * any of `bearer_token`, which every call must then present, overriding
+ * `BLAZEN_PEER_TOKEN` for this server only; and `cert_path` + `key_path` +
+ * `ca_path` to serve mutual TLS from PEM files; other keys are a
+ * VALIDATION error).
+ *
+ * Non-blocking: returns a caller-owned `BlazenFuture` (never NULL) running the operation; await it with `blazen_future_poll`, `blazen_future_wait` or `blazen_future_fd`, collect it with the matching `blazen_future_take_*` for `BlazenControlPlaneServer`, and release it with `blazen_future_free`. Invalid arguments give an already-failed future.
+ */
+BlazenFuture *blazen_controlplane_server_start_with_options(const char *bind_addr,
+                                                            const char *options_json);
+
+/**
  * The server's endpoint for clients and workers, `http://IP:PORT`
+ * (`https://` when it serves TLS)
  * (caller-owned string).
  *
  * The returned string is caller-owned (free with `blazen_string_free`); NULL when absent or on invalid arguments.

@@ -2,12 +2,13 @@
 
 use blazen_cabi_macros::{export, handle};
 use blazen_controlplane::client::Client;
-use blazen_core::distributed::{OrchestratorClient, SubmitWorkflowRequest};
+use blazen_core::distributed::{OrchestratorClient, ResourceHint, SubmitWorkflowRequest};
+use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::records::{BlazenRunStateSnapshot, BlazenWorkerInfoList};
-use crate::rt::arg::{Json, TagList};
-use crate::rt::Result;
+use crate::rt::arg::{Json, Options, TagList};
+use crate::rt::{BlazenError, Result};
 
 /// A connection to a control plane. Caller-owned; usable from many threads
 /// at once; free with `blazen_controlplane_client_free`.
@@ -43,6 +44,112 @@ async fn blazen_controlplane_client_connect_with_mtls(
     Ok(BlazenControlPlaneClient { inner })
 }
 
+/// Keys of `connect_with_options`; unknown keys are refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectOptions {
+    bearer_token: Option<String>,
+    cert_path: Option<String>,
+    key_path: Option<String>,
+    ca_path: Option<String>,
+    connect_timeout_ms: Option<u64>,
+}
+
+/// The TLS settings of options that name PEM files: all three or none.
+pub(crate) fn pem_paths(
+    cert: &Option<String>,
+    key: &Option<String>,
+    ca: &Option<String>,
+) -> Result<Option<[std::path::PathBuf; 3]>> {
+    match (cert, key, ca) {
+        (None, None, None) => Ok(None),
+        (Some(c), Some(k), Some(a)) => Ok(Some([c.into(), k.into(), a.into()])),
+        _ => Err(BlazenError::invalid(
+            "options_json",
+            "`cert_path`, `key_path` and `ca_path` must be given together",
+        )),
+    }
+}
+
+/// Connects with `options_json` (borrowed; NULL or an object with any of
+/// `bearer_token`, `cert_path` + `key_path` + `ca_path` for mutual TLS, and
+/// `connect_timeout_ms`; other keys are a VALIDATION error). A token is sent
+/// on every call; a wrong one makes calls fail with subkind
+/// `ControlPlaneUnauthenticated`.
+#[export]
+async fn blazen_controlplane_client_connect_with_options(
+    endpoint: String,
+    options_json: Options<ConnectOptions>,
+) -> Result<BlazenControlPlaneClient> {
+    let o = options_json.0;
+    let tls = match pem_paths(&o.cert_path, &o.key_path, &o.ca_path)? {
+        Some([c, k, a]) => Some(
+            blazen_controlplane::tls::load_client_tls(&c, &k, &a)
+                .map_err(|e| BlazenError::peer("ControlPlaneTls", e.to_string()))?,
+        ),
+        None => None,
+    };
+    let connect = Client::connect(endpoint, tls, o.bearer_token);
+    let inner = match o.connect_timeout_ms {
+        None => connect.await?,
+        Some(ms) => tokio::time::timeout(std::time::Duration::from_millis(ms), connect)
+            .await
+            .map_err(|_| {
+                BlazenError::peer(
+                    "ControlPlaneTransport",
+                    format!("connect timed out after {ms} ms"),
+                )
+            })??,
+    };
+    Ok(BlazenControlPlaneClient { inner })
+}
+
+/// Keys of `submit_workflow_with_options`; unknown keys are refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitOptions {
+    workflow_version: Option<u32>,
+    idempotency_key: Option<String>,
+    deadline_ms: Option<u64>,
+    resource_hint: Option<HintOptions>,
+}
+
+/// `resource_hint` of [`SubmitOptions`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HintOptions {
+    vram_mb: Option<u64>,
+    cpu_cores: Option<f32>,
+    expected_seconds: Option<u32>,
+}
+
+async fn submit(
+    client: &BlazenControlPlaneClient,
+    workflow_name: String,
+    input: Json,
+    tags: TagList,
+    wait_for_worker: bool,
+    o: SubmitOptions,
+) -> Result<BlazenRunStateSnapshot> {
+    let request = SubmitWorkflowRequest {
+        workflow_name,
+        workflow_version: o.workflow_version,
+        input: input.0,
+        required_tags: tags.0,
+        idempotency_key: o.idempotency_key,
+        deadline_ms: o.deadline_ms,
+        wait_for_worker,
+        resource_hint: o.resource_hint.map(|h| ResourceHint {
+            vram_mb: h.vram_mb,
+            cpu_cores: h.cpu_cores,
+            expected_seconds: h.expected_seconds,
+        }),
+    };
+    Ok(BlazenRunStateSnapshot(
+        client.inner.submit_workflow(request).await?,
+    ))
+}
+
 /// Submits a run of `workflow_name` with `input_json` (a JSON value) and
 /// `required_tags_json` (NULL, `null` or `["key=value", ...]`), all
 /// borrowed. With `wait_for_worker` false, a submission no connected worker
@@ -56,19 +163,59 @@ async fn blazen_controlplane_client_submit_workflow(
     required_tags_json: TagList,
     wait_for_worker: bool,
 ) -> Result<BlazenRunStateSnapshot> {
-    let request = SubmitWorkflowRequest {
+    let defaults = SubmitOptions::default();
+    submit(
+        client,
         workflow_name,
-        workflow_version: None,
-        input: input_json.0,
-        required_tags: required_tags_json.0,
-        idempotency_key: None,
-        deadline_ms: None,
+        input_json,
+        required_tags_json,
         wait_for_worker,
-        resource_hint: None,
-    };
-    Ok(BlazenRunStateSnapshot(
-        client.inner.submit_workflow(request).await?,
-    ))
+        defaults,
+    )
+    .await
+}
+
+/// As `submit_workflow`, with `options_json` (borrowed; NULL or an object
+/// with any of `workflow_version` (u32; routes to capability
+/// `workflow:NAME` at that version), `idempotency_key`, `deadline_ms`,
+/// `resource_hint` {`vram_mb`, `cpu_cores`, `expected_seconds`}; other keys
+/// are a VALIDATION error).
+#[export]
+async fn blazen_controlplane_client_submit_workflow_with_options(
+    client: &BlazenControlPlaneClient,
+    workflow_name: String,
+    input_json: Json,
+    required_tags_json: TagList,
+    wait_for_worker: bool,
+    options_json: Options<SubmitOptions>,
+) -> Result<BlazenRunStateSnapshot> {
+    let o = options_json.0;
+    submit(
+        client,
+        workflow_name,
+        input_json,
+        required_tags_json,
+        wait_for_worker,
+        o,
+    )
+    .await
+}
+
+/// Answers the `input.request` event `request_id` (borrowed; from the
+/// event's data) of run `run_id` (borrowed UUID text) with
+/// `response_json` (borrowed JSON value), resuming the handler waiting
+/// for it.
+#[export]
+async fn blazen_controlplane_client_respond_to_input(
+    client: &BlazenControlPlaneClient,
+    run_id: Uuid,
+    request_id: String,
+    response_json: Json,
+) -> Result<()> {
+    Ok(client
+        .inner
+        .respond_to_input(run_id, request_id, response_json.0)
+        .await?)
 }
 
 /// Cancels the run `run_id` (borrowed UUID text). Yields its snapshot.

@@ -14,6 +14,7 @@ use blazen_controlplane::server::{
 use tokio::sync::{broadcast, oneshot};
 use tonic::transport::server::TcpIncoming;
 
+use crate::rt::arg::Options;
 use crate::rt::{BlazenError, Result};
 
 /// How long a shutdown waits for open streams to finish before it closes
@@ -36,6 +37,7 @@ pub struct BlazenControlPlaneServer {
 
 struct Running {
     addr: SocketAddr,
+    scheme: &'static str,
     stop: Mutex<Option<oneshot::Sender<()>>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -109,7 +111,27 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
-async fn start(bind_addr: &str, token: Option<String>) -> Result<BlazenControlPlaneServer> {
+/// Keys of `server_start_with_options`; unknown keys are refused.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerOptions {
+    bearer_token: Option<String>,
+    cert_path: Option<String>,
+    key_path: Option<String>,
+    ca_path: Option<String>,
+}
+
+async fn start(bind_addr: &str, options: ServerOptions) -> Result<BlazenControlPlaneServer> {
+    let tls =
+        match crate::client::pem_paths(&options.cert_path, &options.key_path, &options.ca_path)? {
+            Some([c, k, a]) => Some(
+                blazen_controlplane::tls::load_server_tls(&c, &k, &a)
+                    .map_err(|e| BlazenError::peer("ControlPlaneTls", e.to_string()))?,
+            ),
+            None => None,
+        };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let token = options.bearer_token;
     let addr: SocketAddr = bind_addr.parse().map_err(|e| {
         BlazenError::invalid("bind_addr", format!("is not an IP:port address ({e})"))
     })?;
@@ -135,8 +157,14 @@ async fn start(bind_addr: &str, token: Option<String>) -> Result<BlazenControlPl
     let service = GrpcServer::with_interceptor(ControlPlaneService::new(shared), auth);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| BlazenError::peer("ControlPlaneTls", e.to_string()))?;
+    }
     let task = tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
+        let _ = builder
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async {
@@ -147,6 +175,7 @@ async fn start(bind_addr: &str, token: Option<String>) -> Result<BlazenControlPl
     Ok(BlazenControlPlaneServer {
         inner: Arc::new(Running {
             addr,
+            scheme,
             stop: Mutex::new(Some(stop_tx)),
             task: Mutex::new(Some(task)),
         }),
@@ -158,14 +187,28 @@ async fn start(bind_addr: &str, token: Option<String>) -> Result<BlazenControlPl
 /// race). Auth follows `BLAZEN_PEER_TOKEN` as for a standalone server.
 #[export]
 async fn blazen_controlplane_server_start(bind_addr: String) -> Result<BlazenControlPlaneServer> {
-    start(&bind_addr, None).await
+    start(&bind_addr, ServerOptions::default()).await
+}
+
+/// As `server_start`, with `options_json` (borrowed; NULL or an object with
+/// any of `bearer_token`, which every call must then present, overriding
+/// `BLAZEN_PEER_TOKEN` for this server only; and `cert_path` + `key_path` +
+/// `ca_path` to serve mutual TLS from PEM files; other keys are a
+/// VALIDATION error).
+#[export]
+async fn blazen_controlplane_server_start_with_options(
+    bind_addr: String,
+    options_json: Options<ServerOptions>,
+) -> Result<BlazenControlPlaneServer> {
+    start(&bind_addr, options_json.0).await
 }
 
 /// The server's endpoint for clients and workers, `http://IP:PORT`
+/// (`https://` when it serves TLS)
 /// (caller-owned string).
 #[export]
 fn blazen_controlplane_server_endpoint(server: &BlazenControlPlaneServer) -> String {
-    format!("http://{}", server.inner.addr)
+    format!("{}://{}", server.inner.scheme, server.inner.addr)
 }
 
 /// The port the server listens on (0 for NULL).

@@ -1,10 +1,10 @@
 /* Workers written in C and an orchestrator in the same process, against a
  * real embedded control plane: echo, failure, cancellation, drain,
  * per-run and tag-filtered subscriptions, and user_data ownership. */
+#include "harness.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
-
-#include "harness.h"
 
 /* ---- the worker's handler ------------------------------------------- */
 

@@ -156,8 +156,31 @@ pub fn test_all(root: &Path) -> Result<()> {
     c_suites(root, &lib, &bin)?;
     println!("== abi-check");
     run_abi_check(root, &lib)?;
+    ruby_suite(root, &lib)?;
     println!("xtask test: all suites passed");
     Ok(())
+}
+
+/// The Ruby (ffi gem) consumer suite. Outside CI a machine without Ruby
+/// skips it with a note; under CI a missing Ruby or ffi gem is a failure.
+fn ruby_suite(root: &Path, lib: &Path) -> Result<()> {
+    let has_ffi = Command::new("ruby")
+        .args(["-e", "require 'ffi'; require 'minitest'"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !has_ffi {
+        if std::env::var_os("CI").is_some() {
+            bail!("ruby with the ffi and minitest gems is required under CI");
+        }
+        println!("== Ruby suite SKIPPED: ruby, ruby-ffi or ruby-minitest is not installed");
+        return Ok(());
+    }
+    println!("== Ruby suite (ffi gem, minitest)");
+    sh(Command::new("ruby")
+        .arg(root.join("tests/ruby/test_blazen.rb"))
+        .env("BLAZEN_CABI_LIB", lib.join("libblazen_cabi.so"))
+        .current_dir(root))
 }
 
 pub fn demo(root: &Path) -> Result<()> {
