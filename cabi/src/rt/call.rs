@@ -37,6 +37,8 @@ pub fn run_blocking<T: Send + 'static>(
     fut: impl Future<Output = Result<T>> + Send + 'static,
 ) -> Result<T> {
     if tokio::runtime::Handle::try_current().is_err() {
+        // This thread drives the I/O itself: keep SIGPIPE off it meanwhile.
+        let _sigpipe = super::SigpipeGuard::new();
         return super::runtime().block_on(catch_async(label, fut));
     }
     let (tx, rx) = std::sync::mpsc::sync_channel(1);

@@ -17,12 +17,14 @@ pub mod callbacks;
 mod error;
 pub mod future;
 pub mod ret;
+mod sigpipe;
 pub mod strings;
 
 use std::sync::OnceLock;
 
 pub use error::{BlazenError, ErrorKind, Result};
 pub use future::BlazenFuture;
+pub(crate) use sigpipe::Guard as SigpipeGuard;
 
 /// The library's tokio runtime, started on first use.
 pub fn runtime() -> &'static tokio::runtime::Runtime {
@@ -30,6 +32,7 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
     RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .thread_name("blazen-cabi")
+            .on_thread_start(sigpipe::block_for_this_thread)
             .enable_all()
             .build()
             .expect("blazen-cabi: cannot start the tokio runtime")
