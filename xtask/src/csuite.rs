@@ -103,12 +103,22 @@ fn header_compiles(root: &Path, lib: &Path, bin: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Valgrind's memcheck: any memory error, or memory definitely or
+/// indirectly lost, fails the run.
+const MEMCHECK: [&str; 5] = [
+    "--error-exitcode=3",
+    "--leak-check=full",
+    "--errors-for-leak-kinds=definite,indirect",
+    "--show-leak-kinds=definite,indirect",
+    "--quiet",
+];
+
 fn c_suites(root: &Path, lib: &Path, bin: &Path) -> Result<()> {
     let flags = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-pthread"];
     let mut failed = Vec::new();
     for src in suites(root, "c", "c")? {
+        let name = src.file_stem().unwrap().to_string_lossy().to_string();
         for cc in C_COMPILERS {
-            let name = src.file_stem().unwrap().to_string_lossy().to_string();
             let out = bin.join(format!("{name}_{cc}"));
             compile(root, cc, &src, lib, &out, &flags)?;
             println!("== C suite {name} ({cc})");
@@ -116,6 +126,15 @@ fn c_suites(root: &Path, lib: &Path, bin: &Path) -> Result<()> {
             if !status.success() {
                 failed.push(format!("{name} ({cc})"));
             }
+        }
+        println!("== C suite {name} (gcc) under valgrind memcheck");
+        let status = Command::new("valgrind")
+            .args(MEMCHECK)
+            .arg(bin.join(format!("{name}_gcc")))
+            .current_dir(root)
+            .status()?;
+        if !status.success() {
+            failed.push(format!("{name} (valgrind, exit {status})"));
         }
     }
     if !failed.is_empty() {
@@ -143,7 +162,7 @@ fn run_abi_check(root: &Path, lib: &Path) -> Result<()> {
 
 pub fn test_all(root: &Path) -> Result<()> {
     sh(Command::new("bash").arg(root.join(".ci/install-deps")))?;
-    for tool in ["gcc", "clang", "g++"] {
+    for tool in ["gcc", "clang", "g++", "valgrind"] {
         need(tool)?;
     }
     println!("== cargo test");
