@@ -1,0 +1,666 @@
+# frozen_string_literal: true
+
+# Ruby bindings for the Blazen C ABI (include/blazen.h), written with the
+# ffi gem for the consumer test suite in this directory. The module attaches
+# the C functions itself and adds a thin layer of helpers:
+#
+# * strings the library returns (`char *`, caller-owned) are attached as
+#   `:pointer` and read with `take_string`, which frees them;
+# * a `BlazenError **` out-parameter becomes a `BlazenFFI::Error` exception
+#   carrying kind, subkind and message (`with_error`);
+# * `Future` wraps a `BlazenFuture *` (poll, wait, fd, take_*, free);
+# * `Handler` and `EventSink` turn Ruby objects into the two callback tables.
+#
+# Threads: the library calls the callback tables from its own native
+# threads, and some calls wait for a callback to finish (freeing a
+# subscription waits out a running `on_event`; freeing a worker may run
+# `drop_user_data`). Every function that can wait is attached with
+# `blocking: true` so it releases the GVL and the callback can run Ruby code.
+
+require "ffi"
+require "io/wait"
+require "json"
+
+module BlazenFFI
+  extend FFI::Library
+
+  REPO_ROOT = File.expand_path("../..", __dir__)
+  LIBRARY_PATH = ENV.fetch("BLAZEN_CABI_LIB") do
+    File.join(REPO_ROOT, "target", "debug", "libblazen_cabi.so")
+  end
+  ffi_lib LIBRARY_PATH
+
+  # BLAZEN_ERROR_KIND_*
+  ERROR_KINDS = {
+    1 => :auth, 2 => :rate_limit, 3 => :timeout, 4 => :validation,
+    5 => :content_policy, 6 => :unsupported, 7 => :compute, 8 => :media,
+    9 => :provider, 10 => :workflow, 11 => :tool, 12 => :peer, 13 => :persist,
+    14 => :prompt, 15 => :memory, 16 => :cache, 17 => :cancelled,
+    18 => :internal, 19 => :caller
+  }.freeze
+  ERROR_KIND_VALIDATION = 4
+  ERROR_KIND_WORKFLOW = 10
+  ERROR_KIND_PEER = 12
+  ERROR_KIND_CANCELLED = 17
+  ERROR_KIND_INTERNAL = 18
+
+  # BLAZEN_RUN_STATUS_*
+  RUN_STATUS_PENDING = 0
+  RUN_STATUS_RUNNING = 1
+  RUN_STATUS_COMPLETED = 2
+  RUN_STATUS_FAILED = 3
+  RUN_STATUS_CANCELLED = 4
+
+  # Admission modes of blazen_controlplane_worker_new_blocking.
+  ADMISSION_FIXED = 0
+  ADMISSION_VRAM_BUDGET = 1
+  ADMISSION_REACTIVE = 2
+
+  # ---- callback types and the two vtables (passed by value) -------------
+
+  callback :blazen_drop_user_data_fn, [:pointer], :void
+  callback :blazen_handle_fn,
+           %i[pointer string string string pointer pointer], :int32
+  callback :blazen_on_cancel_fn, %i[pointer string], :void
+  callback :blazen_on_drain_fn, %i[pointer bool], :void
+  callback :blazen_on_event_fn, %i[pointer string string string uint64], :void
+  callback :blazen_on_close_fn, [:pointer], :void
+  callback :blazen_on_error_fn, %i[pointer string], :void
+
+  # typedef struct { void *user_data; drop_user_data; handle; on_cancel;
+  #                  on_drain; } BlazenAssignmentHandlerVTable;
+  class BlazenAssignmentHandlerVTable < FFI::Struct
+    layout :user_data, :pointer,
+           :drop_user_data, :blazen_drop_user_data_fn,
+           :handle, :blazen_handle_fn,
+           :on_cancel, :blazen_on_cancel_fn,
+           :on_drain, :blazen_on_drain_fn
+  end
+
+  # typedef struct { void *user_data; drop_user_data; on_event; on_close;
+  #                  on_error; } BlazenRunEventSinkVTable;
+  class BlazenRunEventSinkVTable < FFI::Struct
+    layout :user_data, :pointer,
+           :drop_user_data, :blazen_drop_user_data_fn,
+           :on_event, :blazen_on_event_fn,
+           :on_close, :blazen_on_close_fn,
+           :on_error, :blazen_on_error_fn
+  end
+
+  HandlerVT = BlazenAssignmentHandlerVTable.by_value
+  SinkVT = BlazenRunEventSinkVTable.by_value
+
+  # ---- futures -------------------------------------------------------------
+
+  attach_function :blazen_future_poll, [:pointer], :int32
+  attach_function :blazen_future_wait, [:pointer], :int32, blocking: true
+  attach_function :blazen_future_fd, [:pointer], :int64
+  # Cancelling or freeing a future drops the work behind it, which may hold
+  # callback tables; let those callbacks run.
+  attach_function :blazen_future_cancel, [:pointer], :void, blocking: true
+  attach_function :blazen_future_free, [:pointer], :void, blocking: true
+  attach_function :blazen_future_take_unit, %i[pointer pointer], :int32
+  attach_function :blazen_future_take_controlplane_client, %i[pointer pointer pointer], :int32
+  attach_function :blazen_future_take_controlplane_server, %i[pointer pointer pointer], :int32
+  attach_function :blazen_future_take_run_state_snapshot, %i[pointer pointer pointer], :int32
+  attach_function :blazen_future_take_worker_info_list, %i[pointer pointer pointer], :int32
+
+  # ---- strings, errors, library ----------------------------------------------
+
+  attach_function :blazen_string_alloc, [:string], :pointer
+  attach_function :blazen_string_free, [:pointer], :void
+  attach_function :blazen_string_array_free, %i[pointer size_t], :void
+
+  attach_function :blazen_error_free, [:pointer], :void
+  attach_function :blazen_error_kind, [:pointer], :uint32
+  attach_function :blazen_error_message, [:pointer], :pointer
+  attach_function :blazen_error_subkind, [:pointer], :pointer
+  attach_function :blazen_error_retry_after_ms, [:pointer], :int64
+  attach_function :blazen_error_elapsed_ms, [:pointer], :uint64
+  attach_function :blazen_error_status, [:pointer], :int32
+  attach_function :blazen_error_provider, [:pointer], :pointer
+  attach_function :blazen_error_endpoint, [:pointer], :pointer
+  attach_function :blazen_error_request_id, [:pointer], :pointer
+  attach_function :blazen_error_detail, [:pointer], :pointer
+  attach_function :blazen_error_name, [:pointer], :pointer
+  attach_function :blazen_error_properties_json, [:pointer], :pointer
+  attach_function :blazen_error_from_json, [:string], :pointer
+
+  attach_function :blazen_version, [], :pointer
+  attach_function :blazen_init, [], :int32
+  attach_function :blazen_shutdown, [], :int32
+
+  # ---- client ----------------------------------------------------------------
+
+  attach_function :blazen_controlplane_client_free, [:pointer], :void
+  attach_function :blazen_controlplane_client_connect_blocking,
+                  %i[string pointer pointer], :int32, blocking: true
+  attach_function :blazen_controlplane_client_connect, [:string], :pointer
+  attach_function :blazen_controlplane_client_connect_with_mtls_blocking,
+                  %i[string string string string pointer pointer], :int32, blocking: true
+  attach_function :blazen_controlplane_client_connect_with_mtls,
+                  %i[string string string string], :pointer
+  attach_function :blazen_controlplane_client_submit_workflow_blocking,
+                  %i[pointer string string string bool pointer pointer], :int32, blocking: true
+  attach_function :blazen_controlplane_client_submit_workflow,
+                  %i[pointer string string string bool], :pointer
+  attach_function :blazen_controlplane_client_cancel_workflow_blocking,
+                  %i[pointer string pointer pointer], :int32, blocking: true
+  attach_function :blazen_controlplane_client_cancel_workflow, %i[pointer string], :pointer
+  attach_function :blazen_controlplane_client_describe_workflow_blocking,
+                  %i[pointer string pointer pointer], :int32, blocking: true
+  attach_function :blazen_controlplane_client_describe_workflow, %i[pointer string], :pointer
+  attach_function :blazen_controlplane_client_list_workers_blocking,
+                  %i[pointer pointer pointer], :int32, blocking: true
+  attach_function :blazen_controlplane_client_list_workers, [:pointer], :pointer
+  attach_function :blazen_controlplane_client_drain_worker_blocking,
+                  %i[pointer string bool pointer], :int32, blocking: true
+  attach_function :blazen_controlplane_client_drain_worker, %i[pointer string bool], :pointer
+
+  # ---- records -----------------------------------------------------------------
+
+  attach_function :blazen_run_state_snapshot_free, [:pointer], :void
+  attach_function :blazen_run_state_snapshot_run_id, [:pointer], :pointer
+  attach_function :blazen_run_state_snapshot_status, [:pointer], :uint32
+  attach_function :blazen_run_state_snapshot_started_at_ms, [:pointer], :uint64
+  attach_function :blazen_run_state_snapshot_completed_at_ms, %i[pointer pointer pointer], :int32
+  attach_function :blazen_run_state_snapshot_assigned_to, [:pointer], :pointer
+  attach_function :blazen_run_state_snapshot_last_event_at_ms, %i[pointer pointer pointer], :int32
+  attach_function :blazen_run_state_snapshot_output_json, [:pointer], :pointer
+  attach_function :blazen_run_state_snapshot_error, [:pointer], :pointer
+
+  attach_function :blazen_worker_info_free, [:pointer], :void
+  attach_function :blazen_worker_info_node_id, [:pointer], :pointer
+  attach_function :blazen_worker_info_capabilities_json, [:pointer], :pointer
+  attach_function :blazen_worker_info_tags_json, [:pointer], :pointer
+  attach_function :blazen_worker_info_admission_json, [:pointer], :pointer
+  attach_function :blazen_worker_info_in_flight, [:pointer], :uint32
+  attach_function :blazen_worker_info_connected_at_ms, [:pointer], :uint64
+  attach_function :blazen_worker_info_list_free, [:pointer], :void
+  attach_function :blazen_worker_info_list_count, [:pointer], :size_t
+  attach_function :blazen_worker_info_list_get, %i[pointer size_t], :pointer
+
+  attach_function :blazen_run_event_free, [:pointer], :void
+  attach_function :blazen_run_event_run_id, [:pointer], :pointer
+  attach_function :blazen_run_event_event_type, [:pointer], :pointer
+  attach_function :blazen_run_event_data_json, [:pointer], :pointer
+  attach_function :blazen_run_event_timestamp_ms, [:pointer], :uint64
+
+  # ---- server ------------------------------------------------------------------
+
+  attach_function :blazen_controlplane_server_free, [:pointer], :void, blocking: true
+  attach_function :blazen_controlplane_server_start_blocking,
+                  %i[string pointer pointer], :int32, blocking: true
+  attach_function :blazen_controlplane_server_start, [:string], :pointer
+  attach_function :blazen_controlplane_server_endpoint, [:pointer], :pointer
+  attach_function :blazen_controlplane_server_port, [:pointer], :uint16
+  attach_function :blazen_controlplane_server_shutdown, [:pointer], :void, blocking: true
+
+  # ---- subscriptions -----------------------------------------------------------
+
+  attach_function :blazen_controlplane_subscription_free, [:pointer], :void, blocking: true
+  attach_function :blazen_controlplane_client_subscribe_run_events,
+                  [:pointer, :string, SinkVT, :pointer, :pointer], :int32, blocking: true
+  attach_function :blazen_controlplane_client_subscribe_all,
+                  [:pointer, :string, SinkVT, :pointer, :pointer], :int32, blocking: true
+  # Waits for a callback in progress, so it must release the GVL too.
+  attach_function :blazen_controlplane_subscription_cancel, [:pointer], :void, blocking: true
+
+  # ---- workers -----------------------------------------------------------------
+
+  attach_function :blazen_controlplane_worker_free, [:pointer], :void, blocking: true
+  attach_function :blazen_controlplane_worker_new_blocking,
+                  [:string, :string, :string, :string, :uint32, :uint64, HandlerVT,
+                   :pointer, :pointer], :int32, blocking: true
+  attach_function :blazen_controlplane_worker_new_with_mtls_blocking,
+                  [:string, :string, :string, :string, :uint32, :uint64,
+                   :string, :string, :string, HandlerVT, :pointer, :pointer],
+                  :int32, blocking: true
+  attach_function :blazen_controlplane_worker_run_blocking, %i[pointer pointer], :int32,
+                  blocking: true
+  attach_function :blazen_controlplane_worker_run, [:pointer], :pointer
+  attach_function :blazen_controlplane_worker_shutdown, [:pointer], :void, blocking: true
+
+  # ===========================================================================
+  # Helpers
+  # ===========================================================================
+
+  # A library error, raised from a `BlazenError *`.
+  class Error < StandardError
+    attr_reader :kind, :subkind
+
+    def initialize(kind, message, subkind = nil)
+      @kind = kind
+      @subkind = subkind
+      super(message)
+    end
+
+    def kind_name
+      ERROR_KINDS.fetch(kind, :unknown)
+    end
+
+    # "validation (4): ..." or "peer (12)/ControlPlaneNotFound: ...".
+    def describe
+      "#{kind_name} (#{kind})#{subkind ? "/#{subkind}" : ''}: #{message}"
+    end
+
+    def inspect
+      "#<#{self.class} #{describe}>"
+    end
+  end
+
+  module_function
+
+  # Reads a caller-owned `char *` returned by the library and frees it.
+  # NULL gives nil.
+  def take_string(ptr)
+    return nil if ptr.nil? || ptr.null?
+
+    ptr.read_string.force_encoding(Encoding::UTF_8)
+  ensure
+    blazen_string_free(ptr) unless ptr.nil? || ptr.null?
+  end
+
+  # Builds a `BlazenFFI::Error` from a caller-owned `BlazenError *` and frees
+  # it. NULL gives nil.
+  def take_error(err_ptr)
+    return nil if err_ptr.nil? || err_ptr.null?
+
+    Error.new(blazen_error_kind(err_ptr),
+              take_string(blazen_error_message(err_ptr)).to_s,
+              take_string(blazen_error_subkind(err_ptr)))
+  ensure
+    blazen_error_free(err_ptr) unless err_ptr.nil? || err_ptr.null?
+  end
+
+  # Yields a fresh `BlazenError **` (set to NULL); when the block returns a
+  # non-zero status, raises the error stored there (freeing it). Returns the
+  # block's value otherwise. An error stored despite a zero status is freed.
+  def with_error
+    slot = FFI::MemoryPointer.new(:pointer)
+    slot.write_pointer(nil)
+    rc = yield slot
+    err = take_error(slot.read_pointer)
+    if rc != 0
+      raise err || Error.new(0, "call failed with status #{rc} and no error")
+    end
+
+    rc
+  end
+
+  # Yields a `T **` out slot and a `BlazenError **`; raises on a non-zero
+  # status, else returns the pointer stored in the out slot.
+  def with_out
+    out = FFI::MemoryPointer.new(:pointer)
+    out.write_pointer(nil)
+    with_error { |err| yield out, err }
+    out.read_pointer
+  end
+
+  # ---- futures -------------------------------------------------------------
+
+  # A caller-owned `BlazenFuture *`.
+  class Future
+    TAKERS = {
+      client: :blazen_future_take_controlplane_client,
+      server: :blazen_future_take_controlplane_server,
+      snapshot: :blazen_future_take_run_state_snapshot,
+      worker_list: :blazen_future_take_worker_info_list
+    }.freeze
+
+    attr_reader :ptr
+
+    def initialize(ptr)
+      raise ArgumentError, "the library returned a NULL future" if ptr.nil? || ptr.null?
+
+      @ptr = ptr
+    end
+
+    def ready?
+      BlazenFFI.blazen_future_poll(@ptr) == 1
+    end
+
+    # Blocks (without the GVL) until the future has finished.
+    def wait
+      rc = BlazenFFI.blazen_future_wait(@ptr)
+      raise Error.new(0, "blazen_future_wait returned #{rc}") unless rc.zero?
+
+      self
+    end
+
+    # The future's completion descriptor (owned by the future).
+    def fd
+      BlazenFFI.blazen_future_fd(@ptr)
+    end
+
+    # Waits for the descriptor to become readable, with Ruby's IO. Returns
+    # true when the future is ready, false on timeout. The IO object never
+    # closes the descriptor (autoclose: false, and it is never #close'd).
+    def wait_fd(timeout)
+      fd = self.fd
+      raise Error.new(0, "blazen_future_fd returned #{fd}") if fd.negative?
+
+      io = IO.for_fd(fd, autoclose: false)
+      !io.wait_readable(timeout).nil? && ready?
+    end
+
+    # Polls with blazen_future_poll until ready or `timeout` seconds pass.
+    def wait_poll(timeout)
+      BlazenFFI.wait_until(timeout) { ready? }
+    end
+
+    def cancel
+      BlazenFFI.blazen_future_cancel(@ptr)
+    end
+
+    # Takes a handle-yielding result (`kind` one of TAKERS' keys); raises
+    # the operation's error.
+    def take(kind)
+      taker = TAKERS.fetch(kind)
+      BlazenFFI.with_out { |out, err| BlazenFFI.public_send(taker, @ptr, out, err) }
+    end
+
+    def take_unit
+      BlazenFFI.with_error { |err| BlazenFFI.blazen_future_take_unit(@ptr, err) }
+    end
+
+    def free
+      return if @ptr.nil?
+
+      BlazenFFI.blazen_future_free(@ptr)
+      @ptr = nil
+    end
+  end
+
+  # ---- records -----------------------------------------------------------------
+
+  Snapshot = Struct.new(:run_id, :status, :started_at_ms, :completed_at_ms,
+                        :assigned_to, :output_json, :error, keyword_init: true)
+
+  # Reads a caller-owned `BlazenRunStateSnapshot *` into a Snapshot and
+  # frees it.
+  def take_snapshot(ptr)
+    return nil if ptr.nil? || ptr.null?
+
+    value = FFI::MemoryPointer.new(:uint64)
+    has = FFI::MemoryPointer.new(:int32)
+    rc = blazen_run_state_snapshot_completed_at_ms(ptr, value, has)
+    completed = rc.zero? && has.read_int32 == 1 ? value.read_uint64 : nil
+    Snapshot.new(
+      run_id: take_string(blazen_run_state_snapshot_run_id(ptr)),
+      status: blazen_run_state_snapshot_status(ptr),
+      started_at_ms: blazen_run_state_snapshot_started_at_ms(ptr),
+      completed_at_ms: completed,
+      assigned_to: take_string(blazen_run_state_snapshot_assigned_to(ptr)),
+      output_json: take_string(blazen_run_state_snapshot_output_json(ptr)),
+      error: take_string(blazen_run_state_snapshot_error(ptr))
+    )
+  ensure
+    blazen_run_state_snapshot_free(ptr) unless ptr.nil? || ptr.null?
+  end
+
+  WorkerInfo = Struct.new(:node_id, :capabilities_json, :tags_json, :admission_json,
+                          :in_flight, :connected_at_ms, keyword_init: true)
+
+  # Reads a caller-owned `BlazenWorkerInfoList *` into an Array of
+  # WorkerInfo and frees it (and every entry copy).
+  def take_worker_list(list)
+    return [] if list.nil? || list.null?
+
+    Array.new(blazen_worker_info_list_count(list)) do |i|
+      info = blazen_worker_info_list_get(list, i)
+      begin
+        WorkerInfo.new(
+          node_id: take_string(blazen_worker_info_node_id(info)),
+          capabilities_json: take_string(blazen_worker_info_capabilities_json(info)),
+          tags_json: take_string(blazen_worker_info_tags_json(info)),
+          admission_json: take_string(blazen_worker_info_admission_json(info)),
+          in_flight: blazen_worker_info_in_flight(info),
+          connected_at_ms: blazen_worker_info_connected_at_ms(info)
+        )
+      ensure
+        blazen_worker_info_free(info)
+      end
+    end
+  ensure
+    blazen_worker_info_list_free(list) unless list.nil? || list.null?
+  end
+
+  # Calls the block every 10 ms until it returns truthy or `timeout`
+  # seconds pass; returns the last value.
+  def wait_until(timeout)
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+    loop do
+      value = yield
+      return value if value
+      return value if Process.clock_gettime(Process::CLOCK_MONOTONIC) >= deadline
+
+      sleep 0.01
+    end
+  end
+
+  # ---- callbacks -----------------------------------------------------------------
+  #
+  # `user_data` is a small integer key into REGISTRY, never a Ruby object
+  # address, so a stale pointer can never reach a collected object. The
+  # FFI::Function objects are module constants: they live as long as the
+  # process, so the GC cannot free a function the library may still call.
+
+  REGISTRY = {}
+  REGISTRY_LOCK = Mutex.new
+  @next_key = 0
+
+  # Exceptions raised inside callbacks (they must not unwind into C).
+  CALLBACK_ERRORS = Queue.new
+
+  def register(obj)
+    REGISTRY_LOCK.synchronize do
+      @next_key += 1
+      REGISTRY[@next_key] = obj
+      FFI::Pointer.new(@next_key)
+    end
+  end
+
+  def lookup(user_data)
+    REGISTRY_LOCK.synchronize { REGISTRY[user_data.address] }
+  end
+
+  def unregister(user_data)
+    REGISTRY_LOCK.synchronize { REGISTRY.delete(user_data.address) }
+  end
+
+  def registered_count
+    REGISTRY_LOCK.synchronize { REGISTRY.size }
+  end
+
+  # Runs a callback body; an exception is recorded, never propagated.
+  def guard(where, fallback = nil)
+    yield
+  rescue Exception => e # rubocop:disable Lint/RescueException
+    CALLBACK_ERRORS << "#{where}: #{e.class}: #{e.message}\n#{e.backtrace&.first(5)&.join("\n")}"
+    fallback
+  end
+
+  # Raise this from a Handler block to fail the run with a given kind.
+  class HandlerFailure < StandardError
+    attr_reader :kind
+
+    def initialize(kind, message)
+      @kind = kind
+      super(message)
+    end
+  end
+
+  DROP_USER_DATA = FFI::Function.new(:void, [:pointer]) do |ud|
+    guard("drop_user_data") do
+      obj = unregister(ud)
+      if obj.nil?
+        CALLBACK_ERRORS << "drop_user_data for unknown user_data #{ud.address}"
+      else
+        obj.dropped!
+      end
+    end
+  end
+
+  HANDLE = FFI::Function.new(:int32, %i[pointer string string string pointer pointer]) do
+    |ud, run_id, workflow, input, out_json, out_err|
+    # Default when the guard itself fails: an INTERNAL error.
+    guard("handle", 1) do
+      handler = lookup(ud) or raise "handle for unknown user_data #{ud.address}"
+      handler.call_handle(run_id, workflow, input, out_json, out_err)
+    end
+  end
+
+  ON_CANCEL = FFI::Function.new(:void, %i[pointer string]) do |ud, run_id|
+    guard("on_cancel") { lookup(ud)&.cancelled!(run_id) }
+  end
+
+  ON_DRAIN = FFI::Function.new(:void, %i[pointer bool]) do |ud, immediate|
+    guard("on_drain") { lookup(ud)&.drained!(immediate) }
+  end
+
+  ON_EVENT = FFI::Function.new(:void, %i[pointer string string string uint64]) do
+    |ud, run_id, type, data, ts|
+    guard("on_event") { lookup(ud)&.event!(run_id, type, data, ts) }
+  end
+
+  ON_CLOSE = FFI::Function.new(:void, [:pointer]) do |ud|
+    guard("on_close") { lookup(ud)&.closed! }
+  end
+
+  ON_ERROR = FFI::Function.new(:void, %i[pointer string]) do |ud, message|
+    guard("on_error") { lookup(ud)&.errored!(message) }
+  end
+
+  # Counts drops and notifications in a thread-safe way.
+  class CallbackTarget
+    def initialize
+      @lock = Mutex.new
+      @counts = Hash.new(0)
+    end
+
+    def count(name)
+      @lock.synchronize { @counts[name] }
+    end
+
+    def dropped!
+      bump(:drops)
+    end
+
+    def drops
+      count(:drops)
+    end
+
+    private
+
+    def bump(name)
+      @lock.synchronize { @counts[name] += 1 }
+    end
+  end
+
+  # An assignment handler: the block gets (run_id, workflow_name,
+  # input_json) and returns the output as a JSON string (nil for JSON null),
+  # or raises (HandlerFailure for a chosen kind) to fail the run.
+  class Handler < CallbackTarget
+    attr_reader :cancelled_runs
+
+    def initialize(&block)
+      super()
+      @block = block
+      @cancelled_runs = Queue.new
+    end
+
+    def handled = count(:handled)
+    def cancels = count(:cancels)
+    def drains = count(:drains)
+
+    # A fresh vtable for this handler, registered under a new key. The
+    # library owns it (and calls drop_user_data) from the call it is passed
+    # to on.
+    def vtable
+      vt = BlazenAssignmentHandlerVTable.new
+      vt[:user_data] = BlazenFFI.register(self)
+      vt[:drop_user_data] = DROP_USER_DATA
+      vt[:handle] = HANDLE
+      vt[:on_cancel] = ON_CANCEL
+      vt[:on_drain] = ON_DRAIN
+      vt
+    end
+
+    def call_handle(run_id, workflow, input, out_json, out_err)
+      bump(:handled)
+      begin
+        output = @block.call(run_id, workflow, input)
+      rescue HandlerFailure => e
+        out_err.write_pointer(BlazenFFI.error_json_ptr(e.kind, e.message))
+        return 1
+      rescue StandardError => e
+        out_err.write_pointer(BlazenFFI.error_json_ptr("Internal", "#{e.class}: #{e.message}"))
+        return 1
+      end
+      out_json.write_pointer(output.nil? ? nil : BlazenFFI.blazen_string_alloc(output))
+      0
+    end
+
+    def cancelled!(run_id)
+      bump(:cancels)
+      @cancelled_runs << run_id
+    end
+
+    def drained!(_immediate)
+      bump(:drains)
+    end
+  end
+
+  # An event sink: events go to `events` (a Thread::Queue) as
+  # [run_id, event_type, data_json, timestamp_ms].
+  class EventSink < CallbackTarget
+    attr_reader :events
+
+    def initialize
+      super()
+      @events = Queue.new
+      @error_messages = Queue.new
+    end
+
+    def closes = count(:closes)
+    def errors = count(:errors)
+
+    def vtable
+      vt = BlazenRunEventSinkVTable.new
+      vt[:user_data] = BlazenFFI.register(self)
+      vt[:drop_user_data] = DROP_USER_DATA
+      vt[:on_event] = ON_EVENT
+      vt[:on_close] = ON_CLOSE
+      vt[:on_error] = ON_ERROR
+      vt
+    end
+
+    def event!(run_id, type, data, timestamp_ms)
+      @events << [run_id, type, data, timestamp_ms]
+    end
+
+    def closed!
+      bump(:closes)
+    end
+
+    def errored!(message)
+      @error_messages << message
+      bump(:errors)
+    end
+
+    # Moves every queued event into `into` (an Array) and returns it.
+    def drain_events(into = [])
+      into << @events.pop(true) until @events.empty?
+      into
+    rescue ThreadError
+      into
+    end
+  end
+
+  # A library-made `BlazenError *` from a kind name and message (for a
+  # handler's out_err; the library takes it).
+  def error_json_ptr(kind, message)
+    blazen_error_from_json(JSON.generate({ "kind" => kind, "message" => message }))
+  end
+end
