@@ -11,6 +11,31 @@
 #include <stddef.h>
 
 /**
+ * Run status: waiting for a worker.
+ */
+#define BLAZEN_RUN_STATUS_PENDING 0
+
+/**
+ * Run status: assigned to a worker and running.
+ */
+#define BLAZEN_RUN_STATUS_RUNNING 1
+
+/**
+ * Run status: finished with an output.
+ */
+#define BLAZEN_RUN_STATUS_COMPLETED 2
+
+/**
+ * Run status: finished with an error.
+ */
+#define BLAZEN_RUN_STATUS_FAILED 3
+
+/**
+ * Run status: cancelled before it finished.
+ */
+#define BLAZEN_RUN_STATUS_CANCELLED 4
+
+/**
  * Error kind `Auth`.
  */
 #define BLAZEN_ERROR_KIND_AUTH 1
@@ -104,31 +129,6 @@
  * Error kind `CallerError`.
  */
 #define BLAZEN_ERROR_KIND_CALLER 19
-
-/**
- * Run status: waiting for a worker.
- */
-#define BLAZEN_RUN_STATUS_PENDING 0
-
-/**
- * Run status: assigned to a worker and running.
- */
-#define BLAZEN_RUN_STATUS_RUNNING 1
-
-/**
- * Run status: finished with an output.
- */
-#define BLAZEN_RUN_STATUS_COMPLETED 2
-
-/**
- * Run status: finished with an error.
- */
-#define BLAZEN_RUN_STATUS_FAILED 3
-
-/**
- * Run status: cancelled before it finished.
- */
-#define BLAZEN_RUN_STATUS_CANCELLED 4
 
 /**
  * A connection to a control plane. Caller-owned; usable from many threads
@@ -269,126 +269,6 @@ void blazen_future_free(BlazenFuture *fut);
  * type). `out_err` may be NULL; the future stays caller-owned.
  */
 int32_t blazen_future_take_unit(BlazenFuture *fut, BlazenError **out_err);
-
-/**
- * Copies the NUL-terminated `input` (borrowed) into a new string owned by
- * the library's allocator: the way a callback hands a string back (e.g. a
- * handler's `out_json`). Free with `blazen_string_free` unless handed to
- * the library. Returns NULL for NULL.
- */
-char *blazen_string_alloc(const char *input);
-
-/**
- * Frees a string returned by the library (or made by `blazen_string_alloc`).
- * NULL is ignored.
- */
-void blazen_string_free(char *ptr);
-
-/**
- * Frees an array of `count` library-made strings and the array itself, as
- * returned by the library. NULL is ignored; NULL entries are skipped.
- */
-void blazen_string_array_free(char **arr, uintptr_t count);
-
-/**
- * Reports whether `fut` (borrowed) has finished: 1 ready, 0 pending, -1 when
- * `fut` is NULL. Never blocks.
- */
-int32_t blazen_future_poll(const BlazenFuture *fut);
-
-/**
- * Blocks until `fut` (borrowed) has finished, then returns 0 (-1 when `fut`
- * is NULL). Safe to call from several threads at once; sleeps, never spins.
- */
-int32_t blazen_future_wait(BlazenFuture *fut);
-
-/**
- * A descriptor that becomes readable when `fut` (borrowed) has finished,
- * for `poll(2)`/`epoll`/`IO.select`. It belongs to the future: never read
- * or close it; it is closed by `blazen_future_free`. Made on the first call
- * only. Returns -1 when `fut` is NULL or no descriptor could be made.
- */
-int64_t blazen_future_fd(const BlazenFuture *fut);
-
-/**
- * Cancels the work behind `fut` (borrowed): a pending future resolves at
- * once with a CANCELLED error; a finished one is unchanged. NULL is ignored.
- */
-void blazen_future_cancel(const BlazenFuture *fut);
-
-/**
- * Releases a caller-owned future at any time: a pending one has its work
- * cancelled, and an untaken result is dropped. NULL is ignored.
- */
-void blazen_future_free(BlazenFuture *fut);
-
-/**
- * Takes the result of a future whose operation yields nothing: returns 0,
- * or -1 and stores a caller-owned `BlazenError` in `*out_err` (the
- * operation's error; INTERNAL when pending, taken twice, or of another
- * type). `out_err` may be NULL; the future stays caller-owned.
- */
-int32_t blazen_future_take_unit(BlazenFuture *fut, BlazenError **out_err);
-
-/**
- * Reports whether `fut` (borrowed) has finished: 1 ready, 0 pending, -1 when
- * `fut` is NULL. Never blocks.
- */
-int32_t blazen_future_poll(const BlazenFuture *fut);
-
-/**
- * Blocks until `fut` (borrowed) has finished, then returns 0 (-1 when `fut`
- * is NULL). Safe to call from several threads at once; sleeps, never spins.
- */
-int32_t blazen_future_wait(BlazenFuture *fut);
-
-/**
- * A descriptor that becomes readable when `fut` (borrowed) has finished,
- * for `poll(2)`/`epoll`/`IO.select`. It belongs to the future: never read
- * or close it; it is closed by `blazen_future_free`. Made on the first call
- * only. Returns -1 when `fut` is NULL or no descriptor could be made.
- */
-int64_t blazen_future_fd(const BlazenFuture *fut);
-
-/**
- * Cancels the work behind `fut` (borrowed): a pending future resolves at
- * once with a CANCELLED error; a finished one is unchanged. NULL is ignored.
- */
-void blazen_future_cancel(const BlazenFuture *fut);
-
-/**
- * Releases a caller-owned future at any time: a pending one has its work
- * cancelled, and an untaken result is dropped. NULL is ignored.
- */
-void blazen_future_free(BlazenFuture *fut);
-
-/**
- * Takes the result of a future whose operation yields nothing: returns 0,
- * or -1 and stores a caller-owned `BlazenError` in `*out_err` (the
- * operation's error; INTERNAL when pending, taken twice, or of another
- * type). `out_err` may be NULL; the future stays caller-owned.
- */
-int32_t blazen_future_take_unit(BlazenFuture *fut, BlazenError **out_err);
-
-/**
- * Copies the NUL-terminated `input` (borrowed) into a new string owned by
- * the library's allocator: the way a callback hands a string back (e.g. a
- * handler's `out_json`). Free with `blazen_string_free` unless handed to
- * the library. Returns NULL for NULL.
- */
-char *blazen_string_alloc(const char *input);
-
-/**
- * Frees a string returned by the library (or made by `blazen_string_alloc`).
- * NULL is ignored.
- */
-void blazen_string_free(char *ptr);
-
-/**
- * Frees an array of `count` library-made strings and the array itself, as
- * returned by the library. NULL is ignored; NULL entries are skipped.
- */
-void blazen_string_array_free(char **arr, uintptr_t count);
 
 /**
  * Copies the NUL-terminated `input` (borrowed) into a new string owned by

@@ -44,7 +44,7 @@ EmbeddedServer.start
 Minitest.after_run { EmbeddedServer.stop }
 
 class BlazenCabiTest < Minitest::Test
-  include BlazenFFI
+  include BlazenFFI # for the ERROR_KIND_* and RUN_STATUS_* constants
 
   TIMEOUT = 20 # seconds, for anything that waits on the control plane
   Lib = BlazenFFI

@@ -67,11 +67,10 @@ pub fn generate(root: &Path) -> Result<String> {
         usize_is_size_t: false,
         ..Default::default()
     };
-    let mut builder = cbindgen::Builder::new().with_config(config);
-    for src in sources(&root.join("cabi/src"))? {
-        builder = builder.with_src(src);
-    }
-    let bindings = builder
+    // cbindgen follows `mod` declarations from lib.rs itself.
+    let bindings = cbindgen::Builder::new()
+        .with_config(config)
+        .with_src(root.join("cabi/src/lib.rs"))
         .with_src(&stub_file)
         .generate()
         .context("cbindgen failed")?;
