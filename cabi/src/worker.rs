@@ -154,24 +154,24 @@ fn admission(mode: u32, param: u64) -> Result<AdmissionMode> {
     }
 }
 
-/// The settings shared by every `worker_new_*`.
-struct Settings {
+/// The configuration shared by every `worker_new_*`.
+fn config(
     endpoint: String,
     node_id: String,
     capabilities: Capabilities,
     tags: StringMap,
-    admission: AdmissionMode,
-}
-
-fn configure(s: Settings) -> WorkerConfig {
-    let mut config = WorkerConfig::new(s.endpoint, s.node_id).with_admission(s.admission);
-    for (kind, version) in s.capabilities.0 {
+    admission_mode: u32,
+    admission_param: u64,
+) -> Result<WorkerConfig> {
+    let mut config = WorkerConfig::new(endpoint, node_id)
+        .with_admission(admission(admission_mode, admission_param)?);
+    for (kind, version) in capabilities.0 {
         config = config.with_capability(WorkerCapability { kind, version });
     }
-    for (k, v) in s.tags.0 {
+    for (k, v) in tags.0 {
         config = config.with_tag(k, v);
     }
-    config
+    Ok(config)
 }
 
 fn build(
@@ -211,15 +211,15 @@ async fn blazen_controlplane_worker_new(
     admission_param: u64,
     vtable: BlazenAssignmentHandlerVTable,
 ) -> Result<BlazenControlPlaneWorker> {
-    let admission = admission(admission_mode, admission_param)?;
-    let settings = Settings {
+    let config = config(
         endpoint,
         node_id,
-        capabilities: capabilities_json,
-        tags: tags_json,
-        admission,
-    };
-    build(configure(settings), vtable)
+        capabilities_json,
+        tags_json,
+        admission_mode,
+        admission_param,
+    )?;
+    build(config, vtable)
 }
 
 /// As `blazen_controlplane_worker_new_blocking`, connecting over mutual
@@ -239,16 +239,15 @@ async fn blazen_controlplane_worker_new_with_mtls(
     ca_path: String,
     vtable: BlazenAssignmentHandlerVTable,
 ) -> Result<BlazenControlPlaneWorker> {
-    let admission = admission(admission_mode, admission_param)?;
-    let settings = Settings {
+    let config = config(
         endpoint,
         node_id,
-        capabilities: capabilities_json,
-        tags: tags_json,
-        admission,
-    };
-    let config =
-        configure(settings).with_mtls(cert_path.as_ref(), key_path.as_ref(), ca_path.as_ref())?;
+        capabilities_json,
+        tags_json,
+        admission_mode,
+        admission_param,
+    )?;
+    let config = config.with_mtls(cert_path.as_ref(), key_path.as_ref(), ca_path.as_ref())?;
     build(config, vtable)
 }
 
