@@ -783,19 +783,25 @@ fn attr_tokens(a: &Attribute) -> TokenStream {
     }
 }
 
-/// Signature stubs for every `#[export]` function and `#[handle]` struct in
-/// a parsed source file (inline modules included), for cbindgen.
-pub fn header_stubs(file: &syn::File) -> syn::Result<TokenStream> {
-    let mut out = TokenStream::new();
-    if file.attrs.iter().any(|a| a.path().is_ident("cfg")) {
-        return Ok(out); // a `#![cfg(..)]` file (tests) is not in the header
-    }
-    collect(&file.items, &mut out)?;
-    Ok(out)
+/// An annotated item of a source file.
+#[allow(clippy::large_enum_variant)] // a few dozen per file, built once per header
+pub enum Annotated {
+    Export(Export),
+    Handle(Handle),
 }
 
-/// Items under `#[cfg(...)]` (tests, test-only features) are not part of
-/// the published header.
+/// Every `#[export]` function and `#[handle]` struct of a parsed source file
+/// (inline modules included), in source order. A `#![cfg(..)]` file and
+/// `#[cfg(..)]` items (tests, test-only features) are left out: they are not
+/// part of the published surface.
+pub fn annotated(file: &syn::File) -> syn::Result<Vec<Annotated>> {
+    let mut v = Vec::new();
+    if !file.attrs.iter().any(|a| a.path().is_ident("cfg")) {
+        walk(&file.items, &mut v)?;
+    }
+    Ok(v)
+}
+
 fn is_cfg_gated(item: &syn::Item) -> bool {
     let attrs = match item {
         syn::Item::Fn(f) => &f.attrs,
@@ -806,26 +812,32 @@ fn is_cfg_gated(item: &syn::Item) -> bool {
     attrs.iter().any(|a| a.path().is_ident("cfg"))
 }
 
-fn collect(items: &[syn::Item], out: &mut TokenStream) -> syn::Result<()> {
+fn walk(items: &[syn::Item], v: &mut Vec<Annotated>) -> syn::Result<()> {
     for item in items.iter().filter(|i| !is_cfg_gated(i)) {
         match item {
             syn::Item::Fn(f) => {
                 if let Some(a) = attr_named(&f.attrs, "export") {
                     let mut f = f.clone();
                     f.attrs.retain(|x| x != a);
-                    out.extend(Export::parse(attr_tokens(a), quote!(#f))?.header_stubs());
+                    v.push(Annotated::Export(Export::parse(
+                        attr_tokens(a),
+                        quote!(#f),
+                    )?));
                 }
             }
             syn::Item::Struct(s) => {
                 if let Some(a) = attr_named(&s.attrs, "handle") {
                     let mut s = s.clone();
                     s.attrs.retain(|x| x != a);
-                    out.extend(Handle::parse(attr_tokens(a), quote!(#s))?.header_stubs());
+                    v.push(Annotated::Handle(Handle::parse(
+                        attr_tokens(a),
+                        quote!(#s),
+                    )?));
                 }
             }
             syn::Item::Mod(m) => {
                 if let Some((_, items)) = &m.content {
-                    collect(items, out)?;
+                    walk(items, v)?;
                 }
             }
             _ => {}
@@ -834,31 +846,14 @@ fn collect(items: &[syn::Item], out: &mut TokenStream) -> syn::Result<()> {
     Ok(())
 }
 
-/// Every exported C function name with its parameters' kinds, for
-/// generated tests (adversarial inputs) and documentation.
-pub fn exports(file: &syn::File) -> syn::Result<Vec<Export>> {
-    let mut v = Vec::new();
-    collect_exports(&file.items, &mut v)?;
-    Ok(v)
-}
-
-fn collect_exports(items: &[syn::Item], v: &mut Vec<Export>) -> syn::Result<()> {
-    for item in items.iter().filter(|i| !is_cfg_gated(i)) {
-        match item {
-            syn::Item::Fn(f) => {
-                if let Some(a) = attr_named(&f.attrs, "export") {
-                    let mut f = f.clone();
-                    f.attrs.retain(|x| x != a);
-                    v.push(Export::parse(attr_tokens(a), quote!(#f))?);
-                }
-            }
-            syn::Item::Mod(m) => {
-                if let Some((_, items)) = &m.content {
-                    collect_exports(items, v)?;
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(())
+/// Signature stubs of every annotated item of a parsed source file, for
+/// cbindgen.
+pub fn header_stubs(file: &syn::File) -> syn::Result<TokenStream> {
+    Ok(annotated(file)?
+        .iter()
+        .map(|a| match a {
+            Annotated::Export(e) => e.header_stubs(),
+            Annotated::Handle(h) => h.header_stubs(),
+        })
+        .collect())
 }
