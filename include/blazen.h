@@ -131,6 +131,13 @@
 #define BLAZEN_ERROR_KIND_CALLER 19
 
 /**
+ * The run an assignment handler is working on, for the
+ * `blazen_assignment_context_*` functions. Borrowed by `handle` for the
+ * duration of the call; never freed by the caller.
+ */
+typedef struct BlazenAssignmentContext BlazenAssignmentContext;
+
+/**
  * A connection to a control plane. Caller-owned; usable from many threads
  * at once; free with `blazen_controlplane_client_free`.
  */
@@ -225,6 +232,26 @@ typedef struct {
   void (*on_cancel)(void *user_data, const char *run_id);
   void (*on_drain)(void *user_data, bool immediate);
 } BlazenAssignmentHandlerVTable;
+
+/**
+ * The assignment handler of `blazen_controlplane_worker_new_with_options`:
+ * as `BlazenAssignmentHandlerVTable`, but `handle` also gets the run's
+ * `BlazenAssignmentContext` (borrowed, valid only during that call) for
+ * `blazen_assignment_context_*`.
+ */
+typedef struct {
+  void *user_data;
+  void (*drop_user_data)(void *user_data);
+  int32_t (*handle)(void *user_data,
+                    BlazenAssignmentContext *ctx,
+                    const char *run_id,
+                    const char *workflow_name,
+                    const char *input_json,
+                    char **out_json,
+                    BlazenError **out_err);
+  void (*on_cancel)(void *user_data, const char *run_id);
+  void (*on_drain)(void *user_data, bool immediate);
+} BlazenContextHandlerVTable;
 
 #ifdef __cplusplus
 extern "C" {
@@ -1011,6 +1038,73 @@ BlazenFuture *blazen_controlplane_worker_run(const BlazenControlPlaneWorker *wor
  * Idempotent.
  */
 void blazen_controlplane_worker_shutdown(const BlazenControlPlaneWorker *worker);
+
+/**
+ * Creates a worker from `options_json` (borrowed; NULL or an object with
+ * any of `capabilities` `[{"kind", "version"}]`, `tags` and `labels`
+ * `{"k": "v"}`, `admission` `{"mode": "Fixed", "max_in_flight": n}` |
+ * `{"mode": "VramBudget", "max_vram_mb": n}` | `{"mode": "Reactive"}`,
+ * `bearer_token`, `cert_path` + `key_path` + `ca_path`, `heartbeat_ms`,
+ * `retry` `{"max_attempts", "initial_backoff_ms", "max_backoff_ms"}`
+ * (without `retry` the worker reconnects forever); other keys are a
+ * VALIDATION error). `vtable.handle` also receives the run's
+ * `BlazenAssignmentContext`. The library owns `vtable.user_data` from this
+ * call on, on every path, and calls `drop_user_data` once.
+ *
+ * Blocks the calling thread. Returns 0 and stores a new caller-owned `BlazenControlPlaneWorker` in `*out_worker` (free it with its `_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.
+ */
+int32_t blazen_controlplane_worker_new_with_options_blocking(const char *endpoint,
+                                                             const char *node_id,
+                                                             const char *options_json,
+                                                             BlazenContextHandlerVTable vtable,
+                                                             BlazenControlPlaneWorker **out_worker,
+                                                             BlazenError **out_err);
+
+/**
+ * The id of the run `ctx` (borrowed) belongs to.
+ *
+ * The returned string is caller-owned (free with `blazen_string_free`); NULL when absent or on invalid arguments.
+ */
+char *blazen_assignment_context_run_id(const BlazenAssignmentContext *ctx);
+
+/**
+ * Which attempt at the run this assignment is (as the control plane
+ * counts them).
+ */
+uint32_t blazen_assignment_context_attempt(const BlazenAssignmentContext *ctx);
+
+/**
+ * True once the run has been cancelled (by the orchestrator, a drain or
+ * the worker's shutdown): the handler should stop and return.
+ */
+bool blazen_assignment_context_is_cancelled(const BlazenAssignmentContext *ctx);
+
+/**
+ * Emits the event `event_type` with `data_json` (both borrowed; a JSON
+ * value) on the run of `ctx` (borrowed), to its subscribers.
+ *
+ * Blocks the calling thread. Returns 0, or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`; `out_err` may be NULL).
+ */
+int32_t blazen_assignment_context_emit_event(const BlazenAssignmentContext *ctx,
+                                             const char *event_type,
+                                             const char *data_json,
+                                             BlazenError **out_err);
+
+/**
+ * Asks the orchestrator for input: emits `input.request` `{request_id,
+ * prompt, metadata}` on the run of `ctx` (borrowed) and waits for
+ * `blazen_controlplane_client_respond_to_input`, the run's cancellation,
+ * or `timeout_ms` (0: no limit). `prompt` and `metadata_json` (a JSON
+ * value) are borrowed; the answer is stored in `*out_json`.
+ *
+ * Blocks the calling thread. Returns 0 and stores a caller-owned JSON string in `*out_json` (free with `blazen_string_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.
+ */
+int32_t blazen_assignment_context_request_input_blocking(const BlazenAssignmentContext *ctx,
+                                                         const char *prompt,
+                                                         const char *metadata_json,
+                                                         uint64_t timeout_ms,
+                                                         char **out_json,
+                                                         BlazenError **out_err);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -13,8 +13,8 @@ use blazen_core::distributed::{AdmissionMode, WorkerCapability};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::rt::arg::{Capabilities, StringMap};
-use crate::rt::callbacks::{self, BlazenAssignmentHandlerVTable};
+use crate::rt::arg::{Capabilities, Json, Options, StringMap};
+use crate::rt::callbacks::{self, BlazenAssignmentHandlerVTable, BlazenContextHandlerVTable};
 use crate::rt::{BlazenError, Result};
 
 /// How long `free` waits for a running worker to wind down.
@@ -80,11 +80,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The run an assignment handler is working on, for the
+/// `blazen_assignment_context_*` functions. Borrowed by `handle` for the
+/// duration of the call; never freed by the caller.
+#[derive(Clone)]
+pub struct BlazenAssignmentContext {
+    inner: Arc<AssignmentContext>,
+    attempt: u32,
+}
+
 /// The control plane's handler trait, served by the C callback table. Each
 /// callback runs on a blocking-pool thread, never on an executor thread.
 #[derive(Clone)]
 struct CHandler {
-    vt: Arc<callbacks::AssignmentHandler>,
+    vt: Arc<dyn callbacks::Handler>,
     in_flight: Arc<Mutex<HashMap<Uuid, CancellationToken>>>,
 }
 
@@ -100,10 +109,10 @@ impl CHandler {
 
     async fn off_executor<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&callbacks::AssignmentHandler) -> T + Send + 'static,
+        f: impl FnOnce(&dyn callbacks::Handler) -> T + Send + 'static,
     ) -> std::result::Result<T, String> {
         let vt = self.vt.clone();
-        tokio::task::spawn_blocking(move || f(&vt))
+        tokio::task::spawn_blocking(move || f(&*vt))
             .await
             .map_err(|e| format!("the handler callback panicked: {e}"))
     }
@@ -118,8 +127,19 @@ impl AssignmentHandler for CHandler {
     ) -> std::result::Result<serde_json::Value, AssignmentFailure> {
         let run_id = a.run_id;
         lock(&self.in_flight).insert(run_id, ctx.cancellation_token().clone());
+        let mut ctx = BlazenAssignmentContext {
+            inner: Arc::new(ctx),
+            attempt: a.attempt,
+        };
         let result = self
-            .off_executor(move |vt| vt.handle(&run_id.to_string(), &a.workflow_name, &a.input_json))
+            .off_executor(move |vt| {
+                vt.handle(
+                    &mut ctx,
+                    &run_id.to_string(),
+                    &a.workflow_name,
+                    &a.input_json,
+                )
+            })
             .await
             .and_then(|r| r);
         lock(&self.in_flight).remove(&run_id);
@@ -176,14 +196,14 @@ fn config(
 
 fn build(
     config: WorkerConfig,
-    vt: callbacks::AssignmentHandler,
+    vt: Arc<dyn callbacks::Handler>,
 ) -> Result<BlazenControlPlaneWorker> {
     let worker = Worker::connect(config)?;
     Ok(BlazenControlPlaneWorker {
         inner: Arc::new(Cell {
             worker: Mutex::new(Some(worker)),
             handler: CHandler {
-                vt: Arc::new(vt),
+                vt,
                 in_flight: Arc::default(),
             },
             stop: CancellationToken::new(),
@@ -219,7 +239,7 @@ async fn blazen_controlplane_worker_new(
         admission_mode,
         admission_param,
     )?;
-    build(config, vtable)
+    build(config, Arc::new(vtable))
 }
 
 /// As `blazen_controlplane_worker_new_blocking`, connecting over mutual
@@ -248,7 +268,7 @@ async fn blazen_controlplane_worker_new_with_mtls(
         admission_param,
     )?;
     let config = config.with_mtls(cert_path.as_ref(), key_path.as_ref(), ca_path.as_ref())?;
-    build(config, vtable)
+    build(config, Arc::new(vtable))
 }
 
 /// Connects and serves assignments until `blazen_controlplane_worker_shutdown`
@@ -279,4 +299,167 @@ async fn blazen_controlplane_worker_run(worker: &BlazenControlPlaneWorker) -> Re
 #[export]
 fn blazen_controlplane_worker_shutdown(worker: &BlazenControlPlaneWorker) {
     worker.inner.shutdown()
+}
+
+/// Keys of `worker_new_with_options`; unknown keys are refused.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerOptions {
+    capabilities: Vec<CapabilityOption>,
+    tags: std::collections::BTreeMap<String, String>,
+    labels: std::collections::BTreeMap<String, String>,
+    admission: Option<AdmissionOption>,
+    bearer_token: Option<String>,
+    cert_path: Option<String>,
+    key_path: Option<String>,
+    ca_path: Option<String>,
+    heartbeat_ms: Option<u64>,
+    retry: Option<RetryOption>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CapabilityOption {
+    kind: String,
+    #[serde(default)]
+    version: u32,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(tag = "mode", deny_unknown_fields)]
+enum AdmissionOption {
+    Fixed { max_in_flight: u32 },
+    VramBudget { max_vram_mb: u64 },
+    Reactive,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryOption {
+    max_attempts: Option<u32>,
+    initial_backoff_ms: Option<u64>,
+    max_backoff_ms: Option<u64>,
+}
+
+fn options_config(endpoint: String, node_id: String, o: WorkerOptions) -> Result<WorkerConfig> {
+    let admission = match o.admission {
+        None => AdmissionMode::Fixed { max_in_flight: 1 },
+        Some(AdmissionOption::Fixed { max_in_flight }) => AdmissionMode::Fixed {
+            max_in_flight: max_in_flight.max(1),
+        },
+        Some(AdmissionOption::VramBudget { max_vram_mb }) => {
+            AdmissionMode::VramBudget { max_vram_mb }
+        }
+        Some(AdmissionOption::Reactive) => AdmissionMode::Reactive,
+    };
+    let mut config = WorkerConfig::new(endpoint, node_id).with_admission(admission);
+    for c in o.capabilities {
+        config = config.with_capability(WorkerCapability {
+            kind: c.kind,
+            version: c.version,
+        });
+    }
+    for (k, v) in o.tags {
+        config = config.with_tag(k, v);
+    }
+    for (k, v) in o.labels {
+        config = config.with_label(k, v);
+    }
+    if let Some(token) = o.bearer_token {
+        config = config.with_bearer_token(token);
+    }
+    if let Some(ms) = o.heartbeat_ms {
+        config = config.with_heartbeat_interval(Duration::from_millis(ms.max(1)));
+    }
+    if let Some(r) = o.retry {
+        let defaults = blazen_controlplane::worker::RetryPolicy::default();
+        config = config.with_retry(blazen_controlplane::worker::RetryPolicy {
+            initial_backoff: r
+                .initial_backoff_ms
+                .map_or(defaults.initial_backoff, Duration::from_millis),
+            max_backoff: r
+                .max_backoff_ms
+                .map_or(defaults.max_backoff, Duration::from_millis),
+            multiplier: defaults.multiplier,
+            max_attempts: r.max_attempts.map(|n| n.max(1)),
+        });
+    }
+    if let Some([c, k, a]) = crate::client::pem_paths(&o.cert_path, &o.key_path, &o.ca_path)? {
+        config = config.with_mtls(&c, &k, &a)?;
+    }
+    Ok(config)
+}
+
+/// Creates a worker from `options_json` (borrowed; NULL or an object with
+/// any of `capabilities` `[{"kind", "version"}]`, `tags` and `labels`
+/// `{"k": "v"}`, `admission` `{"mode": "Fixed", "max_in_flight": n}` |
+/// `{"mode": "VramBudget", "max_vram_mb": n}` | `{"mode": "Reactive"}`,
+/// `bearer_token`, `cert_path` + `key_path` + `ca_path`, `heartbeat_ms`,
+/// `retry` `{"max_attempts", "initial_backoff_ms", "max_backoff_ms"}`
+/// (without `retry` the worker reconnects forever); other keys are a
+/// VALIDATION error). `vtable.handle` also receives the run's
+/// `BlazenAssignmentContext`. The library owns `vtable.user_data` from this
+/// call on, on every path, and calls `drop_user_data` once.
+#[export(blocking)]
+async fn blazen_controlplane_worker_new_with_options(
+    endpoint: String,
+    node_id: String,
+    options_json: Options<WorkerOptions>,
+    vtable: BlazenContextHandlerVTable,
+) -> Result<BlazenControlPlaneWorker> {
+    build(
+        options_config(endpoint, node_id, options_json.0)?,
+        Arc::new(vtable),
+    )
+}
+
+/// The id of the run `ctx` (borrowed) belongs to.
+#[export]
+fn blazen_assignment_context_run_id(ctx: &BlazenAssignmentContext) -> String {
+    ctx.inner.run_id().to_string()
+}
+
+/// Which attempt at the run this assignment is (as the control plane
+/// counts them).
+#[export]
+fn blazen_assignment_context_attempt(ctx: &BlazenAssignmentContext) -> u32 {
+    ctx.attempt
+}
+
+/// True once the run has been cancelled (by the orchestrator, a drain or
+/// the worker's shutdown): the handler should stop and return.
+#[export]
+fn blazen_assignment_context_is_cancelled(ctx: &BlazenAssignmentContext) -> bool {
+    ctx.inner.cancellation_token().is_cancelled()
+}
+
+/// Emits the event `event_type` with `data_json` (both borrowed; a JSON
+/// value) on the run of `ctx` (borrowed), to its subscribers.
+#[export(status)]
+async fn blazen_assignment_context_emit_event(
+    ctx: &BlazenAssignmentContext,
+    event_type: String,
+    data_json: Json,
+) -> Result<()> {
+    Ok(ctx.inner.emit_event(&event_type, data_json.0).await?)
+}
+
+/// Asks the orchestrator for input: emits `input.request` `{request_id,
+/// prompt, metadata}` on the run of `ctx` (borrowed) and waits for
+/// `blazen_controlplane_client_respond_to_input`, the run's cancellation,
+/// or `timeout_ms` (0: no limit). `prompt` and `metadata_json` (a JSON
+/// value) are borrowed; the answer is stored in `*out_json`.
+#[export(blocking)]
+async fn blazen_assignment_context_request_input(
+    ctx: &BlazenAssignmentContext,
+    prompt: String,
+    metadata_json: Json,
+    timeout_ms: u64,
+) -> Result<String> {
+    let limit = (timeout_ms > 0).then_some(timeout_ms);
+    let answer = ctx
+        .inner
+        .request_input(&prompt, metadata_json.0, limit)
+        .await?;
+    Ok(answer.to_string())
 }

@@ -309,10 +309,11 @@ impl Export {
                 .ok_or_else(|| syn::Error::new_spanned(&ret_ty, "Result needs a type argument"))?;
             match classify_output(inner, false)? {
                 o @ (Output::Unit | Output::Handle(_)) => o,
+                Output::Text if mode != Mode::Both => Output::Text,
                 _ => {
                     return Err(syn::Error::new_spanned(
                         inner,
-                        "an async stub yields `()` or a handle type",
+                        "an async stub yields `()` or a handle type (or, with `blocking`/`status`, a `String` of JSON)",
                     ))
                 }
             }
@@ -362,9 +363,16 @@ impl Export {
     fn status_tail(&self, t: Target) -> (Vec<TokenStream>, TokenStream) {
         let err = error_ty(t);
         let mut outs = Vec::new();
-        if let Output::Handle(ty) = &self.output {
-            let out = out_ident(ty);
-            outs.push(quote!(#out: *mut *mut #ty));
+        match &self.output {
+            Output::Handle(ty) => {
+                let out = out_ident(ty);
+                outs.push(quote!(#out: *mut *mut #ty));
+            }
+            Output::Text => {
+                let c = c_char(t);
+                outs.push(quote!(out_json: *mut *mut #c));
+            }
+            _ => {}
         }
         outs.push(quote!(out_err: *mut *mut #err));
         (outs, quote!(i32))
@@ -395,6 +403,7 @@ impl Export {
                         quote!(#ty),
                         out_ident(ty)
                     ),
+                    Output::Text => "Blocks the calling thread. Returns 0 and stores a caller-owned JSON string in `*out_json` (free with `blazen_string_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.".to_string(),
                     _ => "Blocks the calling thread. Returns 0, or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`; `out_err` may be NULL).".to_string(),
                 };
                 sigs.push((name, all, ret, extra_doc(&out_note)));
@@ -555,6 +564,9 @@ impl Export {
                         (Output::Handle(ty), false) => {
                             let out = out_ident(ty);
                             quote!(crate::rt::call::blocking(#label, #out, out_err, #make))
+                        }
+                        (Output::Text, false) => {
+                            quote!(crate::rt::call::blocking_text(#label, out_json, out_err, #make))
                         }
                         (_, false) => {
                             quote!(crate::rt::call::blocking_unit(#label, out_err, #make))

@@ -107,6 +107,34 @@ where
     unsafe { blocking(label, std::ptr::null_mut(), out_err, make) }
 }
 
+/// Body of every `NAME_blocking` whose operation yields a JSON string.
+///
+/// # Safety
+/// Out-pointers are NULL or writable.
+pub unsafe fn blocking_text<F, Fut>(
+    label: &'static str,
+    out_json: *mut *mut std::ffi::c_char,
+    out_err: *mut *mut BlazenError,
+    make: F,
+) -> i32
+where
+    F: FnOnce() -> Result<Fut>,
+    Fut: Future<Output = Result<String>> + Send + 'static,
+{
+    let r = guard(label, || run_blocking(label, make()?));
+    let mut text = std::ptr::null_mut::<String>();
+    let rc = unsafe { store(r, &mut text, out_err) };
+    if rc == 0 {
+        // SAFETY: `store` just boxed the string into `text`.
+        let s = unsafe { Box::from_raw(text) };
+        if !out_json.is_null() {
+            // SAFETY: checked non-NULL; the caller promises it is writable.
+            unsafe { *out_json = super::ret::c_string(*s) };
+        }
+    }
+    rc
+}
+
 /// Body of every future-returning `NAME`: never NULL; bad arguments give an
 /// already-failed future.
 pub fn future<T, F, Fut>(label: &'static str, make: F) -> *mut BlazenFuture

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::strings::take_string;
 use super::BlazenError;
+use crate::worker::BlazenAssignmentContext;
 
 /// The assignment handler a worker calls. `handle` gets borrowed `run_id`,
 /// `workflow_name` and `input_json`; returns 0 and stores a JSON string
@@ -23,6 +24,29 @@ pub struct BlazenAssignmentHandlerVTable {
     pub handle: Option<
         unsafe extern "C" fn(
             user_data: *mut c_void,
+            run_id: *const c_char,
+            workflow_name: *const c_char,
+            input_json: *const c_char,
+            out_json: *mut *mut c_char,
+            out_err: *mut *mut BlazenError,
+        ) -> i32,
+    >,
+    pub on_cancel: Option<unsafe extern "C" fn(user_data: *mut c_void, run_id: *const c_char)>,
+    pub on_drain: Option<unsafe extern "C" fn(user_data: *mut c_void, immediate: bool)>,
+}
+
+/// The assignment handler of `blazen_controlplane_worker_new_with_options`:
+/// as `BlazenAssignmentHandlerVTable`, but `handle` also gets the run's
+/// `BlazenAssignmentContext` (borrowed, valid only during that call) for
+/// `blazen_assignment_context_*`.
+#[repr(C)]
+pub struct BlazenContextHandlerVTable {
+    pub user_data: *mut c_void,
+    pub drop_user_data: Option<unsafe extern "C" fn(user_data: *mut c_void)>,
+    pub handle: Option<
+        unsafe extern "C" fn(
+            user_data: *mut c_void,
+            ctx: *mut BlazenAssignmentContext,
             run_id: *const c_char,
             workflow_name: *const c_char,
             input_json: *const c_char,
@@ -91,39 +115,53 @@ macro_rules! owner {
 }
 
 owner!(AssignmentHandler, BlazenAssignmentHandlerVTable);
+owner!(ContextHandler, BlazenContextHandlerVTable);
 owner!(EventSink, BlazenRunEventSinkVTable);
 
-impl AssignmentHandler {
+/// What a worker needs from a handler table, whichever kind it is.
+pub trait Handler: Send + Sync {
     /// Calls `handle`; `Ok` is the run's output, `Err` its failure message.
-    pub fn handle(
+    fn handle(
         &self,
+        ctx: &mut BlazenAssignmentContext,
         run_id: &str,
         workflow_name: &str,
         input_json: &[u8],
-    ) -> Result<Value, String> {
-        let Some(f) = self.vt.handle else {
-            return Err("the handler vtable has no `handle` function".into());
-        };
-        let (run_id, wf) = (cstr(run_id), cstr(workflow_name));
-        let input = CString::new(input_json.to_vec())
-            .map_err(|_| "assignment input contains a NUL byte".to_string())?;
-        let mut out: *mut c_char = std::ptr::null_mut();
-        let mut err: *mut BlazenError = std::ptr::null_mut();
-        // SAFETY: valid NUL-terminated strings and out-slots for the call.
-        let rc = unsafe {
-            f(
-                self.vt.user_data,
-                run_id.as_ptr(),
-                wf.as_ptr(),
-                input.as_ptr(),
-                &mut out,
-                &mut err,
-            )
-        };
+    ) -> Result<Value, String>;
+    /// Calls `on_cancel` if set.
+    fn on_cancel(&self, run_id: &str);
+    /// Calls `on_drain` if set.
+    fn on_drain(&self, immediate: bool);
+}
+
+/// The C strings of one `handle` call and the handler's answer.
+struct Call {
+    run_id: CString,
+    workflow_name: CString,
+    input: CString,
+    out: *mut c_char,
+    err: *mut BlazenError,
+}
+
+impl Call {
+    fn new(run_id: &str, workflow_name: &str, input_json: &[u8]) -> Result<Self, String> {
+        Ok(Self {
+            run_id: cstr(run_id),
+            workflow_name: cstr(workflow_name),
+            input: CString::new(input_json.to_vec())
+                .map_err(|_| "assignment input contains a NUL byte".to_string())?,
+            out: std::ptr::null_mut(),
+            err: std::ptr::null_mut(),
+        })
+    }
+
+    /// Turns the handler's status and out-slots into the run's result,
+    /// taking ownership of what it stored.
+    fn finish(self, rc: i32) -> Result<Value, String> {
         // SAFETY: the contract: `out` is NULL or made by blazen_string_alloc.
-        let out = unsafe { take_string(out) };
+        let out = unsafe { take_string(self.out) };
         // SAFETY: `err` is NULL or a BlazenError made by this library.
-        let err = (!err.is_null()).then(|| *unsafe { Box::from_raw(err) });
+        let err = (!self.err.is_null()).then(|| *unsafe { Box::from_raw(self.err) });
         if rc != 0 {
             return Err(match err {
                 Some(e) => e.message,
@@ -140,23 +178,82 @@ impl AssignmentHandler {
             }
         }
     }
+}
 
-    /// Calls `on_cancel` if set.
-    pub fn on_cancel(&self, run_id: &str) {
-        if let Some(f) = self.vt.on_cancel {
-            let run_id = cstr(run_id);
-            // SAFETY: valid string for the call.
-            unsafe { f(self.vt.user_data, run_id.as_ptr()) };
+const NO_HANDLE: &str = "the handler vtable has no `handle` function";
+
+macro_rules! notifications {
+    () => {
+        fn on_cancel(&self, run_id: &str) {
+            if let Some(f) = self.vt.on_cancel {
+                let run_id = cstr(run_id);
+                // SAFETY: valid string for the call.
+                unsafe { f(self.vt.user_data, run_id.as_ptr()) };
+            }
         }
+
+        fn on_drain(&self, immediate: bool) {
+            if let Some(f) = self.vt.on_drain {
+                // SAFETY: plain call with the host's pointer.
+                unsafe { f(self.vt.user_data, immediate) };
+            }
+        }
+    };
+}
+
+impl Handler for AssignmentHandler {
+    fn handle(
+        &self,
+        _ctx: &mut BlazenAssignmentContext,
+        run_id: &str,
+        workflow_name: &str,
+        input_json: &[u8],
+    ) -> Result<Value, String> {
+        let f = self.vt.handle.ok_or(NO_HANDLE)?;
+        let mut c = Call::new(run_id, workflow_name, input_json)?;
+        // SAFETY: valid NUL-terminated strings and out-slots for the call.
+        let rc = unsafe {
+            f(
+                self.vt.user_data,
+                c.run_id.as_ptr(),
+                c.workflow_name.as_ptr(),
+                c.input.as_ptr(),
+                &mut c.out,
+                &mut c.err,
+            )
+        };
+        c.finish(rc)
     }
 
-    /// Calls `on_drain` if set.
-    pub fn on_drain(&self, immediate: bool) {
-        if let Some(f) = self.vt.on_drain {
-            // SAFETY: plain call with the host's pointer.
-            unsafe { f(self.vt.user_data, immediate) };
-        }
+    notifications!();
+}
+
+impl Handler for ContextHandler {
+    fn handle(
+        &self,
+        ctx: &mut BlazenAssignmentContext,
+        run_id: &str,
+        workflow_name: &str,
+        input_json: &[u8],
+    ) -> Result<Value, String> {
+        let f = self.vt.handle.ok_or(NO_HANDLE)?;
+        let mut c = Call::new(run_id, workflow_name, input_json)?;
+        // SAFETY: as above; `ctx` outlives the call.
+        let rc = unsafe {
+            f(
+                self.vt.user_data,
+                ctx,
+                c.run_id.as_ptr(),
+                c.workflow_name.as_ptr(),
+                c.input.as_ptr(),
+                &mut c.out,
+                &mut c.err,
+            )
+        };
+        c.finish(rc)
     }
+
+    notifications!();
 }
 
 impl EventSink {
