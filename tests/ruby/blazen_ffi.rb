@@ -9,7 +9,9 @@
 # * a `BlazenError **` out-parameter becomes a `BlazenFFI::Error` exception
 #   carrying kind, subkind and message (`with_error`);
 # * `Future` wraps a `BlazenFuture *` (poll, wait, fd, take_*, free);
-# * `Handler` and `EventSink` turn Ruby objects into the two callback tables.
+# * `Handler`, `ContextHandler` and `EventSink` turn Ruby objects into the
+#   callback tables; a `ContextHandler` block gets a `Context` wrapping the
+#   run's `BlazenAssignmentContext *`.
 #
 # Threads: the library calls the callback tables from its own native
 # threads, and some calls wait for a callback to finish (freeing a
@@ -38,6 +40,15 @@ module BlazenFFI
     14 => :prompt, 15 => :memory, 16 => :cache, 17 => :cancelled,
     18 => :internal, 19 => :caller
   }.freeze
+  # The kind names blazen_error_from_json accepts, by kind number.
+  ERROR_KIND_JSON_NAMES = {
+    1 => "Auth", 2 => "RateLimit", 3 => "Timeout", 4 => "Validation",
+    5 => "ContentPolicy", 6 => "Unsupported", 7 => "Compute", 8 => "Media",
+    9 => "Provider", 10 => "Workflow", 11 => "Tool", 12 => "Peer", 13 => "Persist",
+    14 => "Prompt", 15 => "Memory", 16 => "Cache", 17 => "Cancelled",
+    18 => "Internal", 19 => "CallerError"
+  }.freeze
+  ERROR_KIND_TIMEOUT = 3
   ERROR_KIND_VALIDATION = 4
   ERROR_KIND_WORKFLOW = 10
   ERROR_KIND_PEER = 12
@@ -61,6 +72,8 @@ module BlazenFFI
   callback :blazen_drop_user_data_fn, [:pointer], :void
   callback :blazen_handle_fn,
            %i[pointer string string string pointer pointer], :int32
+  callback :blazen_context_handle_fn,
+           %i[pointer pointer string string string pointer pointer], :int32
   callback :blazen_on_cancel_fn, %i[pointer string], :void
   callback :blazen_on_drain_fn, %i[pointer bool], :void
   callback :blazen_on_event_fn, %i[pointer string string string uint64], :void
@@ -87,7 +100,19 @@ module BlazenFFI
            :on_error, :blazen_on_error_fn
   end
 
+  # typedef struct { void *user_data; drop_user_data; handle (with a
+  #                  BlazenAssignmentContext *); on_cancel; on_drain; }
+  #   BlazenContextHandlerVTable;
+  class BlazenContextHandlerVTable < FFI::Struct
+    layout :user_data, :pointer,
+           :drop_user_data, :blazen_drop_user_data_fn,
+           :handle, :blazen_context_handle_fn,
+           :on_cancel, :blazen_on_cancel_fn,
+           :on_drain, :blazen_on_drain_fn
+  end
+
   HandlerVT = BlazenAssignmentHandlerVTable.by_value
+  ContextHandlerVT = BlazenContextHandlerVTable.by_value
   SinkVT = BlazenRunEventSinkVTable.by_value
 
   # ---- futures -------------------------------------------------------------
@@ -140,10 +165,22 @@ module BlazenFFI
                   %i[string string string string pointer pointer], :int32, blocking: true
   attach_function :blazen_controlplane_client_connect_with_mtls,
                   %i[string string string string], :pointer
+  attach_function :blazen_controlplane_client_connect_with_options_blocking,
+                  %i[string string pointer pointer], :int32, blocking: true
+  attach_function :blazen_controlplane_client_connect_with_options, %i[string string], :pointer
   attach_function :blazen_controlplane_client_submit_workflow_blocking,
                   %i[pointer string string string bool pointer pointer], :int32, blocking: true
   attach_function :blazen_controlplane_client_submit_workflow,
                   %i[pointer string string string bool], :pointer
+  attach_function :blazen_controlplane_client_submit_workflow_with_options_blocking,
+                  %i[pointer string string string bool string pointer pointer], :int32,
+                  blocking: true
+  attach_function :blazen_controlplane_client_submit_workflow_with_options,
+                  %i[pointer string string string bool string], :pointer
+  attach_function :blazen_controlplane_client_respond_to_input_blocking,
+                  %i[pointer string string string pointer], :int32, blocking: true
+  attach_function :blazen_controlplane_client_respond_to_input,
+                  %i[pointer string string string], :pointer
   attach_function :blazen_controlplane_client_cancel_workflow_blocking,
                   %i[pointer string pointer pointer], :int32, blocking: true
   attach_function :blazen_controlplane_client_cancel_workflow, %i[pointer string], :pointer
@@ -192,6 +229,9 @@ module BlazenFFI
   attach_function :blazen_controlplane_server_start_blocking,
                   %i[string pointer pointer], :int32, blocking: true
   attach_function :blazen_controlplane_server_start, [:string], :pointer
+  attach_function :blazen_controlplane_server_start_with_options_blocking,
+                  %i[string string pointer pointer], :int32, blocking: true
+  attach_function :blazen_controlplane_server_start_with_options, %i[string string], :pointer
   attach_function :blazen_controlplane_server_endpoint, [:pointer], :pointer
   attach_function :blazen_controlplane_server_port, [:pointer], :uint16
   attach_function :blazen_controlplane_server_shutdown, [:pointer], :void, blocking: true
@@ -216,10 +256,23 @@ module BlazenFFI
                   [:string, :string, :string, :string, :uint32, :uint64,
                    :string, :string, :string, HandlerVT, :pointer, :pointer],
                   :int32, blocking: true
+  attach_function :blazen_controlplane_worker_new_with_options_blocking,
+                  [:string, :string, :string, ContextHandlerVT, :pointer, :pointer],
+                  :int32, blocking: true
   attach_function :blazen_controlplane_worker_run_blocking, %i[pointer pointer], :int32,
                   blocking: true
   attach_function :blazen_controlplane_worker_run, [:pointer], :pointer
   attach_function :blazen_controlplane_worker_shutdown, [:pointer], :void, blocking: true
+
+  # ---- assignment context (valid only inside a context handler's call) ----
+
+  attach_function :blazen_assignment_context_run_id, [:pointer], :pointer
+  attach_function :blazen_assignment_context_attempt, [:pointer], :uint32
+  attach_function :blazen_assignment_context_is_cancelled, [:pointer], :bool
+  attach_function :blazen_assignment_context_emit_event,
+                  %i[pointer string string pointer], :int32, blocking: true
+  attach_function :blazen_assignment_context_request_input_blocking,
+                  %i[pointer string string uint64 pointer pointer], :int32, blocking: true
 
   # ===========================================================================
   # Helpers
@@ -511,6 +564,14 @@ module BlazenFFI
     end
   end
 
+  CONTEXT_HANDLE = FFI::Function.new(:int32, %i[pointer pointer string string string pointer pointer]) do
+    |ud, ctx, run_id, workflow, input, out_json, out_err|
+    guard("context handle", 1) do
+      handler = lookup(ud) or raise "context handle for unknown user_data #{ud.address}"
+      handler.call_context_handle(ctx, run_id, workflow, input, out_json, out_err)
+    end
+  end
+
   ON_CANCEL = FFI::Function.new(:void, %i[pointer string]) do |ud, run_id|
     guard("on_cancel") { lookup(ud)&.cancelled!(run_id) }
   end
@@ -612,6 +673,105 @@ module BlazenFFI
     end
   end
 
+  # The run a ContextHandler block is working on: wraps the borrowed
+  # `BlazenAssignmentContext *`, which is only valid during the `handle`
+  # call; afterwards every method raises instead of touching the pointer.
+  class Context
+    def initialize(ptr)
+      @ptr = ptr
+    end
+
+    def run_id
+      BlazenFFI.take_string(BlazenFFI.blazen_assignment_context_run_id(live))
+    end
+
+    def attempt
+      BlazenFFI.blazen_assignment_context_attempt(live)
+    end
+
+    def cancelled?
+      BlazenFFI.blazen_assignment_context_is_cancelled(live)
+    end
+
+    # Emits `event_type` with `data_json` on the run; raises BlazenFFI::Error.
+    def emit_event(event_type, data_json)
+      BlazenFFI.with_error do |err|
+        BlazenFFI.blazen_assignment_context_emit_event(live, event_type, data_json, err)
+      end
+    end
+
+    # Asks the orchestrator for input and waits (without the GVL) for the
+    # answer, the run's cancellation or `timeout_ms` (0: no limit). Returns
+    # the answer's JSON as a String, or with `raw: true` the library-owned
+    # `char *` itself, which a handler may return as its output (the library
+    # then takes it back). Raises BlazenFFI::Error.
+    def request_input(prompt, metadata_json, timeout_ms, raw: false)
+      ptr = BlazenFFI.with_out do |out, err|
+        BlazenFFI.blazen_assignment_context_request_input_blocking(
+          live, prompt, metadata_json, timeout_ms, out, err
+        )
+      end
+      raw ? ptr : BlazenFFI.take_string(ptr)
+    end
+
+    def invalidate!
+      @ptr = nil
+    end
+
+    private
+
+    def live
+      @ptr or raise "the assignment context is used after its handle call returned"
+    end
+  end
+
+  # A handler for blazen_controlplane_worker_new_with_options_blocking: the
+  # block gets (context, run_id, workflow_name, input_json) and returns the
+  # output as a JSON String (copied with blazen_string_alloc), an
+  # FFI::Pointer to a library-made string (handed over as is), or nil for
+  # JSON null; it raises HandlerFailure, or lets a BlazenFFI::Error from the
+  # context through, to fail the run with that kind and message.
+  class ContextHandler < Handler
+    def vtable
+      vt = BlazenContextHandlerVTable.new
+      vt[:user_data] = BlazenFFI.register(self)
+      vt[:drop_user_data] = DROP_USER_DATA
+      vt[:handle] = CONTEXT_HANDLE
+      vt[:on_cancel] = ON_CANCEL
+      vt[:on_drain] = ON_DRAIN
+      vt
+    end
+
+    def call_context_handle(ctx_ptr, run_id, workflow, input, out_json, out_err)
+      bump(:handled)
+      ctx = Context.new(ctx_ptr)
+      begin
+        output = @block.call(ctx, run_id, workflow, input)
+      rescue HandlerFailure => e
+        out_err.write_pointer(BlazenFFI.error_json_ptr(e.kind, e.message))
+        return 1
+      rescue BlazenFFI::Error => e
+        out_err.write_pointer(BlazenFFI.error_json_ptr(
+          ERROR_KIND_JSON_NAMES.fetch(e.kind, "Internal"), e.message, subkind: e.subkind
+        ))
+        return 1
+      rescue StandardError => e
+        out_err.write_pointer(BlazenFFI.error_json_ptr("Internal", "#{e.class}: #{e.message}"))
+        return 1
+      ensure
+        ctx.invalidate!
+      end
+      out_json.write_pointer(
+        case output
+        when nil then nil
+        when FFI::Pointer then output
+        else BlazenFFI.blazen_string_alloc(output.to_s)
+        end
+      )
+      0
+    end
+  end
+
   # An event sink: events go to `events` (a Thread::Queue) as
   # [run_id, event_type, data_json, timestamp_ms].
   class EventSink < CallbackTarget
@@ -660,7 +820,9 @@ module BlazenFFI
 
   # A library-made `BlazenError *` from a kind name and message (for a
   # handler's out_err; the library takes it).
-  def error_json_ptr(kind, message)
-    blazen_error_from_json(JSON.generate({ "kind" => kind, "message" => message }))
+  def error_json_ptr(kind, message, subkind: nil)
+    fields = { "kind" => kind, "message" => message }
+    fields["subkind"] = subkind if subkind
+    blazen_error_from_json(JSON.generate(fields))
   end
 end
