@@ -113,7 +113,17 @@ const MEMCHECK: [&str; 5] = [
     "--quiet",
 ];
 
+/// Fresh throw-away certificates for the mutual-TLS tests.
+fn make_certs(root: &Path) -> Result<PathBuf> {
+    let dir = root.join("target/test-certs");
+    sh(Command::new("bash")
+        .arg(root.join("tests/tls/make-certs.sh"))
+        .arg(&dir))?;
+    Ok(dir)
+}
+
 fn c_suites(root: &Path, lib: &Path, bin: &Path) -> Result<()> {
+    let certs = make_certs(root)?;
     let flags = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-pthread"];
     let mut failed = Vec::new();
     for src in suites(root, "c", "c")? {
@@ -122,7 +132,10 @@ fn c_suites(root: &Path, lib: &Path, bin: &Path) -> Result<()> {
             let out = bin.join(format!("{name}_{cc}"));
             compile(root, cc, &src, lib, &out, &flags)?;
             println!("== C suite {name} ({cc})");
-            let status = Command::new(&out).current_dir(root).status()?;
+            let status = Command::new(&out)
+                .env("BLAZEN_TEST_CERTS", &certs)
+                .current_dir(root)
+                .status()?;
             if !status.success() {
                 failed.push(format!("{name} ({cc})"));
             }
@@ -131,6 +144,7 @@ fn c_suites(root: &Path, lib: &Path, bin: &Path) -> Result<()> {
         let status = Command::new("valgrind")
             .args(MEMCHECK)
             .arg(bin.join(format!("{name}_gcc")))
+            .env("BLAZEN_TEST_CERTS", &certs)
             .current_dir(root)
             .status()?;
         if !status.success() {
