@@ -227,7 +227,7 @@ async fn blazen_controlplane_worker_new(
     node_id: String,
     capabilities_json: Capabilities,
     tags_json: StringMap,
-    admission_mode: u32,
+    #[enum_like] admission_mode: u32,
     admission_param: u64,
     vtable: BlazenAssignmentHandlerVTable,
 ) -> Result<BlazenControlPlaneWorker> {
@@ -252,7 +252,7 @@ async fn blazen_controlplane_worker_new_with_mtls(
     node_id: String,
     capabilities_json: Capabilities,
     tags_json: StringMap,
-    admission_mode: u32,
+    #[enum_like] admission_mode: u32,
     admission_param: u64,
     cert_path: String,
     key_path: String,

@@ -78,6 +78,9 @@ pub enum ParamKind {
 pub struct Param {
     pub name: Ident,
     pub kind: ParamKind,
+    /// `#[enum_like]`: an integer with a closed set of meanings, checked by
+    /// the stub (generated tests pass it an out-of-range value).
+    pub enum_like: bool,
 }
 
 /// What a stub returns.
@@ -276,8 +279,9 @@ impl Export {
                 "stubs cannot be generic",
             ));
         }
+        let mut item = item;
         let mut params = Vec::new();
-        for input in &item.sig.inputs {
+        for input in item.sig.inputs.iter_mut() {
             let FnArg::Typed(pt) = input else {
                 return Err(syn::Error::new_spanned(input, "stubs are free functions"));
             };
@@ -287,9 +291,26 @@ impl Export {
                     "parameters must be plain names",
                 ));
             };
+            let before = pt.attrs.len();
+            pt.attrs.retain(|a| !a.path().is_ident("enum_like"));
+            let enum_like = pt.attrs.len() != before;
+            if let Some(a) = pt.attrs.first() {
+                return Err(syn::Error::new_spanned(
+                    a,
+                    "the only parameter attribute is `#[enum_like]`",
+                ));
+            }
+            let kind = classify_param(&pt.ty)?;
+            if enum_like && !matches!(kind, ParamKind::Scalar(_)) {
+                return Err(syn::Error::new_spanned(
+                    &pt.ty,
+                    "`#[enum_like]` marks an integer parameter",
+                ));
+            }
             params.push(Param {
                 name: pi.ident.clone(),
-                kind: classify_param(&pt.ty)?,
+                kind,
+                enum_like,
             });
         }
         let ret_ty: Type = match &item.sig.output {

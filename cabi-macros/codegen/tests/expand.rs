@@ -252,3 +252,36 @@ fn cfg_gated_items_stay_out_of_the_header() {
         "{h}"
     );
 }
+
+#[test]
+fn enum_like_marks_integer_parameters_only() {
+    let e = Export::parse(
+        quote!(),
+        quote! {
+            /// d
+            async fn f(#[enum_like] mode: u32, n: u64) -> Result<()> { todo!() }
+        },
+    )
+    .unwrap();
+    assert!(e.params[0].enum_like && !e.params[1].enum_like);
+    assert!(
+        !flat(e.expand()).contains("enum_like"),
+        "the marker is not left in the code"
+    );
+    rejects(
+        quote!(),
+        quote!(
+            /// d
+            async fn f(#[enum_like] s: String) -> Result<()> {}
+        ),
+        "integer parameter",
+    );
+    rejects(
+        quote!(),
+        quote!(
+            /// d
+            async fn f(#[other] s: String) -> Result<()> {}
+        ),
+        "only parameter attribute",
+    );
+}
