@@ -3,7 +3,9 @@
 # A Ruby consumer of the Blazen C ABI, through the ffi gem, against a real
 # control plane embedded in this process: client calls (blocking and
 # futures), validation errors, workers whose handler is a Ruby block,
-# per-run and tag-filtered subscriptions, and user_data ownership.
+# per-run and tag-filtered subscriptions, and user_data ownership; the
+# options-taking calls and the assignment context are in
+# test_context_options.rb, loaded at the end.
 #
 #   ruby tests/ruby/test_blazen.rb        (BLAZEN_CABI_LIB=path/to/.so)
 
@@ -40,6 +42,9 @@ module EmbeddedServer
   end
 end
 
+# Servers follow BLAZEN_PEER_TOKEN unless given a token of their own; the
+# suite's servers and clients run without one.
+ENV.delete("BLAZEN_PEER_TOKEN")
 EmbeddedServer.start
 Minitest.after_run { EmbeddedServer.stop }
 
@@ -582,3 +587,5 @@ class BlazenCabiTest < Minitest::Test
     assert_equal 1, worker.handler.drops
   end
 end
+
+require_relative "test_context_options"

@@ -50,6 +50,8 @@ fn compile(
         .arg(root.join("include"))
         .arg("-I")
         .arg(root.join("tests/c"))
+        .arg("-I")
+        .arg(root.join("target/generated"))
         .arg(src)
         .arg("-o")
         .arg(out)
@@ -124,6 +126,11 @@ fn make_certs(root: &Path) -> Result<PathBuf> {
 
 fn c_suites(root: &Path, lib: &Path, bin: &Path) -> Result<()> {
     let certs = make_certs(root)?;
+    let (cases, n) = crate::adversarial::generate(root)?;
+    println!(
+        "adversarial: {n} cases generated from the stub table into {}",
+        cases.display()
+    );
     let flags = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-pthread"];
     let mut failed = Vec::new();
     for src in suites(root, "c", "c")? {

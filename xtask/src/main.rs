@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask <header [--check] | test | demo | bench | abi>`.
 
+mod adversarial;
 mod csuite;
 mod header;
 
@@ -25,7 +26,10 @@ fn run() -> Result<()> {
         Some("test") => csuite::test_all(&root),
         Some("demo") => csuite::demo(&root),
         Some("abi") => csuite::abi_check(&root),
-        _ => bail!("usage: cargo xtask <header [--check] | test | demo | abi>"),
+        Some("adversarial") => adversarial::generate(&root).map(|(path, n)| {
+            println!("adversarial: {n} cases in {}", path.display());
+        }),
+        _ => bail!("usage: cargo xtask <header [--check] | test | demo | abi | adversarial>"),
     }
 }
 
