@@ -160,7 +160,7 @@ impl AssignmentHandler for CHandler {
 }
 
 /// `admission_mode`/`admission_param` as the control plane's admission.
-fn admission(mode: u32, param: u64) -> Result<AdmissionMode> {
+pub(crate) fn admission(mode: u32, param: u64) -> Result<AdmissionMode> {
     match mode {
         0 => Ok(AdmissionMode::Fixed {
             max_in_flight: u32::try_from(param).unwrap_or(u32::MAX).max(1),

@@ -12,6 +12,7 @@
 //! One tokio runtime serves the whole process; it starts on first use.
 
 pub mod arg;
+mod arg_props;
 pub mod call;
 pub mod callbacks;
 mod error;
