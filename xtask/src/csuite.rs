@@ -157,6 +157,18 @@ fn c_suites(root: &Path, lib: &Path, bin: &Path) -> Result<()> {
         if !status.success() {
             failed.push(format!("{name} (valgrind, exit {status})"));
         }
+        println!("== C suite {name} (clang, AddressSanitizer + LeakSanitizer)");
+        let out = bin.join(format!("{name}_asan"));
+        let asan = [&flags[..], &["-fsanitize=address", "-fno-omit-frame-pointer"]].concat();
+        compile(root, "clang", &src, lib, &out, &asan)?;
+        let status = Command::new(&out)
+            .env("ASAN_OPTIONS", "detect_leaks=1")
+            .env("BLAZEN_TEST_CERTS", &certs)
+            .current_dir(root)
+            .status()?;
+        if !status.success() {
+            failed.push(format!("{name} (ASan/LSan, exit {status})"));
+        }
     }
     if !failed.is_empty() {
         bail!("C suites failed: {}", failed.join(", "));
