@@ -159,7 +159,11 @@ fn c_suites(root: &Path, lib: &Path, bin: &Path) -> Result<()> {
         }
         println!("== C suite {name} (clang, AddressSanitizer + LeakSanitizer)");
         let out = bin.join(format!("{name}_asan"));
-        let asan = [&flags[..], &["-fsanitize=address", "-fno-omit-frame-pointer"]].concat();
+        let asan = [
+            &flags[..],
+            &["-fsanitize=address", "-fno-omit-frame-pointer"],
+        ]
+        .concat();
         compile(root, "clang", &src, lib, &out, &asan)?;
         let status = Command::new(&out)
             .env("ASAN_OPTIONS", "detect_leaks=1")
