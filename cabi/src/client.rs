@@ -7,7 +7,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::records::{BlazenRunStateSnapshot, BlazenWorkerInfoList};
-use crate::rt::arg::{Json, Options, TagList};
+use crate::rt::arg::{CheckOptions, Json, Options, TagList};
 use crate::rt::{BlazenError, Result};
 
 /// A connection to a control plane. Caller-owned; usable from many threads
@@ -55,21 +55,37 @@ pub struct ConnectOptions {
     connect_timeout_ms: Option<u64>,
 }
 
-/// The TLS settings of options that name PEM files: all three or none.
+/// The TLS settings of options that name PEM files: all three or none
+/// (checked when the options are decoded, see [`CheckOptions`]).
+pub(crate) fn pem_triple(
+    cert: &Option<String>,
+    key: &Option<String>,
+    ca: &Option<String>,
+) -> std::result::Result<Option<[std::path::PathBuf; 3]>, String> {
+    match (cert, key, ca) {
+        (None, None, None) => Ok(None),
+        (Some(c), Some(k), Some(a)) => Ok(Some([c.into(), k.into(), a.into()])),
+        _ => Err("`cert_path`, `key_path` and `ca_path` must be given together".into()),
+    }
+}
+
+/// [`pem_triple`] for option structs already checked: an error names
+/// `options_json`.
 pub(crate) fn pem_paths(
     cert: &Option<String>,
     key: &Option<String>,
     ca: &Option<String>,
 ) -> Result<Option<[std::path::PathBuf; 3]>> {
-    match (cert, key, ca) {
-        (None, None, None) => Ok(None),
-        (Some(c), Some(k), Some(a)) => Ok(Some([c.into(), k.into(), a.into()])),
-        _ => Err(BlazenError::invalid(
-            "options_json",
-            "`cert_path`, `key_path` and `ca_path` must be given together",
-        )),
+    pem_triple(cert, key, ca).map_err(|e| BlazenError::invalid("options_json", e))
+}
+
+impl CheckOptions for ConnectOptions {
+    fn check(&self) -> std::result::Result<(), String> {
+        pem_triple(&self.cert_path, &self.key_path, &self.ca_path).map(drop)
     }
 }
+
+impl CheckOptions for SubmitOptions {}
 
 /// Connects with `options_json` (borrowed; NULL or an object with any of
 /// `bearer_token`, `cert_path` + `key_path` + `ca_path` for mutual TLS, and
@@ -82,7 +98,9 @@ async fn blazen_controlplane_client_connect_with_options(
     options_json: Options<ConnectOptions>,
 ) -> Result<BlazenControlPlaneClient> {
     let o = options_json.0;
-    let tls = match pem_paths(&o.cert_path, &o.key_path, &o.ca_path)? {
+    let tls = match pem_paths(&o.cert_path, &o.key_path, &o.ca_path)
+        .map_err(|e| BlazenError::invalid("options_json", e))?
+    {
         Some([c, k, a]) => Some(
             blazen_controlplane::tls::load_client_tls(&c, &k, &a)
                 .map_err(|e| BlazenError::peer("ControlPlaneTls", e.to_string()))?,

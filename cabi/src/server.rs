@@ -11,15 +11,22 @@ use blazen_controlplane::server::{
     admission::Admission, key_store, queue::AssignmentQueue, registry::WorkerRegistry,
     ControlPlaneService, SharedState,
 };
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use tokio::sync::{broadcast, oneshot};
-use tonic::transport::server::TcpIncoming;
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
 
 use crate::rt::arg::Options;
 use crate::rt::{BlazenError, Result};
 
-/// How long a shutdown waits for open streams to finish before it closes
-/// them.
-const GRACE: Duration = Duration::from_secs(2);
+/// How long a shutdown waits for requests and streams in progress before it
+/// closes every connection.
+const GRACE: Duration = Duration::from_secs(1);
 
 /// Broadcast capacity of the event bus, as in `ControlPlaneServer::new`.
 const EVENT_BUS_CAPACITY: usize = 1024;
@@ -39,12 +46,15 @@ struct Running {
     addr: SocketAddr,
     scheme: &'static str,
     stop: Mutex<Option<oneshot::Sender<()>>>,
+    /// Closes every accepted connection (see [`Killable`]).
+    kill: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Running {
-    /// Signals a graceful stop, waits up to [`GRACE`], then closes what is
-    /// left. Idempotent.
+    /// Signals a graceful stop, waits up to [`GRACE`], then closes every
+    /// connection still open (streams end with an error at their clients).
+    /// Idempotent.
     fn stop(&self) {
         let stop = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
         let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -52,20 +62,100 @@ impl Running {
             let _ = stop.send(());
         }
         if let Some(mut task) = task {
+            let kill = self.kill.clone();
             let _ = crate::rt::call::run_blocking("server shutdown", async move {
                 if tokio::time::timeout(GRACE, &mut task).await.is_err() {
-                    task.abort();
-                    let _ = task.await;
+                    kill.cancel();
+                    if tokio::time::timeout(GRACE, &mut task).await.is_err() {
+                        task.abort();
+                        let _ = task.await;
+                    }
                 }
                 Ok(())
             });
         }
+        self.kill.cancel();
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// An accepted connection that fails every read and write once the server
+/// is being torn down, so no stream outlives a shutdown.
+struct Killable {
+    io: tokio::net::TcpStream,
+    killed: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl Killable {
+    fn check(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
+        match self.killed.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "the control plane is shutting down",
+            )),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for Killable {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if let Poll::Ready(e) = self.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Killable {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if let Poll::Ready(e) = self.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        if let Poll::Ready(e) = self.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl Connected for Killable {
+    type ConnectInfo = TcpConnectInfo;
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.io.connect_info()
     }
 }
 
@@ -121,6 +211,12 @@ pub struct ServerOptions {
     ca_path: Option<String>,
 }
 
+impl crate::rt::arg::CheckOptions for ServerOptions {
+    fn check(&self) -> std::result::Result<(), String> {
+        crate::client::pem_triple(&self.cert_path, &self.key_path, &self.ca_path).map(drop)
+    }
+}
+
 async fn start(bind_addr: &str, options: ServerOptions) -> Result<BlazenControlPlaneServer> {
     let tls =
         match crate::client::pem_paths(&options.cert_path, &options.key_path, &options.ca_path)? {
@@ -156,7 +252,16 @@ async fn start(bind_addr: &str, options: ServerOptions) -> Result<BlazenControlP
     };
     let service = GrpcServer::with_interceptor(ControlPlaneService::new(shared), auth);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let kill = CancellationToken::new();
+    let killer = kill.clone();
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(move |r| {
+            r.map(|io| Killable {
+                io,
+                killed: Box::pin(killer.clone().cancelled_owned()),
+            })
+        });
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         builder = builder
@@ -177,6 +282,7 @@ async fn start(bind_addr: &str, options: ServerOptions) -> Result<BlazenControlP
             addr,
             scheme,
             stop: Mutex::new(Some(stop_tx)),
+            kill,
             task: Mutex::new(Some(task)),
         }),
     })

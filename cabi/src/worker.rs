@@ -283,14 +283,23 @@ async fn blazen_controlplane_worker_run(worker: &BlazenControlPlaneWorker) -> Re
         return Err(BlazenError::invalid("worker", "has already been run"));
     };
     *lock(&cell.running) = true;
+    // Marks the run over however it ends, including when its future is
+    // cancelled or freed, so `free` never waits for a run that is gone.
+    let _running = RunningGuard(cell.clone());
     let handler = cell.handler.clone();
-    let result = tokio::select! {
+    tokio::select! {
         r = w.run(handler) => r.map_err(BlazenError::from),
         () = cell.stop.cancelled() => Ok(()),
-    };
-    *lock(&cell.running) = false;
-    cell.stopped.notify_all();
-    result
+    }
+}
+
+struct RunningGuard(Arc<Cell>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        *lock(&self.0.running) = false;
+        self.0.stopped.notify_all();
+    }
 }
 
 /// Stops the worker (borrowed), whether or not it is running: a running
@@ -339,6 +348,12 @@ struct RetryOption {
     max_attempts: Option<u32>,
     initial_backoff_ms: Option<u64>,
     max_backoff_ms: Option<u64>,
+}
+
+impl crate::rt::arg::CheckOptions for WorkerOptions {
+    fn check(&self) -> std::result::Result<(), String> {
+        crate::client::pem_triple(&self.cert_path, &self.key_path, &self.ca_path).map(drop)
+    }
 }
 
 fn options_config(endpoint: String, node_id: String, o: WorkerOptions) -> Result<WorkerConfig> {

@@ -83,6 +83,10 @@ fn text_values(ty: &Type) -> Result<(String, Vec<(String, &'static str)>)> {
                 malformed,
                 (c_str("[1]"), "wrong-shape JSON"),
                 (c_str(r#"{"no_such_option":1}"#), "unknown option"),
+                (
+                    c_str(r#"{"cert_path":"/only/a/cert.pem"}"#),
+                    "incomplete TLS options",
+                ),
             ],
         ),
         "Option" => {

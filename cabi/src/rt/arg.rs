@@ -211,15 +211,25 @@ impl FromCStr for StringMap {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Options<T>(pub T);
 
-impl<T: serde::de::DeserializeOwned + Default> FromCStr for Options<T> {
+/// Checks of an options object beyond its shape (keys that go together),
+/// run while decoding so a future-returning call fails at once.
+pub trait CheckOptions {
+    fn check(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<T: serde::de::DeserializeOwned + Default + CheckOptions> FromCStr for Options<T> {
     fn from_c(raw: Option<&CStr>, name: &str) -> Result<Self> {
-        match json(raw, name)? {
-            None | Some(Value::Null) => Ok(Options(T::default())),
-            Some(v @ Value::Object(_)) => serde_json::from_value(v)
-                .map(Options)
-                .map_err(|e| BlazenError::invalid(name, e)),
-            Some(_) => Err(BlazenError::invalid(name, "must be null or a JSON object")),
-        }
+        let options: T = match json(raw, name)? {
+            None | Some(Value::Null) => T::default(),
+            Some(v @ Value::Object(_)) => {
+                serde_json::from_value(v).map_err(|e| BlazenError::invalid(name, e))?
+            }
+            Some(_) => return Err(BlazenError::invalid(name, "must be null or a JSON object")),
+        };
+        options.check().map_err(|e| BlazenError::invalid(name, e))?;
+        Ok(Options(options))
     }
 }
 

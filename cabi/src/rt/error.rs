@@ -140,9 +140,18 @@ fn subkind_for_code(code: &str) -> String {
     }
 }
 
-/// Reads the code name out of `code=Name)` (trait methods) or
-/// `status: Name,` (tonic's Display of a Status, inherent methods).
-fn grpc_code_in(text: &str) -> Option<&str> {
+/// Reads the gRPC code's name out of an error text, whichever rendering
+/// produced it: `code=Name)` (trait methods), `status: Name,` (older tonic
+/// Display) or `code: 'description'` (tonic 0.14 Display).
+fn grpc_code_in(text: &str) -> Option<String> {
+    if let Some(i) = text.find("code: '") {
+        let rest = &text[i + 7..];
+        let desc = &rest[..rest.find('\'')?];
+        return (0..=16)
+            .map(tonic::Code::from_i32)
+            .find(|c| c.description() == desc)
+            .map(|c| format!("{c:?}"));
+    }
     let start = text
         .find("code=")
         .map(|i| i + 5)
@@ -152,8 +161,10 @@ fn grpc_code_in(text: &str) -> Option<&str> {
         .find(|c: char| !c.is_ascii_alphanumeric())
         .unwrap_or(rest.len());
     let code = &rest[..end];
-    (!code.is_empty() && code.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
-        .then_some(code)
+    code.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_uppercase())
+        .then(|| code.to_string())
 }
 
 impl From<WorkflowError> for BlazenError {
@@ -178,7 +189,7 @@ impl From<ControlPlaneError> for BlazenError {
                 return BlazenError::from_workflow_text(w.to_string())
             }
             ControlPlaneError::Transport(t) => match grpc_code_in(t) {
-                Some(code) => subkind_for_code(code),
+                Some(code) => subkind_for_code(&code),
                 None => "ControlPlaneTransport".to_string(),
             },
             _ => "ControlPlane".to_string(),
@@ -190,7 +201,7 @@ impl From<ControlPlaneError> for BlazenError {
 impl BlazenError {
     fn from_workflow_text(text: String) -> Self {
         match grpc_code_in(&text) {
-            Some(code) => BlazenError::peer(subkind_for_code(code), text),
+            Some(code) => BlazenError::peer(subkind_for_code(&code), text),
             None => BlazenError::peer("ControlPlane", text),
         }
     }
@@ -203,11 +214,17 @@ mod tests {
     #[test]
     fn reads_codes_from_both_renderings() {
         assert_eq!(
-            grpc_code_in("control-plane RPC failed (code=FailedPrecondition): no worker"),
+            grpc_code_in("control-plane RPC failed (code=FailedPrecondition): no worker")
+                .as_deref(),
             Some("FailedPrecondition")
         );
         assert_eq!(
-            grpc_code_in("tonic transport error: status: NotFound, message: \"x\""),
+            grpc_code_in("tonic transport error: status: NotFound, message: \"x\"").as_deref(),
+            Some("NotFound")
+        );
+        assert_eq!(
+            grpc_code_in("tonic transport error: code: 'Some requested entity was not found', message: \"x\"")
+                .as_deref(),
             Some("NotFound")
         );
         assert_eq!(grpc_code_in("connect: transport error"), None);
