@@ -152,6 +152,7 @@ fn c_suites(root: &Path, lib: &Path, bin: &Path) -> Result<()> {
             .args(MEMCHECK)
             .arg(bin.join(format!("{name}_gcc")))
             .env("BLAZEN_TEST_CERTS", &certs)
+            .env("BLAZEN_UNDER_TOOL", "valgrind")
             .current_dir(root)
             .status()?;
         if !status.success() {
@@ -168,6 +169,7 @@ fn c_suites(root: &Path, lib: &Path, bin: &Path) -> Result<()> {
         let status = Command::new(&out)
             .env("ASAN_OPTIONS", "detect_leaks=1")
             .env("BLAZEN_TEST_CERTS", &certs)
+            .env("BLAZEN_UNDER_TOOL", "asan")
             .current_dir(root)
             .status()?;
         if !status.success() {
