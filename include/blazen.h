@@ -666,6 +666,24 @@ char *blazen_version(void);
 int32_t blazen_init(void);
 
 /**
+ * Completes at once: a round trip through the library's runtime and the
+ * generated boundary without any I/O, to check the library responds or to
+ * measure what the boundary costs. Takes nothing; yields nothing.
+ *
+ * Blocks the calling thread. Returns 0, or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`; `out_err` may be NULL).
+ */
+int32_t blazen_ping_blocking(BlazenError **out_err);
+
+/**
+ * Completes at once: a round trip through the library's runtime and the
+ * generated boundary without any I/O, to check the library responds or to
+ * measure what the boundary costs. Takes nothing; yields nothing.
+ *
+ * Non-blocking: returns a caller-owned `BlazenFuture` (never NULL) running the operation; await it with `blazen_future_poll`, `blazen_future_wait` or `blazen_future_fd`, collect it with `blazen_future_take_unit`, and release it with `blazen_future_free`. Invalid arguments give an already-failed future.
+ */
+BlazenFuture *blazen_ping(void);
+
+/**
  * Returns 0. The runtime lives as long as the process, so the library
  * stays usable after this call; it exists for hosts that pair it with
  * `blazen_init`. Idempotent.

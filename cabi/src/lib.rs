@@ -56,6 +56,14 @@ fn blazen_init() -> i32 {
     0
 }
 
+/// Completes at once: a round trip through the library's runtime and the
+/// generated boundary without any I/O, to check the library responds or to
+/// measure what the boundary costs. Takes nothing; yields nothing.
+#[export]
+async fn blazen_ping() -> rt::Result<()> {
+    Ok(())
+}
+
 /// Returns 0. The runtime lives as long as the process, so the library
 /// stays usable after this call; it exists for hosts that pair it with
 /// `blazen_init`. Idempotent.

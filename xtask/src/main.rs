@@ -25,11 +25,14 @@ fn run() -> Result<()> {
         Some("header") => header::run(&root, args.iter().any(|a| a == "--check")),
         Some("test") => csuite::test_all(&root),
         Some("demo") => csuite::demo(&root),
+        Some("bench") => csuite::bench(&root),
         Some("abi") => csuite::abi_check(&root),
         Some("adversarial") => adversarial::generate(&root).map(|(path, n)| {
             println!("adversarial: {n} cases in {}", path.display());
         }),
-        _ => bail!("usage: cargo xtask <header [--check] | test | demo | abi | adversarial>"),
+        _ => {
+            bail!("usage: cargo xtask <header [--check] | test | demo | bench | abi | adversarial>")
+        }
     }
 }
 

@@ -37,8 +37,8 @@ pub fn run_blocking<T: Send + 'static>(
     fut: impl Future<Output = Result<T>> + Send + 'static,
 ) -> Result<T> {
     if tokio::runtime::Handle::try_current().is_err() {
-        // This thread drives the I/O itself: keep SIGPIPE off it meanwhile.
-        let _sigpipe = super::SigpipeGuard::new();
+        // No socket is written on this thread: connections are driven by
+        // tasks on the runtime's threads, which block SIGPIPE.
         return super::runtime().block_on(catch_async(label, fut));
     }
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -144,7 +144,20 @@ where
     Fut: Future<Output = Result<T>> + Send + 'static,
 {
     let fut = match guard(label, make) {
-        Ok(fut) => BlazenFuture::spawn(label, fut),
+        Ok(fut) => {
+            // One poll on the caller's thread first: an operation that can
+            // finish at once then costs no task and no cross-thread wake-ups.
+            let mut fut = Box::pin(catch_async(label, fut));
+            let _runtime = super::runtime().enter();
+            let waker = futures_util::task::noop_waker();
+            match fut
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(&waker))
+            {
+                std::task::Poll::Ready(r) => BlazenFuture::ready(r),
+                std::task::Poll::Pending => BlazenFuture::spawn(label, fut),
+            }
+        }
         Err(e) => BlazenFuture::ready::<T>(Err(e)),
     };
     Box::into_raw(Box::new(fut))

@@ -25,7 +25,6 @@ use std::sync::OnceLock;
 
 pub use error::{BlazenError, ErrorKind, Result};
 pub use future::BlazenFuture;
-pub(crate) use sigpipe::Guard as SigpipeGuard;
 
 /// The library's tokio runtime, started on first use.
 pub fn runtime() -> &'static tokio::runtime::Runtime {
