@@ -3,7 +3,11 @@
 use blazen_cabi_macros::{export, handle};
 use blazen_controlplane::client::Client;
 use blazen_core::distributed::{OrchestratorClient, ResourceHint, SubmitWorkflowRequest};
+use std::future::Future;
+use std::sync::Arc;
+
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use crate::records::{BlazenRunStateSnapshot, BlazenWorkerInfoList};
@@ -19,6 +23,30 @@ use crate::rt::{BlazenError, Result};
 #[derive(Clone)]
 pub struct BlazenControlPlaneClient {
     pub(crate) inner: Client,
+    /// Calls on one `Client` run one at a time (it serialises its RPCs
+    /// behind a mutex); waiting here first keeps a queued call small.
+    turn: Arc<Semaphore>,
+}
+
+impl BlazenControlPlaneClient {
+    fn new(inner: Client) -> Self {
+        Self {
+            inner,
+            turn: Arc::new(Semaphore::new(1)),
+        }
+    }
+
+    /// Runs one RPC in FIFO order. A call waiting for its turn holds only
+    /// its arguments; the RPC's own (large) future is allocated when the
+    /// turn comes, so thousands of pending calls stay cheap.
+    async fn rpc<T, E, F>(&self, call: impl FnOnce(Client) -> F) -> Result<T>
+    where
+        F: Future<Output = std::result::Result<T, E>> + Send,
+        E: Into<BlazenError>,
+    {
+        let _turn = self.turn.acquire().await;
+        Box::pin(call(self.inner.clone())).await.map_err(Into::into)
+    }
 }
 
 /// Connects to the control plane at `endpoint` (borrowed), e.g.
@@ -26,7 +54,7 @@ pub struct BlazenControlPlaneClient {
 #[export]
 async fn blazen_controlplane_client_connect(endpoint: String) -> Result<BlazenControlPlaneClient> {
     let inner = Client::connect(endpoint, None, None).await?;
-    Ok(BlazenControlPlaneClient { inner })
+    Ok(BlazenControlPlaneClient::new(inner))
 }
 
 /// Connects over mutual TLS with the client certificate, key and CA bundle
@@ -41,7 +69,7 @@ async fn blazen_controlplane_client_connect_with_mtls(
 ) -> Result<BlazenControlPlaneClient> {
     let (cert, key, ca) = (cert_path.as_ref(), key_path.as_ref(), ca_path.as_ref());
     let inner = Client::with_mtls(endpoint, cert, key, ca, None).await?;
-    Ok(BlazenControlPlaneClient { inner })
+    Ok(BlazenControlPlaneClient::new(inner))
 }
 
 /// Keys of `connect_with_options`; unknown keys are refused.
@@ -119,7 +147,7 @@ async fn blazen_controlplane_client_connect_with_options(
                 )
             })??,
     };
-    Ok(BlazenControlPlaneClient { inner })
+    Ok(BlazenControlPlaneClient::new(inner))
 }
 
 /// Keys of `submit_workflow_with_options`; unknown keys are refused.
@@ -163,9 +191,8 @@ async fn submit(
             expected_seconds: h.expected_seconds,
         }),
     };
-    Ok(BlazenRunStateSnapshot(
-        client.inner.submit_workflow(request).await?,
-    ))
+    let snapshot = client.rpc(|c| async move { c.submit_workflow(request).await });
+    Ok(BlazenRunStateSnapshot(snapshot.await?))
 }
 
 /// Submits a run of `workflow_name` with `input_json` (a JSON value) and
@@ -230,10 +257,12 @@ async fn blazen_controlplane_client_respond_to_input(
     request_id: String,
     response_json: Json,
 ) -> Result<()> {
-    Ok(client
-        .inner
-        .respond_to_input(run_id, request_id, response_json.0)
-        .await?)
+    client
+        .rpc(|c| async move {
+            c.respond_to_input(run_id, request_id, response_json.0)
+                .await
+        })
+        .await
 }
 
 /// Cancels the run `run_id` (borrowed UUID text). Yields its snapshot.
@@ -242,9 +271,8 @@ async fn blazen_controlplane_client_cancel_workflow(
     client: &BlazenControlPlaneClient,
     run_id: Uuid,
 ) -> Result<BlazenRunStateSnapshot> {
-    Ok(BlazenRunStateSnapshot(
-        client.inner.cancel_workflow(run_id).await?,
-    ))
+    let snapshot = client.rpc(|c| async move { c.cancel_workflow(run_id).await });
+    Ok(BlazenRunStateSnapshot(snapshot.await?))
 }
 
 /// Describes the run `run_id` (borrowed UUID text). Yields its snapshot.
@@ -253,9 +281,8 @@ async fn blazen_controlplane_client_describe_workflow(
     client: &BlazenControlPlaneClient,
     run_id: Uuid,
 ) -> Result<BlazenRunStateSnapshot> {
-    Ok(BlazenRunStateSnapshot(
-        client.inner.describe_workflow(run_id).await?,
-    ))
+    let snapshot = client.rpc(|c| async move { c.describe_workflow(run_id).await });
+    Ok(BlazenRunStateSnapshot(snapshot.await?))
 }
 
 /// Lists the connected workers.
@@ -263,7 +290,8 @@ async fn blazen_controlplane_client_describe_workflow(
 async fn blazen_controlplane_client_list_workers(
     client: &BlazenControlPlaneClient,
 ) -> Result<BlazenWorkerInfoList> {
-    Ok(BlazenWorkerInfoList(client.inner.list_workers().await?))
+    let list = client.rpc(|c| async move { c.list_workers().await });
+    Ok(BlazenWorkerInfoList(list.await?))
 }
 
 /// Asks the worker `node_id` (borrowed) to drain: stop taking work, and
@@ -274,5 +302,7 @@ async fn blazen_controlplane_client_drain_worker(
     node_id: String,
     immediate: bool,
 ) -> Result<()> {
-    Ok(client.inner.drain_worker(node_id, immediate).await?)
+    client
+        .rpc(|c| async move { c.drain_worker(node_id, immediate).await })
+        .await
 }
