@@ -20,6 +20,7 @@
 pub mod client;
 pub mod error;
 pub mod records;
+mod relay;
 pub mod rt;
 pub mod server;
 pub mod subscription;

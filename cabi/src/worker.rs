@@ -1,6 +1,7 @@
 //! Workers written in C: a callback table answers assignments.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use blazen_core::distributed::{AdmissionMode, WorkerCapability};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::relay::Relay;
 use crate::rt::arg::{Capabilities, Json, Options, StringMap};
 use crate::rt::callbacks::{self, BlazenAssignmentHandlerVTable, BlazenContextHandlerVTable};
 use crate::rt::{BlazenError, Result};
@@ -51,6 +53,8 @@ impl Drop for BlazenControlPlaneWorker {
 struct Cell {
     /// The worker until `run` takes it.
     worker: Mutex<Option<Worker>>,
+    /// The worker's connection to the control plane (see [`Relay`]).
+    relay: Option<Relay>,
     handler: CHandler,
     stop: CancellationToken,
     /// True while a `run` is in progress.
@@ -61,10 +65,19 @@ struct Cell {
 impl Cell {
     fn shutdown(&self) {
         self.stop.cancel();
+        self.end_session();
         if let Some(w) = lock(&self.worker).as_ref() {
             w.shutdown();
         }
         self.handler.cancel_all();
+    }
+
+    /// Ends the worker's session at the server: it stops being listed and
+    /// assigned runs.
+    fn end_session(&self) {
+        if let Some(relay) = &self.relay {
+            relay.close();
+        }
     }
 
     fn wait_stopped(&self, limit: Duration) {
@@ -194,14 +207,58 @@ fn config(
     Ok(config)
 }
 
+/// Where a worker connects: through the library's relay when the endpoint
+/// is a URI (see [`Relay`]).
+struct Route {
+    endpoint: String,
+    host: Option<String>,
+    relay: Option<Relay>,
+}
+
+impl Route {
+    async fn new(endpoint: String) -> Result<Self> {
+        Ok(match Relay::start(&endpoint).await? {
+            Some(r) => Route {
+                endpoint: r.endpoint,
+                host: Some(r.host),
+                relay: Some(r.relay),
+            },
+            None => Route {
+                endpoint,
+                host: None,
+                relay: None,
+            },
+        })
+    }
+
+    /// Mutual TLS from PEM files, checking the server's name against the
+    /// configured host (not the relay's address).
+    fn mtls(
+        &self,
+        config: WorkerConfig,
+        cert: &Path,
+        key: &Path,
+        ca: &Path,
+    ) -> Result<WorkerConfig> {
+        let mut tls = blazen_controlplane::tls::load_client_tls(cert, key, ca)
+            .map_err(|e| BlazenError::peer("ControlPlaneTls", e.to_string()))?;
+        if let Some(host) = &self.host {
+            tls = tls.domain_name(host.clone());
+        }
+        Ok(config.with_tls(tls))
+    }
+}
+
 fn build(
     config: WorkerConfig,
     vt: Arc<dyn callbacks::Handler>,
+    route: Route,
 ) -> Result<BlazenControlPlaneWorker> {
     let worker = Worker::connect(config)?;
     Ok(BlazenControlPlaneWorker {
         inner: Arc::new(Cell {
             worker: Mutex::new(Some(worker)),
+            relay: route.relay,
             handler: CHandler {
                 vt,
                 in_flight: Arc::default(),
@@ -231,15 +288,16 @@ async fn blazen_controlplane_worker_new(
     admission_param: u64,
     vtable: BlazenAssignmentHandlerVTable,
 ) -> Result<BlazenControlPlaneWorker> {
+    let route = Route::new(endpoint).await?;
     let config = config(
-        endpoint,
+        route.endpoint.clone(),
         node_id,
         capabilities_json,
         tags_json,
         admission_mode,
         admission_param,
     )?;
-    build(config, Arc::new(vtable))
+    build(config, Arc::new(vtable), route)
 }
 
 /// As `blazen_controlplane_worker_new_blocking`, connecting over mutual
@@ -259,16 +317,22 @@ async fn blazen_controlplane_worker_new_with_mtls(
     ca_path: String,
     vtable: BlazenAssignmentHandlerVTable,
 ) -> Result<BlazenControlPlaneWorker> {
+    let route = Route::new(endpoint).await?;
     let config = config(
-        endpoint,
+        route.endpoint.clone(),
         node_id,
         capabilities_json,
         tags_json,
         admission_mode,
         admission_param,
     )?;
-    let config = config.with_mtls(cert_path.as_ref(), key_path.as_ref(), ca_path.as_ref())?;
-    build(config, Arc::new(vtable))
+    let config = route.mtls(
+        config,
+        cert_path.as_ref(),
+        key_path.as_ref(),
+        ca_path.as_ref(),
+    )?;
+    build(config, Arc::new(vtable), route)
 }
 
 /// Connects and serves assignments until `blazen_controlplane_worker_shutdown`
@@ -297,6 +361,7 @@ struct RunningGuard(Arc<Cell>);
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
+        self.0.end_session();
         *lock(&self.0.running) = false;
         self.0.stopped.notify_all();
     }
@@ -356,7 +421,7 @@ impl crate::rt::arg::CheckOptions for WorkerOptions {
     }
 }
 
-fn options_config(endpoint: String, node_id: String, o: WorkerOptions) -> Result<WorkerConfig> {
+fn options_config(route: &Route, node_id: String, o: WorkerOptions) -> Result<WorkerConfig> {
     let admission = match o.admission {
         None => AdmissionMode::Fixed { max_in_flight: 1 },
         Some(AdmissionOption::Fixed { max_in_flight }) => AdmissionMode::Fixed {
@@ -367,7 +432,7 @@ fn options_config(endpoint: String, node_id: String, o: WorkerOptions) -> Result
         }
         Some(AdmissionOption::Reactive) => AdmissionMode::Reactive,
     };
-    let mut config = WorkerConfig::new(endpoint, node_id).with_admission(admission);
+    let mut config = WorkerConfig::new(route.endpoint.clone(), node_id).with_admission(admission);
     for c in o.capabilities {
         config = config.with_capability(WorkerCapability {
             kind: c.kind,
@@ -400,7 +465,7 @@ fn options_config(endpoint: String, node_id: String, o: WorkerOptions) -> Result
         });
     }
     if let Some([c, k, a]) = crate::client::pem_paths(&o.cert_path, &o.key_path, &o.ca_path)? {
-        config = config.with_mtls(&c, &k, &a)?;
+        config = route.mtls(config, &c, &k, &a)?;
     }
     Ok(config)
 }
@@ -422,10 +487,9 @@ async fn blazen_controlplane_worker_new_with_options(
     options_json: Options<WorkerOptions>,
     vtable: BlazenContextHandlerVTable,
 ) -> Result<BlazenControlPlaneWorker> {
-    build(
-        options_config(endpoint, node_id, options_json.0)?,
-        Arc::new(vtable),
-    )
+    let route = Route::new(endpoint).await?;
+    let config = options_config(&route, node_id, options_json.0)?;
+    build(config, Arc::new(vtable), route)
 }
 
 /// The id of the run `ctx` (borrowed) belongs to.

@@ -382,6 +382,17 @@ static void test_workflows(void) {
     blazen_controlplane_worker_free(a);
     CHECK(atomic_load(&eu.drops) == 1, "eu user_data dropped once");
     CHECK(atomic_load(&eu.handled) == N + 2, "eu handled %d", atomic_load(&eu.handled));
+
+    /* stopped workers leave the control plane: no longer listed, and a
+     * submission that needs them is refused instead of hanging */
+    for (int i = 0; i < 1000 && worker_count() > 0; i++) sleep_ms(10);
+    CHECK(worker_count() == 0, "stopped workers are no longer listed");
+    BlazenRunStateSnapshot *gone = NULL;
+    err = NULL;
+    CHECK(blazen_controlplane_client_submit_workflow_blocking(client, "echo", "{}", NULL, false, &gone, &err) == -1,
+          "no run is given to a stopped worker");
+    CHECK(t_str_eq(blazen_error_subkind(err), "ControlPlaneFailedPrecondition"), "refused: no worker");
+    blazen_error_free(err);
 }
 
 int main(void) {
