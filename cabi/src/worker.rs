@@ -10,7 +10,8 @@ use blazen_controlplane::protocol::Assignment;
 use blazen_controlplane::worker::{
     AssignmentContext, AssignmentFailure, AssignmentHandler, Worker, WorkerConfig,
 };
-use blazen_core::distributed::{AdmissionMode, WorkerCapability};
+use blazen_controlplane::Client;
+use blazen_core::distributed::{AdmissionMode, OrchestratorClient, WorkerCapability};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -55,6 +56,8 @@ struct Cell {
     worker: Mutex<Option<Worker>>,
     /// The worker's connection to the control plane (see [`Relay`]).
     relay: Option<Relay>,
+    /// How the worker reaches the control plane, for the auth check.
+    access: Access,
     handler: CHandler,
     stop: CancellationToken,
     /// True while a `run` is in progress.
@@ -213,28 +216,52 @@ struct Route {
     endpoint: String,
     host: Option<String>,
     relay: Option<Relay>,
+    access: Access,
+}
+
+/// The endpoint, TLS settings and token a worker uses.
+#[derive(Clone, Default)]
+struct Access {
+    endpoint: String,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+    token: Option<String>,
+}
+
+impl Access {
+    /// One call with the worker's credentials before it starts: a rejected
+    /// token fails `run` at once (the crate would otherwise retry it under
+    /// the retry policy, forever by default). An unreachable server is left
+    /// to the retry policy.
+    async fn rejected(&self) -> Option<BlazenError> {
+        let probe = Client::connect(self.endpoint.clone(), self.tls.clone(), self.token.clone());
+        let client = probe.await.ok()?;
+        let e = BlazenError::from(client.list_workers().await.err()?);
+        (e.subkind.as_deref() == Some("ControlPlaneUnauthenticated")).then_some(e)
+    }
 }
 
 impl Route {
     async fn new(endpoint: String) -> Result<Self> {
-        Ok(match Relay::start(&endpoint).await? {
-            Some(r) => Route {
-                endpoint: r.endpoint,
-                host: Some(r.host),
-                relay: Some(r.relay),
-            },
-            None => Route {
-                endpoint,
-                host: None,
-                relay: None,
-            },
+        let (endpoint, host, relay) = match Relay::start(&endpoint).await? {
+            Some(r) => (r.endpoint, Some(r.host), Some(r.relay)),
+            None => (endpoint, None, None),
+        };
+        let access = Access {
+            endpoint: endpoint.clone(),
+            ..Access::default()
+        };
+        Ok(Route {
+            endpoint,
+            host,
+            relay,
+            access,
         })
     }
 
     /// Mutual TLS from PEM files, checking the server's name against the
     /// configured host (not the relay's address).
     fn mtls(
-        &self,
+        &mut self,
         config: WorkerConfig,
         cert: &Path,
         key: &Path,
@@ -245,6 +272,7 @@ impl Route {
         if let Some(host) = &self.host {
             tls = tls.domain_name(host.clone());
         }
+        self.access.tls = Some(tls.clone());
         Ok(config.with_tls(tls))
     }
 }
@@ -259,6 +287,7 @@ fn build(
         inner: Arc::new(Cell {
             worker: Mutex::new(Some(worker)),
             relay: route.relay,
+            access: route.access,
             handler: CHandler {
                 vt,
                 in_flight: Arc::default(),
@@ -317,7 +346,7 @@ async fn blazen_controlplane_worker_new_with_mtls(
     ca_path: String,
     vtable: BlazenAssignmentHandlerVTable,
 ) -> Result<BlazenControlPlaneWorker> {
-    let route = Route::new(endpoint).await?;
+    let mut route = Route::new(endpoint).await?;
     let config = config(
         route.endpoint.clone(),
         node_id,
@@ -350,6 +379,9 @@ async fn blazen_controlplane_worker_run(worker: &BlazenControlPlaneWorker) -> Re
     // Marks the run over however it ends, including when its future is
     // cancelled or freed, so `free` never waits for a run that is gone.
     let _running = RunningGuard(cell.clone());
+    if let Some(rejected) = cell.access.rejected().await {
+        return Err(rejected);
+    }
     let handler = cell.handler.clone();
     tokio::select! {
         r = w.run(handler) => r.map_err(BlazenError::from),
@@ -421,7 +453,7 @@ impl crate::rt::arg::CheckOptions for WorkerOptions {
     }
 }
 
-fn options_config(route: &Route, node_id: String, o: WorkerOptions) -> Result<WorkerConfig> {
+fn options_config(route: &mut Route, node_id: String, o: WorkerOptions) -> Result<WorkerConfig> {
     let admission = match o.admission {
         None => AdmissionMode::Fixed { max_in_flight: 1 },
         Some(AdmissionOption::Fixed { max_in_flight }) => AdmissionMode::Fixed {
@@ -446,6 +478,7 @@ fn options_config(route: &Route, node_id: String, o: WorkerOptions) -> Result<Wo
         config = config.with_label(k, v);
     }
     if let Some(token) = o.bearer_token {
+        route.access.token = Some(token.clone());
         config = config.with_bearer_token(token);
     }
     if let Some(ms) = o.heartbeat_ms {
@@ -487,8 +520,8 @@ async fn blazen_controlplane_worker_new_with_options(
     options_json: Options<WorkerOptions>,
     vtable: BlazenContextHandlerVTable,
 ) -> Result<BlazenControlPlaneWorker> {
-    let route = Route::new(endpoint).await?;
-    let config = options_config(&route, node_id, options_json.0)?;
+    let mut route = Route::new(endpoint).await?;
+    let config = options_config(&mut route, node_id, options_json.0)?;
     build(config, Arc::new(vtable), route)
 }
 

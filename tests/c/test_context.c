@@ -213,6 +213,19 @@ static void test_wrong_token(void) {
     blazen_controlplane_worker_free(w);
     CHECK(atomic_load(&h.drops) == 1, "dropped once");
 
+    /* without a retry policy (the crate's default retries forever) a
+     * rejected token still fails run at once instead of hanging */
+    w = NULL;
+    CHECK(blazen_controlplane_worker_new_with_options_blocking(ep, "stubborn", "{\"bearer_token\":\"wrong\"}",
+                                                               h_vtable(&h), &w, NULL) == 0,
+          "worker with a wrong token and default retries");
+    err = NULL;
+    CHECK(blazen_controlplane_worker_run_blocking(w, &err) == -1, "run fails without retrying");
+    CHECK(t_str_eq(blazen_error_subkind(err), "ControlPlaneUnauthenticated"), "Unauthenticated subkind again");
+    blazen_error_free(err);
+    blazen_controlplane_worker_free(w);
+    CHECK(atomic_load(&h.drops) == 2, "dropped once more");
+
     w = NULL;
     CHECK(blazen_controlplane_worker_new_with_options_blocking(
               ep, "member", "{\"bearer_token\":\"right\",\"capabilities\":[{\"kind\":\"workflow:z\"}]}",
@@ -229,6 +242,7 @@ static void test_wrong_token(void) {
         if (n == 0) sleep_ms(10);
     }
     CHECK(n == 1, "the right token registers");
+    CHECK(atomic_load(&h.drops) == 2, "nothing dropped while running");
     blazen_controlplane_worker_shutdown(w);
     blazen_future_wait(run);
     blazen_future_free(run);
