@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "blazen.h"
+#include "harness.h"
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -218,16 +219,6 @@ static int open_fds(void) {
     return n - 3;
 }
 
-static long rss_kib(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kib = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1) break;
-    if (f) fclose(f);
-    return kib;
-}
-
 static void scale(int n) {
     struct rlimit lim;
     getrlimit(RLIMIT_NOFILE, &lim);
@@ -247,14 +238,14 @@ static void scale(int n) {
     BlazenFuture *warm = blazen_controlplane_client_list_workers(c);
     usleep(100000);
     int fds0 = open_fds();
-    long rss0 = rss_kib();
+    long rss0 = t_rss_kib();
     BlazenFuture **futs = calloc((size_t)n, sizeof *futs);
     for (int i = 0; i < n; i++) futs[i] = blazen_controlplane_client_list_workers(c);
     usleep(200000);
     int pending = 0;
     for (int i = 0; i < n; i++) pending += blazen_future_poll(futs[i]) == 0;
     int fds = open_fds() - fds0;
-    long rss = rss_kib() - rss0;
+    long rss = t_rss_kib() - rss0;
     printf("{\"futures\":%d,\"pending\":%d,\"extra_fds\":%d,\"bytes_per_future\":%.1f}\n", n, pending, fds,
            rss * 1024.0 / n);
     for (int i = 0; i < n; i++) blazen_future_free(futs[i]);

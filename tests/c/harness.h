@@ -8,6 +8,7 @@
 #endif
 
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +100,28 @@ T_UNUSED static double t_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+T_UNUSED static void t_sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Waits up to `ms` for `*v` to reach `at_least`; true when it did. */
+T_UNUSED static int t_wait_until(atomic_int *v, int at_least, int ms) {
+    for (int i = 0; i < ms / 10 && atomic_load(v) < at_least; i++) t_sleep_ms(10);
+    return atomic_load(v) >= at_least;
+}
+
+/* This process's resident memory in KiB (-1 when unknown). */
+T_UNUSED static long t_rss_kib(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1) break;
+    if (f) fclose(f);
+    return kib;
 }
 
 #endif

@@ -8,16 +8,6 @@
 
 static BlazenControlPlaneClient *client;
 
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int wait_until(atomic_int *v, int n, int ms) {
-    for (int i = 0; i < ms / 10 && atomic_load(v) < n; i++) sleep_ms(10);
-    return atomic_load(v) >= n;
-}
-
 /* ---- handler with a context -------------------------------------------- */
 
 typedef struct {
@@ -96,7 +86,7 @@ static BlazenRunStateSnapshot *wait_terminal(const char *run_id) {
             blazen_run_state_snapshot_status(s) >= BLAZEN_RUN_STATUS_COMPLETED)
             return s;
         blazen_run_state_snapshot_free(s);
-        sleep_ms(10);
+        t_sleep_ms(10);
     }
     return NULL;
 }
@@ -131,7 +121,7 @@ static void test_human_in_the_loop(const char *endpoint) {
     blazen_error_free(err);
     BlazenFuture *run = blazen_controlplane_worker_run(w);
 
-    CHECK(wait_until(&sink.closes, 1, 20000), "the asked run ends");
+    CHECK(t_wait_until(&sink.closes, 1, 20000), "the asked run ends");
     CHECK(atomic_load(&sink.answered) == 1, "input.request answered from the callback");
     CHECK(saw(&sink, "status.running") && saw(&sink, "progress") && saw(&sink, "input.request") &&
               saw(&sink, "status.completed"),
@@ -239,7 +229,7 @@ static void test_wrong_token(void) {
         BlazenWorkerInfoList *l = NULL;
         if (blazen_controlplane_client_list_workers_blocking(c, &l, NULL) == 0) n = blazen_worker_info_list_count(l);
         blazen_worker_info_list_free(l);
-        if (n == 0) sleep_ms(10);
+        if (n == 0) t_sleep_ms(10);
     }
     CHECK(n == 1, "the right token registers");
     CHECK(atomic_load(&h.drops) == 2, "nothing dropped while running");

@@ -7,15 +7,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-static int wait_until(atomic_int *v, int n, int ms) {
-    for (int i = 0; i < ms / 10 && atomic_load(v) < n; i++) sleep_ms(10);
-    return atomic_load(v) >= n;
-}
-
 /* ---- handlers ------------------------------------------------------------ */
 
 static atomic_int drops, served;
@@ -40,7 +31,7 @@ static int32_t garbage(void *ud, BlazenAssignmentContext *ctx, const char *run_i
     }
     if (strcmp(wf, "silent") == 0) return 5; /* failure without an error */
     if (strcmp(wf, "hang") == 0) {
-        for (int i = 0; i < 1000 && !blazen_assignment_context_is_cancelled(ctx); i++) sleep_ms(10);
+        for (int i = 0; i < 1000 && !blazen_assignment_context_is_cancelled(ctx); i++) t_sleep_ms(10);
         return 0;
     }
     *out_json = blazen_string_alloc(input);
@@ -92,7 +83,7 @@ static BlazenRunStateSnapshot *wait_terminal(BlazenControlPlaneClient *c, const 
             blazen_run_state_snapshot_status(s) >= BLAZEN_RUN_STATUS_COMPLETED)
             return s;
         blazen_run_state_snapshot_free(s);
-        sleep_ms(10);
+        t_sleep_ms(10);
     }
     return NULL;
 }
@@ -122,7 +113,7 @@ static int wait_workers(BlazenControlPlaneClient *c, size_t n) {
         if (blazen_controlplane_client_list_workers_blocking(c, &l, NULL) == 0) k = blazen_worker_info_list_count(l);
         blazen_worker_info_list_free(l);
         if (k >= n) return 1;
-        sleep_ms(10);
+        t_sleep_ms(10);
     }
     return 0;
 }
@@ -190,9 +181,9 @@ static void test_server_goes_away(void) {
     blazen_error_free(err);
 
     /* each open subscription gets on_error exactly once */
-    CHECK(wait_until(&run_sink.errors, 1, 20000) && wait_until(&all_sink.errors, 1, 20000),
+    CHECK(t_wait_until(&run_sink.errors, 1, 20000) && t_wait_until(&all_sink.errors, 1, 20000),
           "on_error delivered");
-    sleep_ms(200);
+    t_sleep_ms(200);
     CHECK(atomic_load(&run_sink.errors) == 1 && atomic_load(&all_sink.errors) == 1 &&
               atomic_load(&run_sink.closes) == 0 && atomic_load(&all_sink.closes) == 0,
           "exactly one terminal call each");

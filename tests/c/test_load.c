@@ -76,21 +76,6 @@ static int32_t echo(void *ud, const char *run_id, const char *wf, const char *in
     return 0;
 }
 
-static long rss_kib(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kib = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1) break;
-    if (f) fclose(f);
-    return kib;
-}
-
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* Submits `n` runs, recording their ids; returns how many were accepted. */
 static int submit_batch(BlazenControlPlaneClient *c, int n, char (*out)[37]) {
     int ok = 0;
@@ -113,7 +98,7 @@ static int submit_batch(BlazenControlPlaneClient *c, int n, char (*out)[37]) {
 }
 
 static int wait_terminal(int n, int ms) {
-    for (int i = 0; i < ms / 10 && atomic_load(&total_terminal) < n; i++) sleep_ms(10);
+    for (int i = 0; i < ms / 10 && atomic_load(&total_terminal) < n; i++) t_sleep_ms(10);
     return atomic_load(&total_terminal) >= n;
 }
 
@@ -168,7 +153,7 @@ int main(void) {
         if (blazen_controlplane_client_list_workers_blocking(client, &l, NULL) == 0) n = blazen_worker_info_list_count(l);
         blazen_worker_info_list_free(l);
         if (n == WORKERS) break;
-        sleep_ms(10);
+        t_sleep_ms(10);
     }
     BlazenRunEventSinkVTable sink = {NULL, NULL, on_event, NULL, NULL};
     BlazenControlPlaneSubscription *watcher = NULL;
@@ -177,7 +162,7 @@ int main(void) {
     int warm = submit_batch(client, WARMUP, NULL);
     CHECK(warm == WARMUP && wait_terminal(WARMUP, 60000), "warm-up batch done (%d)", atomic_load(&total_terminal));
     malloc_trim(0);
-    long rss_warm = rss_kib();
+    long rss_warm = t_rss_kib();
 
     double t0 = t_now();
     char (*load_ids)[37] = calloc((size_t)runs, 37);
@@ -185,7 +170,7 @@ int main(void) {
     CHECK(accepted == runs, "%d of %d runs accepted", accepted, runs);
     CHECK(wait_terminal(WARMUP + runs, 300000), "watcher saw %d terminal events", atomic_load(&total_terminal));
     double took = t_now() - t0;
-    sleep_ms(300); /* a duplicate would arrive now */
+    t_sleep_ms(300); /* a duplicate would arrive now */
 
     int once = 0, completed = 0;
     for (int i = 0; i < TABLE; i++)
@@ -205,7 +190,7 @@ int main(void) {
     CHECK(atomic_load(&unknown_runs) == 0, "no events for unknown runs");
 
     malloc_trim(0);
-    long rss_after = rss_kib();
+    long rss_after = t_rss_kib();
     printf("load: %d runs in %.2f s (%.0f runs/s) over %d workers; RSS %ld KiB after warm-up, %ld KiB after load (%+.1f%%)\n",
            runs, took, runs / took, WORKERS, rss_warm, rss_after, 100.0 * (rss_after - rss_warm) / rss_warm);
     if (!under_tool)

@@ -26,14 +26,6 @@ static void s_error(void *ud, const char *m) {
     atomic_fetch_add(&((Sink *)ud)->errors, 1);
 }
 
-static int wait_until(atomic_int *v, int n) {
-    for (int i = 0; i < 2000 && atomic_load(v) < n; i++) {
-        struct timespec ts = {0, 10000000};
-        nanosleep(&ts, NULL);
-    }
-    return atomic_load(v) >= n;
-}
-
 static BlazenControlPlaneClient *connect_opts(const char *endpoint, const char *opts, BlazenError **err) {
     BlazenControlPlaneClient *c = NULL;
     blazen_controlplane_client_connect_with_options_blocking(endpoint, opts, &c, err);
@@ -95,7 +87,7 @@ static void test_tokens(void) {
     BlazenControlPlaneSubscription *sub = NULL;
     CHECK(blazen_controlplane_client_subscribe_run_events(c, id, vt, &sub, NULL) == 0,
           "subscribe to an ended run");
-    CHECK(wait_until(&sink.closes, 1), "on_close after the snapshot's terminal event");
+    CHECK(t_wait_until(&sink.closes, 1, 20000), "on_close after the snapshot's terminal event");
     CHECK(atomic_load(&sink.events) == 1 && strcmp(sink.last_type, "status.cancelled") == 0,
           "exactly one terminal event (%d, %s)", atomic_load(&sink.events), sink.last_type);
     blazen_controlplane_subscription_free(sub);

@@ -32,16 +32,6 @@ static int count_fds(int eventfds_only) {
 
 static int open_fds(void) { return count_fds(1); }
 
-static long rss_kib(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kib = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1) break;
-    if (f) fclose(f);
-    return kib;
-}
-
 /* A listener that completes TCP handshakes (backlog) and never speaks. */
 static int silent_listener(char *endpoint, size_t len) {
     int s = socket(AF_INET, SOCK_STREAM, 0);
@@ -84,13 +74,13 @@ int main(void) {
     CHECK(blazen_controlplane_client_connect_blocking(endpoint, &client, NULL) == 0, "connect");
 
     int fds_before = open_fds(), all_before = count_fds(0);
-    long rss_before = rss_kib();
+    long rss_before = t_rss_kib();
     BlazenFuture **futs = calloc((size_t)n, sizeof *futs);
     for (int i = 0; i < n; i++) futs[i] = blazen_controlplane_client_list_workers(client);
     int pending = 0;
     for (int i = 0; i < n; i++) pending += blazen_future_poll(futs[i]) == 0;
     int fds_held = count_fds(0) - all_before;
-    long rss_held = rss_kib() - rss_before;
+    long rss_held = t_rss_kib() - rss_before;
     CHECK(pending == n, "%d of %d futures pending at once", pending, n);
     CHECK(fds_held < 64, "%d extra descriptors for %d pending futures", fds_held, n);
     printf("%d pending futures: %d extra descriptors, %.0f bytes of resident memory each\n", n,

@@ -106,16 +106,6 @@ static BlazenRunEventSinkVTable sink_vtable(Sink *s) {
 static BlazenControlPlaneClient *client;
 static char *endpoint;
 
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int wait_until(atomic_int *v, int at_least, int ms) {
-    for (int i = 0; i < ms / 10 && atomic_load(v) < at_least; i++) sleep_ms(10);
-    return atomic_load(v) >= at_least;
-}
-
 static size_t worker_count(void) {
     BlazenWorkerInfoList *l = NULL;
     if (blazen_controlplane_client_list_workers_blocking(client, &l, NULL) != 0) return 0;
@@ -125,7 +115,7 @@ static size_t worker_count(void) {
 }
 
 static int wait_workers(size_t n) {
-    for (int i = 0; i < 1000 && worker_count() < n; i++) sleep_ms(10);
+    for (int i = 0; i < 1000 && worker_count() < n; i++) t_sleep_ms(10);
     return worker_count() >= n;
 }
 
@@ -153,7 +143,7 @@ static BlazenRunStateSnapshot *wait_terminal(const char *run_id) {
             if (st >= BLAZEN_RUN_STATUS_COMPLETED) return s;
         }
         blazen_run_state_snapshot_free(s);
-        sleep_ms(10);
+        t_sleep_ms(10);
     }
     return NULL;
 }
@@ -302,7 +292,7 @@ static void test_workflows(void) {
 
     /* cancelling an in-flight run: CANCELLED, and on_cancel is seen */
     char *block_id = submit("block", "{}", false);
-    for (int i = 0; i < 1000 && status_now(block_id) != BLAZEN_RUN_STATUS_RUNNING; i++) sleep_ms(10);
+    for (int i = 0; i < 1000 && status_now(block_id) != BLAZEN_RUN_STATUS_RUNNING; i++) t_sleep_ms(10);
     BlazenRunStateSnapshot *c = NULL;
     CHECK(blazen_controlplane_client_cancel_workflow_blocking(client, block_id, &c, NULL) == 0,
           "cancel in-flight run");
@@ -310,7 +300,7 @@ static void test_workflows(void) {
     s = wait_terminal(block_id);
     CHECK(s && blazen_run_state_snapshot_status(s) == BLAZEN_RUN_STATUS_CANCELLED, "CANCELLED");
     blazen_run_state_snapshot_free(s);
-    CHECK(wait_until(&eu.cancels, 1, 10000), "on_cancel seen");
+    CHECK(t_wait_until(&eu.cancels, 1, 10000), "on_cancel seen");
     blazen_string_free(block_id);
 
     /* a per-run subscription sees status.running, then status.completed */
@@ -329,7 +319,7 @@ static void test_workflows(void) {
     RunArg arg_b = {b, 99};
     pthread_t tb;
     pthread_create(&tb, NULL, run_blocking_thread, &arg_b);
-    CHECK(wait_until(&run_sink.closes, 1, 20000), "per-run subscription closes");
+    CHECK(t_wait_until(&run_sink.closes, 1, 20000), "per-run subscription closes");
     pthread_mutex_lock(&run_sink.mu);
     CHECK(run_sink.n >= 2 && strcmp(run_sink.types[0], "status.running") == 0 &&
               strcmp(run_sink.types[run_sink.n - 1], "status.completed") == 0,
@@ -347,7 +337,7 @@ static void test_workflows(void) {
         int done = all.n > 0 && strcmp(all.types[all.n - 1], "status.completed") == 0;
         pthread_mutex_unlock(&all.mu);
         if (done) break;
-        sleep_ms(10);
+        t_sleep_ms(10);
     }
     pthread_mutex_lock(&all.mu);
     int only_late = all.n > 0;
@@ -365,7 +355,7 @@ static void test_workflows(void) {
     /* a drain reaches on_drain and ends run_blocking with 0 */
     CHECK(blazen_controlplane_client_drain_worker_blocking(client, "worker-us", false, NULL) == 0,
           "drain worker-us");
-    CHECK(wait_until(&us.drains, 1, 10000), "on_drain seen");
+    CHECK(t_wait_until(&us.drains, 1, 10000), "on_drain seen");
     pthread_join(tb, NULL);
     CHECK(arg_b.rc == 0, "run_blocking returned 0 after the drain (%d)", arg_b.rc);
     blazen_controlplane_worker_free(b);
@@ -385,7 +375,7 @@ static void test_workflows(void) {
 
     /* stopped workers leave the control plane: no longer listed, and a
      * submission that needs them is refused instead of hanging */
-    for (int i = 0; i < 1000 && worker_count() > 0; i++) sleep_ms(10);
+    for (int i = 0; i < 1000 && worker_count() > 0; i++) t_sleep_ms(10);
     CHECK(worker_count() == 0, "stopped workers are no longer listed");
     BlazenRunStateSnapshot *gone = NULL;
     err = NULL;

@@ -177,20 +177,7 @@ fn neutral_check(output: &Output) -> String {
 pub fn generate(root: &Path) -> Result<(PathBuf, usize)> {
     let mut body = String::new();
     let mut total = 0;
-    let mut files = Vec::new();
-    let mut stack = vec![root.join("cabi/src")];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d)? {
-            let p = entry?.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
-    for file in files {
+    for file in crate::header::sources(&root.join("cabi/src"))? {
         let parsed = syn::parse_file(&std::fs::read_to_string(&file)?)?;
         for item in annotated(&parsed)? {
             let Annotated::Export(e) = item else { continue };

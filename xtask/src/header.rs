@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 const HEADER: &str = "include/blazen.h";
 
 /// Every `.rs` file under `dir`, sorted for a stable header.
-fn sources(dir: &Path) -> Result<Vec<PathBuf>> {
+pub fn sources(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
