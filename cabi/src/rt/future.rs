@@ -175,6 +175,9 @@ impl Drop for BlazenFuture {
         if let Some(task) = &self.task {
             task.abort();
         }
+        // The descriptor closes now, not when the runtime gets round to
+        // dropping the aborted task (which shares this state).
+        drop(self.shared.lock().fd.take());
     }
 }
 
