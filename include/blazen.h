@@ -10,6 +10,13 @@
 #include <stdlib.h>
 #include <stddef.h>
 
+/* The version of blazen-cabi this header belongs to; `blazen_version()`
+ * returns BLAZEN_VERSION_STRING of the library actually loaded. */
+#define BLAZEN_VERSION_MAJOR 0
+#define BLAZEN_VERSION_MINOR 7
+#define BLAZEN_VERSION_PATCH 0
+#define BLAZEN_VERSION_STRING "0.7.0"
+
 /**
  * Run status: waiting for a worker.
  */
