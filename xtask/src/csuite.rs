@@ -30,9 +30,12 @@ fn build_library(root: &Path, release: bool) -> Result<PathBuf> {
         cmd.arg("--release");
     }
     sh(&mut cmd)?;
-    Ok(root
+    let dir = root
         .join("target")
-        .join(if release { "release" } else { "debug" }))
+        .join(if release { "release" } else { "debug" });
+    // Programs linked here record the soname; give it a file to find.
+    crate::install::link_soname_in_target(root, &dir)?;
+    Ok(dir)
 }
 
 /// Compiles one consumer program against include/ and the cdylib in `lib`.
@@ -202,7 +205,7 @@ fn run_abi_check(root: &Path, lib: &Path) -> Result<()> {
 
 pub fn test_all(root: &Path) -> Result<()> {
     sh(Command::new("bash").arg(root.join(".ci/install-deps")))?;
-    for tool in ["gcc", "clang", "g++", "valgrind"] {
+    for tool in ["gcc", "clang", "g++", "valgrind", "cmake", "pkg-config"] {
         need(tool)?;
     }
     println!("== cargo test");
@@ -215,6 +218,8 @@ pub fn test_all(root: &Path) -> Result<()> {
     c_suites(root, &lib, &bin)?;
     println!("== abi-check");
     run_abi_check(root, &lib)?;
+    println!("== consumers of the installed library (pkg-config, CMake)");
+    crate::consumers::run(root)?;
     ruby_suite(root, &lib)?;
     println!("xtask test: all suites passed");
     Ok(())

@@ -1,8 +1,11 @@
-//! Project tasks: `cargo xtask <header [--check] | test | demo | bench | abi>`.
+//! Project tasks: `cargo xtask <header [--check] | test | demo | bench | abi
+//! | adversarial | consumers | install --prefix DIR [--strip]>`.
 
 mod adversarial;
+mod consumers;
 mod csuite;
 mod header;
+mod install;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,6 +22,7 @@ fn main() {
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = root();
+    let invoked_from = std::env::current_dir()?;
     std::env::set_current_dir(&root)?;
     link_protoc(&root)?;
     match args.first().map(String::as_str) {
@@ -27,11 +31,13 @@ fn run() -> Result<()> {
         Some("demo") => csuite::demo(&root),
         Some("bench") => csuite::bench(&root),
         Some("abi") => csuite::abi_check(&root),
+        Some("consumers") => consumers::run(&root),
+        Some("install") => install::run(&root, &invoked_from, &args[1..]),
         Some("adversarial") => adversarial::generate(&root).map(|(path, n)| {
             println!("adversarial: {n} cases in {}", path.display());
         }),
         _ => {
-            bail!("usage: cargo xtask <header [--check] | test | demo | bench | abi | adversarial>")
+            bail!("usage: cargo xtask <header [--check] | test | demo | bench | abi | adversarial | consumers | install --prefix DIR [--strip]>")
         }
     }
 }
