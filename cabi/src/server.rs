@@ -62,6 +62,7 @@ impl Running {
             let _ = stop.send(());
         }
         if let Some(mut task) = task {
+            tracing::info!(addr = %self.addr, "embedded control plane stopping");
             let kill = self.kill.clone();
             let _ = crate::rt::call::run_blocking("server shutdown", async move {
                 if tokio::time::timeout(GRACE, &mut task).await.is_err() {
@@ -277,6 +278,7 @@ async fn start(bind_addr: &str, options: ServerOptions) -> Result<BlazenControlP
             })
             .await;
     });
+    tracing::info!(endpoint = %format!("{scheme}://{addr}"), "embedded control plane started");
     Ok(BlazenControlPlaneServer {
         inner: Arc::new(Running {
             addr,
