@@ -1,6 +1,7 @@
 // Built by tests/cmake/CMakeLists.txt against an installed blazen-cabi:
 // an embedded control plane, a worker whose handler is C++, a client that
 // submits a run and reads its result. Prints "N passed, N failed".
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -51,6 +52,14 @@ struct SnapshotFree {
     void operator()(BlazenRunStateSnapshot *s) const { blazen_run_state_snapshot_free(s); }
 };
 
+// A log sink routing records into the host's own logger (here: a counter).
+std::atomic<int> server_records(0);
+void on_log(void *, uint32_t level, const char *target, const char *message) {
+    if (level == BLAZEN_LOG_LEVEL_INFO && std::strcmp(target, "blazen_cabi::server") == 0 &&
+        std::strstr(message, "embedded control plane started") != nullptr)
+        ++server_records;
+}
+
 // The worker's handler: answers {"echo": <input>}.
 int32_t handle(void *, const char *, const char *, const char *input, char **out_json,
                BlazenError **) {
@@ -67,6 +76,8 @@ int main() {
           std::string("find_package found version ") + FOUND_VERSION);
 
     BlazenError *err = nullptr;
+    BlazenLogSinkVTable sink = {nullptr, nullptr, on_log};
+    check(blazen_log_set_sink(sink, "blazen_cabi=info", &err) == 0, "log sink set");
     BlazenControlPlaneServer *raw_server = nullptr;
     int32_t rc = blazen_controlplane_server_start_blocking("127.0.0.1:0", &raw_server, &err);
     check(rc == 0, "embedded server starts: " + (rc ? message(err) : ""));
@@ -117,6 +128,11 @@ int main() {
     }
     check(status == BLAZEN_RUN_STATUS_COMPLETED, "run completed (status " + std::to_string(status) + ")");
     check(output == "{\"echo\":{\"n\":42}}", "run output " + output);
+
+    for (int i = 0; i < 1000 && server_records.load() == 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    check(server_records.load() == 1, "the log sink got the server's start record");
+    blazen_log_clear_sink();
 
     blazen_controlplane_worker_shutdown(worker.get());
     blazen_future_wait(running.get());

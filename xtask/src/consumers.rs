@@ -110,6 +110,12 @@ fn dynamic(file: &Path) -> Result<(Vec<String>, Option<String>)> {
     Ok((needed, soname))
 }
 
+/// `ldd` as the program would load at run time: without the
+/// LD_LIBRARY_PATH `cargo run` sets (which points into target/).
+fn ldd(exe: &Path) -> Result<String> {
+    stdout(Command::new("ldd").arg(exe).env_remove("LD_LIBRARY_PATH"))
+}
+
 /// Runs a built program; passes when it exits 0 and prints `expect`.
 fn run_program(t: &mut Tally, exe: &Path, expect: &str) -> Result<()> {
     let out = Command::new(exe).env_remove("LD_LIBRARY_PATH").output()?;
@@ -208,7 +214,7 @@ pub fn run(root: &Path) -> Result<()> {
                 needed.contains(&soname),
                 &format!("the program needs {soname} (NEEDED {needed:?})"),
             );
-            let ldd = stdout(Command::new("ldd").arg(&exe))?;
+            let ldd = ldd(&exe)?;
             let from_prefix = format!("{soname} => {}", prefix.join("lib").join(&soname).display());
             t.check(ldd.contains(&from_prefix), "ldd resolves it in the prefix");
             run_program(t, &exe, "done")
@@ -242,7 +248,7 @@ pub fn run(root: &Path) -> Result<()> {
                 !needed.iter().any(|n| n.starts_with("libblazen_cabi")),
                 &format!("the program does not need libblazen_cabi.so (NEEDED {needed:?})"),
             );
-            let ldd = stdout(Command::new("ldd").arg(&exe))?;
+            let ldd = ldd(&exe)?;
             t.check(
                 !ldd.contains("libblazen_cabi"),
                 "ldd lists no libblazen_cabi",
