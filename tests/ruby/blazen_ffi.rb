@@ -14,10 +14,11 @@
 #   run's `BlazenAssignmentContext *`.
 #
 # Threads: the library calls the callback tables from its own native
-# threads, and some calls wait for a callback to finish (freeing a
-# subscription waits out a running `on_event`; freeing a worker may run
-# `drop_user_data`). Every function that can wait is attached with
-# `blocking: true` so it releases the GVL and the callback can run Ruby code.
+# threads. The functions that may wait (the `_blocking` entry points,
+# `blazen_future_wait`, server shutdown) are attached with `blocking: true`
+# so they release the GVL; teardown functions (`*_cancel`, `*_shutdown`,
+# `*_free`) are attached without it, as the published gem attaches them:
+# the library promises they never wait for a callback.
 
 require "ffi"
 require "io/wait"
@@ -122,8 +123,8 @@ module BlazenFFI
   attach_function :blazen_future_fd, [:pointer], :int64
   # Cancelling or freeing a future drops the work behind it, which may hold
   # callback tables; let those callbacks run.
-  attach_function :blazen_future_cancel, [:pointer], :void, blocking: true
-  attach_function :blazen_future_free, [:pointer], :void, blocking: true
+  attach_function :blazen_future_cancel, [:pointer], :void
+  attach_function :blazen_future_free, [:pointer], :void
   attach_function :blazen_future_take_unit, %i[pointer pointer], :int32
   attach_function :blazen_future_take_controlplane_client, %i[pointer pointer pointer], :int32
   attach_function :blazen_future_take_controlplane_server, %i[pointer pointer pointer], :int32
@@ -225,7 +226,7 @@ module BlazenFFI
 
   # ---- server ------------------------------------------------------------------
 
-  attach_function :blazen_controlplane_server_free, [:pointer], :void, blocking: true
+  attach_function :blazen_controlplane_server_free, [:pointer], :void
   attach_function :blazen_controlplane_server_start_blocking,
                   %i[string pointer pointer], :int32, blocking: true
   attach_function :blazen_controlplane_server_start, [:string], :pointer
@@ -238,17 +239,17 @@ module BlazenFFI
 
   # ---- subscriptions -----------------------------------------------------------
 
-  attach_function :blazen_controlplane_subscription_free, [:pointer], :void, blocking: true
+  attach_function :blazen_controlplane_subscription_free, [:pointer], :void
   attach_function :blazen_controlplane_client_subscribe_run_events,
                   [:pointer, :string, SinkVT, :pointer, :pointer], :int32, blocking: true
   attach_function :blazen_controlplane_client_subscribe_all,
                   [:pointer, :string, SinkVT, :pointer, :pointer], :int32, blocking: true
   # Waits for a callback in progress, so it must release the GVL too.
-  attach_function :blazen_controlplane_subscription_cancel, [:pointer], :void, blocking: true
+  attach_function :blazen_controlplane_subscription_cancel, [:pointer], :void
 
   # ---- workers -----------------------------------------------------------------
 
-  attach_function :blazen_controlplane_worker_free, [:pointer], :void, blocking: true
+  attach_function :blazen_controlplane_worker_free, [:pointer], :void
   attach_function :blazen_controlplane_worker_new_blocking,
                   [:string, :string, :string, :string, :uint32, :uint64, HandlerVT,
                    :pointer, :pointer], :int32, blocking: true
@@ -262,7 +263,7 @@ module BlazenFFI
   attach_function :blazen_controlplane_worker_run_blocking, %i[pointer pointer], :int32,
                   blocking: true
   attach_function :blazen_controlplane_worker_run, [:pointer], :pointer
-  attach_function :blazen_controlplane_worker_shutdown, [:pointer], :void, blocking: true
+  attach_function :blazen_controlplane_worker_shutdown, [:pointer], :void
 
   # ---- assignment context (valid only inside a context handler's call) ----
 
@@ -489,6 +490,16 @@ module BlazenFFI
       return value if Process.clock_gettime(Process::CLOCK_MONOTONIC) >= deadline
 
       sleep 0.01
+    end
+  end
+
+  # A finalizer proc that hands the handle at `address` to the teardown
+  # function `fn` (as a garbage-collected wrapper of the published gem
+  # does: with the VM lock held), then calls `after`.
+  def finalizer(fn, address, after = nil)
+    proc do
+      public_send(fn, FFI::Pointer.new(address))
+      after&.call
     end
   end
 

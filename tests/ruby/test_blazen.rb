@@ -589,3 +589,4 @@ class BlazenCabiTest < Minitest::Test
 end
 
 require_relative "test_context_options"
+require_relative "test_teardown"

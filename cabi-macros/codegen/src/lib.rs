@@ -736,7 +736,7 @@ impl Handle {
                 free.clone(),
                 quote!(handle: *mut #ty),
                 quote!(()),
-                format!("Releases a caller-owned `{ty}`. NULL is accepted and ignored; the handle must not be used afterwards."),
+                format!("Releases a caller-owned `{ty}`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight)."),
             ));
         }
         v
