@@ -335,8 +335,9 @@ fn blazen_controlplane_server_port(server: &BlazenControlPlaneServer) -> u16 {
 
 /// Stops the server (borrowed): new connections are refused, open streams
 /// get up to two seconds to finish and are then closed. Returns once it has
-/// stopped. Idempotent; the handle must still be freed.
-#[export]
+/// stopped. Blocks the calling thread (for the network only, never for a
+/// callback). Idempotent; the handle must still be freed.
+#[export(waits)]
 fn blazen_controlplane_server_shutdown(server: &BlazenControlPlaneServer) {
     server.inner.stop()
 }

@@ -1,8 +1,9 @@
-//! Project tasks: `cargo xtask <header [--check] | test | demo | bench | abi>`.
+//! Project tasks: `cargo xtask <header [--check] | ruby [--check] | test | demo | bench | abi>`.
 
 mod adversarial;
 mod csuite;
 mod header;
+mod ruby;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,6 +24,7 @@ fn run() -> Result<()> {
     link_protoc(&root)?;
     match args.first().map(String::as_str) {
         Some("header") => header::run(&root, args.iter().any(|a| a == "--check")),
+        Some("ruby") => ruby::run(&root, args.iter().any(|a| a == "--check")),
         Some("test") => csuite::test_all(&root),
         Some("demo") => csuite::demo(&root),
         Some("bench") => csuite::bench(&root),
@@ -31,7 +33,7 @@ fn run() -> Result<()> {
             println!("adversarial: {n} cases in {}", path.display());
         }),
         _ => {
-            bail!("usage: cargo xtask <header [--check] | test | demo | bench | abi | adversarial>")
+            bail!("usage: cargo xtask <header [--check] | ruby [--check] | test | demo | bench | abi | adversarial>")
         }
     }
 }

@@ -102,6 +102,10 @@ pub enum Output {
 #[derive(Clone, Debug)]
 pub struct Export {
     pub mode: Mode,
+    /// `#[export(waits)]` on a plain `fn`: it may block the calling thread
+    /// (for the network or the library's own work, never a callback), so
+    /// hosts with a global lock release it around the call.
+    pub waits: bool,
     pub name: Ident,
     pub docs: Vec<Attribute>,
     pub params: Vec<Param>,
@@ -111,21 +115,27 @@ pub struct Export {
 
 struct ExportArgs {
     mode: Option<Mode>,
+    waits: bool,
 }
 
 impl Parse for ExportArgs {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         let idents = Punctuated::<Ident, Token![,]>::parse_terminated(input)?;
         let mut mode = None;
+        let mut waits = false;
         for id in idents {
             let m = match id.to_string().as_str() {
+                "waits" => {
+                    waits = true;
+                    continue;
+                }
                 "blocking" => Mode::BlockingOnly,
                 "status" => Mode::Status,
                 other => {
                     return Err(syn::Error::new(
                         id.span(),
                         format!(
-                            "unknown export option `{other}` (expected `blocking` or `status`)"
+                            "unknown export option `{other}` (expected `blocking`, `status` or `waits`)"
                         ),
                     ))
                 }
@@ -137,7 +147,7 @@ impl Parse for ExportArgs {
                 ));
             }
         }
-        Ok(Self { mode })
+        Ok(Self { mode, waits })
     }
 }
 
@@ -256,6 +266,12 @@ impl Export {
         let item: ItemFn = syn::parse2(item)?;
         let is_async = item.sig.asyncness.is_some();
         let mode = match (is_async, args.mode) {
+            (true, _) if args.waits => {
+                return Err(syn::Error::new_spanned(
+                    &item.sig,
+                    "`waits` applies to plain `fn` stubs (async ones wait already)",
+                ))
+            }
             (true, None) => Mode::Both,
             (true, Some(m)) => m,
             (false, None) => Mode::Sync,
@@ -341,6 +357,7 @@ impl Export {
         };
         Ok(Self {
             mode,
+            waits: args.waits,
             name: item.sig.ident.clone(),
             docs,
             params,
@@ -351,6 +368,18 @@ impl Export {
 
     fn body_ident(&self) -> Ident {
         format_ident!("__{}_body", self.name)
+    }
+
+    /// Whether the generated function `c_name` may block the calling
+    /// thread: every status-returning shape of an `async` stub (they block
+    /// on the runtime) and `#[export(waits)]` functions. Hosts with a global
+    /// lock release it around these calls and no others.
+    pub fn may_wait(&self, c_name: &str) -> bool {
+        match self.mode {
+            Mode::Sync => self.waits,
+            Mode::Both => c_name.ends_with("_blocking"),
+            Mode::BlockingOnly | Mode::Status => true,
+        }
     }
 
     /// C names of the generated functions, in header order.
