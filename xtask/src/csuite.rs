@@ -23,7 +23,7 @@ fn need(tool: &str) -> Result<()> {
     Ok(())
 }
 
-fn build_library(root: &Path, release: bool) -> Result<PathBuf> {
+pub fn build_library(root: &Path, release: bool) -> Result<PathBuf> {
     let mut cmd = cargo();
     cmd.args(["build", "-p", "blazen-cabi"]);
     if release {
@@ -215,14 +215,18 @@ pub fn test_all(root: &Path) -> Result<()> {
     c_suites(root, &lib, &bin)?;
     println!("== abi-check");
     run_abi_check(root, &lib)?;
-    ruby_suite(root, &lib)?;
+    crate::ruby::run(root, true)?;
+    ruby_suite(root)?;
     println!("xtask test: all suites passed");
     Ok(())
 }
 
-/// The Ruby (ffi gem) consumer suite. Outside CI a machine without Ruby
-/// skips it with a note; under CI a missing Ruby or ffi gem is a failure.
-fn ruby_suite(root: &Path, lib: &Path) -> Result<()> {
+/// The Ruby suites, through the gem as a user installs it: `cargo xtask
+/// gem`, installed into an empty GEM_HOME, then the gem's own minitest
+/// suite and the consumer suite (tests/ruby) run from outside the
+/// repository against it. Outside CI a machine without Ruby skips them
+/// with a note; under CI a missing Ruby or ffi gem is a failure.
+fn ruby_suite(root: &Path) -> Result<()> {
     let has_ffi = Command::new("ruby")
         .args(["-e", "require 'ffi'; require 'minitest'"])
         .status()
@@ -232,14 +236,29 @@ fn ruby_suite(root: &Path, lib: &Path) -> Result<()> {
         if std::env::var_os("CI").is_some() {
             bail!("ruby with the ffi and minitest gems is required under CI");
         }
-        println!("== Ruby suite SKIPPED: ruby, ruby-ffi or ruby-minitest is not installed");
+        println!("== Ruby suites SKIPPED: ruby, ruby-ffi or ruby-minitest is not installed");
         return Ok(());
     }
-    println!("== Ruby suite (ffi gem, minitest)");
-    sh(Command::new("ruby")
-        .arg(root.join("tests/ruby/test_blazen.rb"))
-        .env("BLAZEN_CABI_LIB", lib.join("libblazen_cabi.so"))
-        .current_dir(root))
+    let gem = crate::gem::build(root)?;
+    let home = root.join("target/gem-home");
+    crate::gem::install(&gem, &home)?;
+    let outside = std::env::temp_dir().join("blazen-gem-consumer");
+    std::fs::create_dir_all(&outside)?;
+    let certs = root.join("target/test-certs");
+    for (name, script) in [
+        ("the gem's suite", root.join("bindings/ruby/test/test_control_plane.rb")),
+        ("consumer suite", root.join("tests/ruby/test_blazen.rb")),
+    ] {
+        println!("== Ruby {name} (installed gem, ffi, minitest)");
+        sh(Command::new("ruby")
+            .arg(&script)
+            .env("GEM_HOME", &home)
+            .env_remove("BLAZEN_CABI_LIB")
+            .env_remove("RUBYLIB")
+            .env("BLAZEN_TEST_CERTS", &certs)
+            .current_dir(&outside))?;
+    }
+    Ok(())
 }
 
 pub fn demo(root: &Path) -> Result<()> {

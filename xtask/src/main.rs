@@ -1,7 +1,8 @@
-//! Project tasks: `cargo xtask <header [--check] | ruby [--check] | test | demo | bench | abi>`.
+//! Project tasks: `cargo xtask <header [--check] | ruby [--check] | gem | test | demo | bench | abi>`.
 
 mod adversarial;
 mod csuite;
+mod gem;
 mod header;
 mod ruby;
 
@@ -25,6 +26,7 @@ fn run() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("header") => header::run(&root, args.iter().any(|a| a == "--check")),
         Some("ruby") => ruby::run(&root, args.iter().any(|a| a == "--check")),
+        Some("gem") => gem::build(&root).map(drop),
         Some("test") => csuite::test_all(&root),
         Some("demo") => csuite::demo(&root),
         Some("bench") => csuite::bench(&root),
@@ -33,7 +35,7 @@ fn run() -> Result<()> {
             println!("adversarial: {n} cases in {}", path.display());
         }),
         _ => {
-            bail!("usage: cargo xtask <header [--check] | ruby [--check] | test | demo | bench | abi | adversarial>")
+            bail!("usage: cargo xtask <header [--check] | ruby [--check] | gem | test | demo | bench | abi | adversarial>")
         }
     }
 }
