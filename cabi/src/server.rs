@@ -84,11 +84,21 @@ impl Running {
 impl Drop for Running {
     /// `free` signals only: it never waits for the server task.
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(stop) = self
+            .stop
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             let _ = stop.send(());
         }
         self.kill.cancel();
-        if let Some(task) = self.task.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(task) = self
+            .task
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             task.abort();
         }
     }

@@ -246,7 +246,10 @@ fn ruby_suite(root: &Path) -> Result<()> {
     std::fs::create_dir_all(&outside)?;
     let certs = root.join("target/test-certs");
     for (name, script) in [
-        ("the gem's suite", root.join("bindings/ruby/test/test_control_plane.rb")),
+        (
+            "the gem's suite",
+            root.join("bindings/ruby/test/test_control_plane.rb"),
+        ),
         ("consumer suite", root.join("tests/ruby/test_blazen.rb")),
     ] {
         println!("== Ruby {name} (installed gem, ffi, minitest)");

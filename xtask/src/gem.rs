@@ -15,7 +15,9 @@ const GEM_DIR: &str = "bindings/ruby";
 pub fn build(root: &Path) -> Result<PathBuf> {
     crate::ruby::run(root, true)?;
     let lib = crate::csuite::build_library(root, true)?.join("libblazen_cabi.so");
-    let bundled = root.join(GEM_DIR).join("lib/blazen/native/libblazen_cabi.so");
+    let bundled = root
+        .join(GEM_DIR)
+        .join("lib/blazen/native/libblazen_cabi.so");
     sh(Command::new("objcopy")
         .arg("--strip-debug")
         .arg(&lib)
@@ -38,7 +40,13 @@ pub fn install(gem: &Path, home: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(home);
     std::fs::create_dir_all(home)?;
     sh(Command::new("gem")
-        .args(["install", "--local", "--ignore-dependencies", "--no-document", "--install-dir"])
+        .args([
+            "install",
+            "--local",
+            "--ignore-dependencies",
+            "--no-document",
+            "--install-dir",
+        ])
         .arg(home)
         .arg(gem))
 }

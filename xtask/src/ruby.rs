@@ -245,11 +245,11 @@ fn first_sentence(doc: &str) -> &str {
 }
 
 fn is_extern_c(f: &syn::ItemFn) -> bool {
-    f.sig.abi.as_ref().is_some_and(|abi| {
-        abi.name
-            .as_ref()
-            .is_some_and(|n| n.value() == "C")
-    }) && f.attrs.iter().any(|a| a.path().is_ident("no_mangle"))
+    f.sig
+        .abi
+        .as_ref()
+        .is_some_and(|abi| abi.name.as_ref().is_some_and(|n| n.value() == "C"))
+        && f.attrs.iter().any(|a| a.path().is_ident("no_mangle"))
 }
 
 fn is_repr_c(attrs: &[syn::Attribute]) -> bool {
