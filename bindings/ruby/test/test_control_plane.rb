@@ -263,20 +263,41 @@ class ControlPlaneTest < Minitest::Test
       ctx.emit_event("progress", { "attempt" => ctx.attempt, "cancelled" => ctx.cancelled? })
       ctx.request_input("Approve?", { "level" => 2 }, timeout_ms: 20_000)
     end
+    # Subscribed before the submission, so no event can be missed.
+    queue = Queue.new
+    sub = @client.subscribe_all { |ev| queue << ev }
     snap = @client.submit_workflow(workflow_name: "ctx#{@id}", input: {})
     events = []
-    @client.run_events(snap[:run_id]).each do |ev|
+    loop do
+      ev = queue.pop
+      next unless ev[:run_id] == snap[:run_id]
+
       events << ev
       if ev[:event_type] == "input.request"
         @client.respond_to_input(snap[:run_id], ev[:data]["request_id"], { "approved" => true })
       end
+      break if CP::TERMINAL_EVENTS.include?(ev[:event_type])
     end
+    sub.close
     types = events.map { |e| e[:event_type] }
     assert_includes types, "progress"
     assert_equal "status.completed", types.last
     progress = events.find { |e| e[:event_type] == "progress" }
     assert_equal false, progress[:data]["cancelled"]
     assert_equal({ "approved" => true }, @client.describe_workflow(snap[:run_id])[:output])
+  end
+
+  def test_run_events_enumerates_until_the_terminal_event
+    serve("enum#{@id}") do |a|
+      sleep 0.1
+      a[:input]
+    end
+    snap = @client.submit_workflow(workflow_name: "enum#{@id}", input: 3)
+    events = @client.run_events(snap[:run_id]).to_a
+    assert_equal "status.completed", events.last[:event_type]
+    assert_equal({ "output" => 3 }, events.last[:data])
+    # A finished run still gives its terminal event.
+    assert_equal ["status.completed"], @client.run_events(snap[:run_id]).map { |e| e[:event_type] }
   end
 
   def test_run_blocking_and_shutdown_idempotent
@@ -374,30 +395,31 @@ class ControlPlaneTest < Minitest::Test
   # ---- Fiber scheduler -------------------------------------------------------------
 
   def test_waits_yield_to_other_fibers_under_a_fiber_scheduler
-    serve("fib#{@id}") do |a|
-      sleep 0.2
-      a[:input]
-    end
+    w = CP::Worker.new(endpoint: SERVER.endpoint, node_id: "fib-#{@id}",
+                       capabilities: [{ kind: "workflow:fib#{@id}", version: 0 }]) { |a| a[:input] * 2 }
     scheduler = TinyScheduler.new
-    results = []
-    ticks = 0
+    order = []
+    output = nil
     Thread.new do
       Fiber.set_scheduler(scheduler)
       Fiber.schedule do
-        c = CP::Client.connect(SERVER.endpoint)
-        snap = c.submit_workflow(workflow_name: "fib#{@id}", input: 7)
-        results << c.describe_workflow(snap[:run_id])[:status]
-        c.close
+        w.run # waits on the future's descriptor: the other fiber runs meanwhile
+        order << :run_returned
       end
       Fiber.schedule do
-        5.times do
-          ticks += 1
-          sleep 0.01
-        end
+        c = CP::Client.connect(SERVER.endpoint)
+        sleep 0.01 until c.list_workers.any? { |i| i[:node_id] == "fib-#{@id}" }
+        snap = c.submit_workflow(workflow_name: "fib#{@id}", input: 7)
+        sleep 0.01 until (done = c.describe_workflow(snap[:run_id]))[:status] == :completed
+        output = done[:output]
+        order << :shutdown
+        w.shutdown
+        c.close
       end
     end.join
-    assert_equal 1, results.size
-    assert_operator scheduler.io_waits, :>=, 2, "waits went through IO#wait_readable"
-    assert_equal 5, ticks
+    w.close
+    assert_equal 14, output
+    assert_equal %i[shutdown run_returned], order
+    assert_operator scheduler.io_waits, :>=, 1, "waits went through IO#wait_readable"
   end
 end
