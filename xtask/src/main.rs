@@ -1,10 +1,14 @@
 //! Project tasks: `cargo xtask <header [--check] | ruby [--check] | gem | test | demo | bench | abi>`.
 
+mod abi;
 mod adversarial;
-mod csuite;
+mod bench;
+mod cc;
+mod demo;
 mod gem;
 mod header;
 mod ruby;
+mod test;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,10 +31,10 @@ fn run() -> Result<()> {
         Some("header") => header::run(&root, args.iter().any(|a| a == "--check")),
         Some("ruby") => ruby::run(&root, args.iter().any(|a| a == "--check")),
         Some("gem") => gem::build(&root).map(drop),
-        Some("test") => csuite::test_all(&root),
-        Some("demo") => csuite::demo(&root),
-        Some("bench") => csuite::bench(&root),
-        Some("abi") => csuite::abi_check(&root),
+        Some("test") => test::test_all(&root),
+        Some("demo") => demo::demo(&root),
+        Some("bench") => bench::bench(&root),
+        Some("abi") => abi::abi_check(&root),
         Some("adversarial") => adversarial::generate(&root).map(|(path, n)| {
             println!("adversarial: {n} cases in {}", path.display());
         }),
