@@ -177,7 +177,10 @@ typedef struct BlazenControlPlaneClient BlazenControlPlaneClient;
 
 /**
  * A control plane running inside this process. Caller-owned; free with
- * `blazen_controlplane_server_free` (which stops it first).
+ * `blazen_controlplane_server_free`, which stops it without waiting: every
+ * connection is closed at once and the port is released as soon as the
+ * runtime drops the listener (call `blazen_controlplane_server_shutdown`
+ * first for a graceful stop that returns once the port is free).
  */
 typedef struct BlazenControlPlaneServer BlazenControlPlaneServer;
 
@@ -245,7 +248,10 @@ typedef struct {
 /**
  * Receives a subscription's events: `on_event` with borrowed strings in
  * server order, then at most one of `on_close` (clean end) or `on_error`
- * (failure, borrowed message). Any function pointer may be NULL.
+ * (failure, borrowed message). Any function pointer may be NULL. All
+ * calls come from the subscription's own library thread;
+ * `drop_user_data` is the last of them, once the stream has ended or the
+ * subscription has been cancelled and freed (never waited for by them).
  */
 typedef struct {
   void *user_data;
@@ -266,7 +272,8 @@ typedef struct {
  * or non-zero and stores a `BlazenError` (made by the library, e.g. with
  * `blazen_error_from_json`) in `*out_err`; the library takes both.
  * `on_cancel` and `on_drain` are notifications and may be NULL, as may
- * `drop_user_data`.
+ * `drop_user_data`, which is the table's last call: after the worker is
+ * freed and every `handle` still running has returned.
  */
 typedef struct {
   void *user_data;
@@ -373,7 +380,7 @@ int32_t blazen_future_take_controlplane_client(BlazenFuture *fut,
                                                BlazenError **out_err);
 
 /**
- * Releases a caller-owned `BlazenControlPlaneClient`. NULL is accepted and ignored; the handle must not be used afterwards.
+ * Releases a caller-owned `BlazenControlPlaneClient`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
  */
 void blazen_controlplane_client_free(BlazenControlPlaneClient *handle);
 
@@ -770,7 +777,7 @@ int32_t blazen_future_take_run_state_snapshot(BlazenFuture *fut,
                                               BlazenError **out_err);
 
 /**
- * Releases a caller-owned `BlazenRunStateSnapshot`. NULL is accepted and ignored; the handle must not be used afterwards.
+ * Releases a caller-owned `BlazenRunStateSnapshot`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
  */
 void blazen_run_state_snapshot_free(BlazenRunStateSnapshot *handle);
 
@@ -831,7 +838,7 @@ char *blazen_run_state_snapshot_output_json(const BlazenRunStateSnapshot *snap);
 char *blazen_run_state_snapshot_error(const BlazenRunStateSnapshot *snap);
 
 /**
- * Releases a caller-owned `BlazenWorkerInfo`. NULL is accepted and ignored; the handle must not be used afterwards.
+ * Releases a caller-owned `BlazenWorkerInfo`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
  */
 void blazen_worker_info_free(BlazenWorkerInfo *handle);
 
@@ -882,7 +889,7 @@ int32_t blazen_future_take_worker_info_list(BlazenFuture *fut,
                                             BlazenError **out_err);
 
 /**
- * Releases a caller-owned `BlazenWorkerInfoList`. NULL is accepted and ignored; the handle must not be used afterwards.
+ * Releases a caller-owned `BlazenWorkerInfoList`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
  */
 void blazen_worker_info_list_free(BlazenWorkerInfoList *handle);
 
@@ -898,7 +905,7 @@ uintptr_t blazen_worker_info_list_count(const BlazenWorkerInfoList *list);
 BlazenWorkerInfo *blazen_worker_info_list_get(const BlazenWorkerInfoList *list, uintptr_t index);
 
 /**
- * Releases a caller-owned `BlazenRunEvent`. NULL is accepted and ignored; the handle must not be used afterwards.
+ * Releases a caller-owned `BlazenRunEvent`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
  */
 void blazen_run_event_free(BlazenRunEvent *handle);
 
@@ -929,7 +936,7 @@ char *blazen_run_event_data_json(const BlazenRunEvent *event);
 uint64_t blazen_run_event_timestamp_ms(const BlazenRunEvent *event);
 
 /**
- * Releases a caller-owned `BlazenError`. NULL is accepted and ignored; the handle must not be used afterwards.
+ * Releases a caller-owned `BlazenError`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
  */
 void blazen_error_free(BlazenError *handle);
 
@@ -941,7 +948,7 @@ int32_t blazen_future_take_controlplane_server(BlazenFuture *fut,
                                                BlazenError **out_err);
 
 /**
- * Releases a caller-owned `BlazenControlPlaneServer`. NULL is accepted and ignored; the handle must not be used afterwards.
+ * Releases a caller-owned `BlazenControlPlaneServer`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
  */
 void blazen_controlplane_server_free(BlazenControlPlaneServer *handle);
 
@@ -1008,12 +1015,13 @@ uint16_t blazen_controlplane_server_port(const BlazenControlPlaneServer *server)
 /**
  * Stops the server (borrowed): new connections are refused, open streams
  * get up to two seconds to finish and are then closed. Returns once it has
- * stopped. Idempotent; the handle must still be freed.
+ * stopped. Blocks the calling thread (for the network only, never for a
+ * callback). Idempotent; the handle must still be freed.
  */
 void blazen_controlplane_server_shutdown(const BlazenControlPlaneServer *server);
 
 /**
- * Releases a caller-owned `BlazenControlPlaneSubscription`. NULL is accepted and ignored; the handle must not be used afterwards.
+ * Releases a caller-owned `BlazenControlPlaneSubscription`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
  */
 void blazen_controlplane_subscription_free(BlazenControlPlaneSubscription *handle);
 
@@ -1049,14 +1057,18 @@ int32_t blazen_controlplane_client_subscribe_all(const BlazenControlPlaneClient 
                                                  BlazenError **out_err);
 
 /**
- * Stops delivery: once this returns, no callback of the subscription runs
- * (not even `on_close`/`on_error`), except one already running on the
- * calling thread. `sub` stays caller-owned; free it afterwards. Idempotent.
+ * Stops delivery without waiting for anything: once this returns no new
+ * callback of the subscription starts (not even `on_close`/`on_error`); a
+ * callback already being delivered on the library's event thread may
+ * still complete. `drop_user_data` follows as the sink's last call, on
+ * that thread, once `sub` has been freed or the stream has ended. Safe to
+ * call from inside a callback and while holding a lock callbacks need.
+ * `sub` (borrowed) stays caller-owned; free it afterwards. Idempotent.
  */
 void blazen_controlplane_subscription_cancel(BlazenControlPlaneSubscription *sub);
 
 /**
- * Releases a caller-owned `BlazenControlPlaneWorker`. NULL is accepted and ignored; the handle must not be used afterwards.
+ * Releases a caller-owned `BlazenControlPlaneWorker`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
  */
 void blazen_controlplane_worker_free(BlazenControlPlaneWorker *handle);
 
@@ -1123,9 +1135,13 @@ int32_t blazen_controlplane_worker_run_blocking(const BlazenControlPlaneWorker *
 BlazenFuture *blazen_controlplane_worker_run(const BlazenControlPlaneWorker *worker);
 
 /**
- * Stops the worker (borrowed), whether or not it is running: a running
- * `run` returns 0 promptly and assignments in progress get `on_cancel`.
- * Idempotent.
+ * Stops the worker (borrowed), whether or not it is running, without
+ * waiting for any thread: the worker leaves the control plane at once, a
+ * running `run` returns 0 promptly, and each assignment in progress gets
+ * `on_cancel` on the calling thread before this returns (its `handle`
+ * call, which may still be running on a library thread, is not waited
+ * for; its result is discarded and the control plane re-queues the run).
+ * No new callback starts after this returns. Idempotent.
  */
 void blazen_controlplane_worker_shutdown(const BlazenControlPlaneWorker *worker);
 

@@ -32,7 +32,10 @@ const GRACE: Duration = Duration::from_secs(1);
 const EVENT_BUS_CAPACITY: usize = 1024;
 
 /// A control plane running inside this process. Caller-owned; free with
-/// `blazen_controlplane_server_free` (which stops it first).
+/// `blazen_controlplane_server_free`, which stops it without waiting: every
+/// connection is closed at once and the port is released as soon as the
+/// runtime drops the listener (call `blazen_controlplane_server_shutdown`
+/// first for a graceful stop that returns once the port is free).
 #[handle(
     free = "blazen_controlplane_server_free",
     take = "blazen_future_take_controlplane_server"
@@ -80,8 +83,25 @@ impl Running {
 }
 
 impl Drop for Running {
+    /// `free` signals only: it never waits for the server task.
     fn drop(&mut self) {
-        self.stop();
+        if let Some(stop) = self
+            .stop
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = stop.send(());
+        }
+        self.kill.cancel();
+        if let Some(task) = self
+            .task
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            task.abort();
+        }
     }
 }
 
@@ -327,8 +347,9 @@ fn blazen_controlplane_server_port(server: &BlazenControlPlaneServer) -> u16 {
 
 /// Stops the server (borrowed): new connections are refused, open streams
 /// get up to two seconds to finish and are then closed. Returns once it has
-/// stopped. Idempotent; the handle must still be freed.
-#[export]
+/// stopped. Blocks the calling thread (for the network only, never for a
+/// callback). Idempotent; the handle must still be freed.
+#[export(waits)]
 fn blazen_controlplane_server_shutdown(server: &BlazenControlPlaneServer) {
     server.inner.stop()
 }

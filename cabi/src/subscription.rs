@@ -1,15 +1,15 @@
 //! Run-event subscriptions delivered to a C callback table.
 //!
 //! A task reads the control plane's event stream into a channel; one
-//! library thread per subscription calls the sink in server order. The
-//! sink is called under a lock that `cancel` also takes, so once `cancel`
-//! (or `free`) returns no callback runs (unless it was called from inside
-//! a callback, which is allowed).
+//! library thread per subscription calls the sink in server order and owns
+//! it, so `drop_user_data` runs on that thread after its last callback.
+//! Cancelling never waits for that thread: it flips a gate the thread
+//! passes before every callback (see [`Gate`]) and aborts the stream task,
+//! which ends the thread's channel.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::ThreadId;
+use std::sync::{Arc, OnceLock};
 
 use blazen_cabi_macros::{export, handle};
 use blazen_core::distributed::{OrchestratorClient, RunEvent, RunStateSnapshot, RunStatus};
@@ -27,25 +27,19 @@ use crate::rt::{BlazenError, Result};
 #[handle(free = "blazen_controlplane_subscription_free")]
 pub struct BlazenControlPlaneSubscription {
     state: Arc<State>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 struct State {
-    cancelled: AtomicBool,
-    dispatch: Mutex<()>,
-    dispatcher: OnceLock<ThreadId>,
+    gate: Gate,
     pump: OnceLock<tokio::task::AbortHandle>,
 }
 
 impl State {
+    /// Signals only: never waits for the dispatcher thread or a callback.
     fn cancel(&self) {
-        self.cancelled.store(true, Ordering::SeqCst);
+        self.gate.close();
         if let Some(p) = self.pump.get() {
             p.abort();
-        }
-        if self.dispatcher.get() != Some(&std::thread::current().id()) {
-            // Waits out a callback in progress on the dispatcher thread.
-            drop(self.dispatch.lock().unwrap_or_else(|p| p.into_inner()));
         }
     }
 }
@@ -53,11 +47,43 @@ impl State {
 impl Drop for BlazenControlPlaneSubscription {
     fn drop(&mut self) {
         self.state.cancel();
-        if let Some(t) = self.thread.take() {
-            if t.thread().id() != std::thread::current().id() {
-                let _ = t.join();
-            }
+    }
+}
+
+/// Decides, without locks, whether the dispatcher may start a callback.
+/// The dispatcher moves `OPEN -> DELIVERING` before each callback and back
+/// after it; `close` moves any state to `CLOSED`. A callback whose
+/// transition won the race is "already being delivered" and completes;
+/// once `close` has returned no new one starts.
+struct Gate(AtomicU8);
+
+const OPEN: u8 = 0;
+const DELIVERING: u8 = 1;
+const CLOSED: u8 = 2;
+
+impl Gate {
+    fn new() -> Self {
+        Gate(AtomicU8::new(OPEN))
+    }
+
+    fn close(&self) {
+        self.0.store(CLOSED, Ordering::SeqCst);
+    }
+
+    /// Runs `f` unless the gate is closed; false when it was (or closed
+    /// while `f` ran), meaning the dispatcher should stop.
+    fn deliver(&self, f: impl FnOnce()) -> bool {
+        if self
+            .0
+            .compare_exchange(OPEN, DELIVERING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return false;
         }
+        f();
+        self.0
+            .compare_exchange(DELIVERING, OPEN, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
     }
 }
 
@@ -158,30 +184,30 @@ async fn pump(
     ));
 }
 
+/// The dispatcher thread: delivers until the stream ends or the gate
+/// closes, then drops `sink` (calling `drop_user_data`) as its last act.
 fn dispatch(state: Arc<State>, sink: EventSink, rx: mpsc::Receiver<Msg>) {
-    let _ = state.dispatcher.set(std::thread::current().id());
     for msg in rx {
-        let _guard = state.dispatch.lock().unwrap_or_else(|p| p.into_inner());
-        if state.cancelled.load(Ordering::SeqCst) {
+        let (delivered, last) = match msg {
+            Msg::Event(ev) => {
+                let deliver = || {
+                    sink.on_event(
+                        &ev.run_id.to_string(),
+                        &ev.event_type,
+                        &ev.data.to_string(),
+                        ev.timestamp_ms,
+                    )
+                };
+                (state.gate.deliver(deliver), false)
+            }
+            Msg::Close => (state.gate.deliver(|| sink.on_close()), true),
+            Msg::Error(m) => (state.gate.deliver(|| sink.on_error(&m)), true),
+        };
+        if !delivered || last {
             break;
         }
-        match msg {
-            Msg::Event(ev) => sink.on_event(
-                &ev.run_id.to_string(),
-                &ev.event_type,
-                &ev.data.to_string(),
-                ev.timestamp_ms,
-            ),
-            Msg::Close => {
-                sink.on_close();
-                break;
-            }
-            Msg::Error(m) => {
-                sink.on_error(&m);
-                break;
-            }
-        }
     }
+    drop(sink);
 }
 
 async fn open(
@@ -194,9 +220,7 @@ async fn open(
     let (tx, rx) = mpsc::channel();
     let task = tokio::spawn(pump(client.clone(), run, tags, opened_tx, tx));
     let state = Arc::new(State {
-        cancelled: AtomicBool::new(false),
-        dispatch: Mutex::new(()),
-        dispatcher: OnceLock::new(),
+        gate: Gate::new(),
         pump: OnceLock::new(),
     });
     let _ = state.pump.set(task.abort_handle());
@@ -204,14 +228,12 @@ async fn open(
         .await
         .map_err(|_| BlazenError::internal("the subscription task ended early"))??;
     let st = state.clone();
-    let thread = std::thread::Builder::new()
+    // Detached: teardown never joins it (it may be inside a callback).
+    std::thread::Builder::new()
         .name("blazen-events".into())
         .spawn(move || dispatch(st, sink, rx))
         .map_err(|e| BlazenError::internal(format!("cannot start the event thread: {e}")))?;
-    Ok(BlazenControlPlaneSubscription {
-        state,
-        thread: Some(thread),
-    })
+    Ok(BlazenControlPlaneSubscription { state })
 }
 
 /// Streams the events of run `run_id` (borrowed UUID text) into `sink`
@@ -243,9 +265,13 @@ async fn blazen_controlplane_client_subscribe_all(
     open(client, None, required_tags_json.0, sink).await
 }
 
-/// Stops delivery: once this returns, no callback of the subscription runs
-/// (not even `on_close`/`on_error`), except one already running on the
-/// calling thread. `sub` stays caller-owned; free it afterwards. Idempotent.
+/// Stops delivery without waiting for anything: once this returns no new
+/// callback of the subscription starts (not even `on_close`/`on_error`); a
+/// callback already being delivered on the library's event thread may
+/// still complete. `drop_user_data` follows as the sink's last call, on
+/// that thread, once `sub` has been freed or the stream has ended. Safe to
+/// call from inside a callback and while holding a lock callbacks need.
+/// `sub` (borrowed) stays caller-owned; free it afterwards. Idempotent.
 #[export]
 fn blazen_controlplane_subscription_cancel(sub: &mut BlazenControlPlaneSubscription) {
     sub.state.cancel()

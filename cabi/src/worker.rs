@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use blazen_cabi_macros::{export, handle};
@@ -19,9 +19,6 @@ use crate::relay::Relay;
 use crate::rt::arg::{Capabilities, Json, Options, StringMap};
 use crate::rt::callbacks::{self, BlazenAssignmentHandlerVTable, BlazenContextHandlerVTable};
 use crate::rt::{BlazenError, Result};
-
-/// How long `free` waits for a running worker to wind down.
-const STOP_WAIT: Duration = Duration::from_secs(10);
 
 /// A worker and its handler. Caller-owned; free with
 /// `blazen_controlplane_worker_free`, which shuts it down first.
@@ -44,9 +41,11 @@ impl Clone for BlazenControlPlaneWorker {
 
 impl Drop for BlazenControlPlaneWorker {
     fn drop(&mut self) {
+        // Signals only: a `run` in progress ends on its own (it holds its
+        // own reference), and a handler still running keeps the callback
+        // table alive until it returns, so `drop_user_data` comes last.
         if self.owned {
             self.inner.shutdown();
-            self.inner.wait_stopped(STOP_WAIT);
         }
     }
 }
@@ -60,12 +59,11 @@ struct Cell {
     access: Access,
     handler: CHandler,
     stop: CancellationToken,
-    /// True while a `run` is in progress.
-    running: Mutex<bool>,
-    stopped: Condvar,
 }
 
 impl Cell {
+    /// Stops the worker without waiting for anything but the handler's
+    /// `on_cancel` notifications, which it makes on this thread.
     fn shutdown(&self) {
         self.stop.cancel();
         self.end_session();
@@ -81,14 +79,6 @@ impl Cell {
         if let Some(relay) = &self.relay {
             relay.close();
         }
-    }
-
-    fn wait_stopped(&self, limit: Duration) {
-        let running = lock(&self.running);
-        let _ = self
-            .stopped
-            .wait_timeout_while(running, limit, |r| *r)
-            .unwrap_or_else(|p| p.into_inner());
     }
 }
 
@@ -111,6 +101,8 @@ pub struct BlazenAssignmentContext {
 struct CHandler {
     vt: Arc<dyn callbacks::Handler>,
     in_flight: Arc<Mutex<HashMap<Uuid, CancellationToken>>>,
+    /// The worker's stop signal: once set, no new callback starts.
+    stop: CancellationToken,
 }
 
 impl CHandler {
@@ -123,14 +115,23 @@ impl CHandler {
         }
     }
 
+    /// Runs a callback on a blocking-pool thread, unless the worker has
+    /// been stopped by then (a callback that passed the check is "already
+    /// being delivered" and may complete after `shutdown` returns).
     async fn off_executor<T: Send + 'static>(
         &self,
         f: impl FnOnce(&dyn callbacks::Handler) -> T + Send + 'static,
     ) -> std::result::Result<T, String> {
         let vt = self.vt.clone();
-        tokio::task::spawn_blocking(move || f(&*vt))
-            .await
-            .map_err(|e| format!("the handler callback panicked: {e}"))
+        let stop = self.stop.clone();
+        tokio::task::spawn_blocking(move || {
+            if stop.is_cancelled() {
+                return Err("the worker was shut down".to_string());
+            }
+            Ok(f(&*vt))
+        })
+        .await
+        .map_err(|e| format!("the handler callback panicked: {e}"))?
     }
 }
 
@@ -283,6 +284,7 @@ fn build(
     route: Route,
 ) -> Result<BlazenControlPlaneWorker> {
     let worker = Worker::connect(config)?;
+    let stop = CancellationToken::new();
     Ok(BlazenControlPlaneWorker {
         inner: Arc::new(Cell {
             worker: Mutex::new(Some(worker)),
@@ -291,10 +293,9 @@ fn build(
             handler: CHandler {
                 vt,
                 in_flight: Arc::default(),
+                stop: stop.clone(),
             },
-            stop: CancellationToken::new(),
-            running: Mutex::new(false),
-            stopped: Condvar::new(),
+            stop,
         }),
         owned: true,
     })
@@ -375,10 +376,9 @@ async fn blazen_controlplane_worker_run(worker: &BlazenControlPlaneWorker) -> Re
     let Some(w) = taken else {
         return Err(BlazenError::invalid("worker", "has already been run"));
     };
-    *lock(&cell.running) = true;
-    // Marks the run over however it ends, including when its future is
-    // cancelled or freed, so `free` never waits for a run that is gone.
-    let _running = RunningGuard(cell.clone());
+    // Ends the session however the run ends, including when its future
+    // is cancelled or freed.
+    let _session = SessionGuard(cell.clone());
     if let Some(rejected) = cell.access.rejected().await {
         return Err(rejected);
     }
@@ -389,19 +389,21 @@ async fn blazen_controlplane_worker_run(worker: &BlazenControlPlaneWorker) -> Re
     }
 }
 
-struct RunningGuard(Arc<Cell>);
+struct SessionGuard(Arc<Cell>);
 
-impl Drop for RunningGuard {
+impl Drop for SessionGuard {
     fn drop(&mut self) {
         self.0.end_session();
-        *lock(&self.0.running) = false;
-        self.0.stopped.notify_all();
     }
 }
 
-/// Stops the worker (borrowed), whether or not it is running: a running
-/// `run` returns 0 promptly and assignments in progress get `on_cancel`.
-/// Idempotent.
+/// Stops the worker (borrowed), whether or not it is running, without
+/// waiting for any thread: the worker leaves the control plane at once, a
+/// running `run` returns 0 promptly, and each assignment in progress gets
+/// `on_cancel` on the calling thread before this returns (its `handle`
+/// call, which may still be running on a library thread, is not waited
+/// for; its result is discarded and the control plane re-queues the run).
+/// No new callback starts after this returns. Idempotent.
 #[export]
 fn blazen_controlplane_worker_shutdown(worker: &BlazenControlPlaneWorker) {
     worker.inner.shutdown()

@@ -113,6 +113,16 @@ T_UNUSED static int t_wait_until(atomic_int *v, int at_least, int ms) {
     return atomic_load(v) >= at_least;
 }
 
+/* For counters the library bumps from its own threads after a teardown
+ * call has returned (drop_user_data comes last, on a library thread): waits
+ * up to 10 s for `*v` to reach `want`, then a moment more, and is true when
+ * it is exactly `want` (so a second drop still fails). */
+T_UNUSED static int t_settled(atomic_int *v, int want) {
+    t_wait_until(v, want, 10000);
+    t_sleep_ms(20);
+    return atomic_load(v) == want;
+}
+
 /* This process's resident memory in KiB (-1 when unknown). */
 T_UNUSED static long t_rss_kib(void) {
     FILE *f = fopen("/proc/self/status", "r");

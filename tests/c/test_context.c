@@ -134,7 +134,7 @@ static void test_human_in_the_loop(const char *endpoint) {
     CHECK(atomic_load(&h.ctx_ok) == 1, "context run id matches, not cancelled");
     printf("attempt reported by the context: %u\n", atomic_load(&h.attempt));
     blazen_controlplane_subscription_free(sub);
-    CHECK(atomic_load(&sink.drops) == 1, "sink dropped once");
+    CHECK(t_settled(&sink.drops, 1), "sink dropped once");
 
     /* nobody answers: request_input times out and the run fails saying so */
     char *brief = submit("ask_briefly");
@@ -147,7 +147,7 @@ static void test_human_in_the_loop(const char *endpoint) {
     CHECK(t_await(run, T_BY_WAIT) && blazen_future_take_unit(run, NULL) == 0, "run returns 0");
     blazen_future_free(run);
     blazen_controlplane_worker_free(w);
-    CHECK(atomic_load(&h.drops) == 1, "handler dropped once");
+    CHECK(t_settled(&h.drops, 1), "handler dropped once");
     blazen_string_free(ask);
     blazen_string_free(brief);
 }
@@ -201,7 +201,7 @@ static void test_wrong_token(void) {
     CHECK(t_str_eq(blazen_error_subkind(err), "ControlPlaneUnauthenticated"), "Unauthenticated subkind");
     blazen_error_free(err);
     blazen_controlplane_worker_free(w);
-    CHECK(atomic_load(&h.drops) == 1, "dropped once");
+    CHECK(t_settled(&h.drops, 1), "dropped once");
 
     /* without a retry policy (the crate's default retries forever) a
      * rejected token still fails run at once instead of hanging */
@@ -214,7 +214,7 @@ static void test_wrong_token(void) {
     CHECK(t_str_eq(blazen_error_subkind(err), "ControlPlaneUnauthenticated"), "Unauthenticated subkind again");
     blazen_error_free(err);
     blazen_controlplane_worker_free(w);
-    CHECK(atomic_load(&h.drops) == 2, "dropped once more");
+    CHECK(t_settled(&h.drops, 2), "dropped once more");
 
     w = NULL;
     CHECK(blazen_controlplane_worker_new_with_options_blocking(

@@ -203,7 +203,7 @@ int main(void) {
         blazen_future_free(running[i]);
         blazen_controlplane_worker_free(w[i]);
     }
-    CHECK(atomic_load(&drops) == WORKERS, "every worker's user_data dropped once");
+    CHECK(t_settled(&drops, WORKERS), "every worker's user_data dropped once");
     blazen_controlplane_client_free(client);
     free(load_ids);
     close(done_pipe[1]);

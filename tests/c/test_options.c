@@ -91,7 +91,7 @@ static void test_tokens(void) {
     CHECK(atomic_load(&sink.events) == 1 && strcmp(sink.last_type, "status.cancelled") == 0,
           "exactly one terminal event (%d, %s)", atomic_load(&sink.events), sink.last_type);
     blazen_controlplane_subscription_free(sub);
-    CHECK(atomic_load(&sink.drops) == 1 && atomic_load(&sink.errors) == 0, "sink dropped once");
+    CHECK(t_settled(&sink.drops, 1) && atomic_load(&sink.errors) == 0, "sink dropped once");
 
     /* respond_to_input: arguments are checked, an unknown run is a PEER error */
     err = NULL;

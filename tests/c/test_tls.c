@@ -130,7 +130,7 @@ int main(void) {
     blazen_future_wait(run);
     blazen_future_free(run);
     blazen_controlplane_worker_free(w);
-    CHECK(atomic_load(&drops) == 1, "worker user_data dropped once");
+    CHECK(t_settled(&drops, 1), "worker user_data dropped once");
 
     blazen_controlplane_client_free(c);
     blazen_controlplane_server_free(server);

@@ -209,7 +209,7 @@ static void test_new_failures_release_user_data(void) {
                                                   handler_vtable(&st), &w, NULL) == 0,
           "worker_new");
     blazen_controlplane_worker_free(w);
-    CHECK(atomic_load(&st.drops) == 7, "free without run drops user_data");
+    CHECK(t_settled(&st.drops, 7), "free without run drops user_data");
     blazen_controlplane_worker_free(NULL);
     blazen_controlplane_worker_shutdown(NULL);
 
@@ -329,7 +329,7 @@ static void test_workflows(void) {
     CHECK(atomic_load(&run_sink.errors) == 0 && atomic_load(&run_sink.closes) == 1, "one close");
     CHECK(atomic_load(&run_sink.blocking_calls_ok) >= 1, "blocking call from a callback");
     blazen_controlplane_subscription_free(sub_run);
-    CHECK(atomic_load(&run_sink.drops) == 1, "run sink dropped once");
+    CHECK(t_settled(&run_sink.drops, 1), "run sink dropped once");
 
     /* subscribe_all saw the us-worker's run and nothing of the eu worker's */
     for (int i = 0; i < 200; i++) {
@@ -347,7 +347,7 @@ static void test_workflows(void) {
     blazen_controlplane_subscription_cancel(sub_all);
     blazen_controlplane_subscription_cancel(sub_all);
     blazen_controlplane_subscription_free(sub_all);
-    CHECK(atomic_load(&all.drops) == 1 && atomic_load(&all.closes) == 0 &&
+    CHECK(t_settled(&all.drops, 1) && atomic_load(&all.closes) == 0 &&
               atomic_load(&all.errors) == 0,
           "cancelled subscription: no terminal call, sink dropped once");
     blazen_string_free(late_id);
@@ -359,7 +359,7 @@ static void test_workflows(void) {
     pthread_join(tb, NULL);
     CHECK(arg_b.rc == 0, "run_blocking returned 0 after the drain (%d)", arg_b.rc);
     blazen_controlplane_worker_free(b);
-    CHECK(atomic_load(&us.drops) == 1, "us user_data dropped once");
+    CHECK(t_settled(&us.drops, 1), "us user_data dropped once");
 
     /* a second run is refused; shutdown ends the first */
     BlazenError *err = NULL;
@@ -370,7 +370,7 @@ static void test_workflows(void) {
     CHECK(blazen_future_take_unit(run_a, NULL) == 0, "run returned 0");
     blazen_future_free(run_a);
     blazen_controlplane_worker_free(a);
-    CHECK(atomic_load(&eu.drops) == 1, "eu user_data dropped once");
+    CHECK(t_settled(&eu.drops, 1), "eu user_data dropped once");
     CHECK(atomic_load(&eu.handled) == N + 2, "eu handled %d", atomic_load(&eu.handled));
 
     /* stopped workers leave the control plane: no longer listed, and a

@@ -1,11 +1,17 @@
-//! Project tasks: `cargo xtask <header [--check] | test | demo | bench | abi
-//! | adversarial | consumers | install --prefix DIR [--strip]>`.
+//! Project tasks: `cargo xtask <header [--check] | ruby [--check] | gem | test | demo | bench
+//! | abi | adversarial | consumers | install --prefix DIR [--strip]>`.
 
+mod abi;
 mod adversarial;
+mod bench;
+mod cc;
 mod consumers;
-mod csuite;
+mod demo;
+mod gem;
 mod header;
 mod install;
+mod ruby;
+mod test;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,17 +33,19 @@ fn run() -> Result<()> {
     link_protoc(&root)?;
     match args.first().map(String::as_str) {
         Some("header") => header::run(&root, args.iter().any(|a| a == "--check")),
-        Some("test") => csuite::test_all(&root),
-        Some("demo") => csuite::demo(&root),
-        Some("bench") => csuite::bench(&root),
-        Some("abi") => csuite::abi_check(&root),
+        Some("ruby") => ruby::run(&root, args.iter().any(|a| a == "--check")),
+        Some("gem") => gem::build(&root).map(drop),
+        Some("test") => test::test_all(&root),
+        Some("demo") => demo::demo(&root),
+        Some("bench") => bench::bench(&root),
+        Some("abi") => abi::abi_check(&root),
         Some("consumers") => consumers::run(&root),
         Some("install") => install::run(&root, &invoked_from, &args[1..]),
         Some("adversarial") => adversarial::generate(&root).map(|(path, n)| {
             println!("adversarial: {n} cases in {}", path.display());
         }),
         _ => {
-            bail!("usage: cargo xtask <header [--check] | test | demo | bench | abi | adversarial | consumers | install --prefix DIR [--strip]>")
+            bail!("usage: cargo xtask <header [--check] | ruby [--check] | gem | test | demo | bench | abi | adversarial | consumers | install --prefix DIR [--strip]>")
         }
     }
 }

@@ -16,7 +16,8 @@ use crate::worker::BlazenAssignmentContext;
 /// or non-zero and stores a `BlazenError` (made by the library, e.g. with
 /// `blazen_error_from_json`) in `*out_err`; the library takes both.
 /// `on_cancel` and `on_drain` are notifications and may be NULL, as may
-/// `drop_user_data`.
+/// `drop_user_data`, which is the table's last call: after the worker is
+/// freed and every `handle` still running has returned.
 #[repr(C)]
 pub struct BlazenAssignmentHandlerVTable {
     pub user_data: *mut c_void,
@@ -60,7 +61,10 @@ pub struct BlazenContextHandlerVTable {
 
 /// Receives a subscription's events: `on_event` with borrowed strings in
 /// server order, then at most one of `on_close` (clean end) or `on_error`
-/// (failure, borrowed message). Any function pointer may be NULL.
+/// (failure, borrowed message). Any function pointer may be NULL. All
+/// calls come from the subscription's own library thread;
+/// `drop_user_data` is the last of them, once the stream has ended or the
+/// subscription has been cancelled and freed (never waited for by them).
 #[repr(C)]
 pub struct BlazenRunEventSinkVTable {
     pub user_data: *mut c_void,
