@@ -279,37 +279,21 @@ module BlazenFFI
 
   # ---- callbacks -----------------------------------------------------------------
   #
-  # `user_data` is a small integer key into REGISTRY, never a Ruby object
-  # address, so a stale pointer can never reach a collected object. The
-  # FFI::Function objects are module constants: they live as long as the
-  # process, so the GC cannot free a function the library may still call.
+  # `user_data` is a key of the gem's callback registry (a small integer,
+  # never a Ruby object address, so a stale pointer can never reach a
+  # collected object). The FFI::Function objects are module constants: they
+  # live as long as the process, so the GC cannot free a function the
+  # library may still call.
 
-  REGISTRY = {}
-  REGISTRY_LOCK = Mutex.new
-  @next_key = 0
+  REGISTRY = Blazen::ControlPlane::FFISupport
 
   # Exceptions raised inside callbacks (they must not unwind into C).
   CALLBACK_ERRORS = Queue.new
 
-  def register(obj)
-    REGISTRY_LOCK.synchronize do
-      @next_key += 1
-      REGISTRY[@next_key] = obj
-      FFI::Pointer.new(@next_key)
-    end
-  end
-
-  def lookup(user_data)
-    REGISTRY_LOCK.synchronize { REGISTRY[user_data.address] }
-  end
-
-  def unregister(user_data)
-    REGISTRY_LOCK.synchronize { REGISTRY.delete(user_data.address) }
-  end
-
-  def registered_count
-    REGISTRY_LOCK.synchronize { REGISTRY.size }
-  end
+  def register(obj) = REGISTRY.register(obj)
+  def lookup(user_data) = REGISTRY.lookup(user_data)
+  def unregister(user_data) = REGISTRY.unregister(user_data)
+  def registered_count = REGISTRY.registered_count
 
   # Runs a callback body; an exception is recorded, never propagated.
   def guard(where, fallback = nil)

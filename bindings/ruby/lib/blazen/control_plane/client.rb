@@ -7,6 +7,7 @@ module Blazen
     # point: under a Fiber scheduler it yields to other fibers, otherwise it
     # blocks the calling thread with the VM lock released.
     class Client
+      include OwnedHandle
       S = FFISupport
       private_constant :S
 
@@ -66,14 +67,8 @@ module Blazen
 
       # @api private
       def initialize(ptr)
-        @ptr = ptr
-        ObjectSpace.define_finalizer(self, self.class.send(:releaser, ptr.address))
+        adopt(ptr, :blazen_controlplane_client_free)
       end
-
-      def self.releaser(address)
-        proc { Native.blazen_controlplane_client_free(FFI::Pointer.new(address)) }
-      end
-      private_class_method :releaser
 
       # Submits a run and returns its snapshot.
       # @param workflow_name [String]
@@ -189,21 +184,6 @@ module Blazen
         end
       end
 
-      # Releases the connection now instead of at garbage collection.
-      # @return [nil]
-      def close
-        return if @ptr.nil?
-
-        ObjectSpace.undefine_finalizer(self)
-        Native.blazen_controlplane_client_free(@ptr)
-        @ptr = nil
-      end
-
-      private
-
-      def ptr
-        @ptr or raise ArgumentError, "the client is closed"
-      end
     end
   end
 end

@@ -108,6 +108,11 @@ module Blazen
         REGISTRY_LOCK.synchronize { REGISTRY.delete(user_data.address) }
       end
 
+      # How many callback targets the library may still call.
+      def registered_count
+        REGISTRY_LOCK.synchronize { REGISTRY.size }
+      end
+
       # Runs a callback body; an exception never unwinds into C. It goes to
       # the target's `callback_failed` (or a warning) and `fallback` is returned.
       def guard(target, fallback = nil)
@@ -134,6 +139,47 @@ module Blazen
       DROP_USER_DATA = FFI::Function.new(:void, [:pointer]) do |ud|
         obj = unregister(ud)
         guard(obj) { obj&.released }
+      end
+    end
+
+    # The life of a library handle held by a Ruby object: released by
+    # `close` or, failing that, by the garbage collector (both through the
+    # handle's `_free`, which never waits for a callback). Not public API.
+    module OwnedHandle
+      # Releases the handle now instead of at garbage collection;
+      # idempotent.
+      # @return [nil]
+      def close
+        return if @ptr.nil?
+
+        ObjectSpace.undefine_finalizer(self)
+        Native.public_send(@free_fn, @ptr)
+        @ptr = nil
+      end
+
+      # True once {#close} has run.
+      # @return [Boolean]
+      def closed?
+        @ptr.nil?
+      end
+
+      # A finalizer that frees the handle at `address` (it must not capture
+      # the object itself).
+      def self.releaser(free_fn, address)
+        proc { Native.public_send(free_fn, FFI::Pointer.new(address)) }
+      end
+
+      private
+
+      # Takes ownership of `ptr`, freed with `Native.<free_fn>`.
+      def adopt(ptr, free_fn)
+        @ptr = ptr
+        @free_fn = free_fn
+        ObjectSpace.define_finalizer(self, OwnedHandle.releaser(free_fn, ptr.address))
+      end
+
+      def ptr
+        @ptr or raise ArgumentError, "the #{self.class.name.split('::').last.downcase} is closed"
       end
     end
   end

@@ -4,6 +4,7 @@ module Blazen
   module ControlPlane
     # A control plane running inside this process.
     class Server
+      include OwnedHandle
       S = FFISupport
       private_constant :S
 
@@ -30,14 +31,8 @@ module Blazen
 
       # @api private
       def initialize(ptr)
-        @ptr = ptr
-        ObjectSpace.define_finalizer(self, self.class.send(:releaser, ptr.address))
+        adopt(ptr, :blazen_controlplane_server_free)
       end
-
-      def self.releaser(address)
-        proc { Native.blazen_controlplane_server_free(FFI::Pointer.new(address)) }
-      end
-      private_class_method :releaser
 
       # @return [String] "http://IP:PORT" ("https://" with TLS)
       def endpoint = S.take_string(Native.blazen_controlplane_server_endpoint(ptr))
@@ -50,22 +45,6 @@ module Blazen
       def shutdown
         Native.blazen_controlplane_server_shutdown(@ptr) if @ptr
         nil
-      end
-
-      # Releases the server now (closing every connection at once).
-      # @return [nil]
-      def close
-        return if @ptr.nil?
-
-        ObjectSpace.undefine_finalizer(self)
-        Native.blazen_controlplane_server_free(@ptr)
-        @ptr = nil
-      end
-
-      private
-
-      def ptr
-        @ptr or raise ArgumentError, "the server is closed"
       end
     end
   end

@@ -7,6 +7,7 @@ module Blazen
     # may finish; no new call starts); the block's resources are released
     # after its last call. An unclosed subscription is closed when garbage-collected.
     class Subscription
+      include OwnedHandle
       S = FFISupport
       private_constant :S
 
@@ -84,16 +85,10 @@ module Blazen
 
       # @api private
       def initialize(ptr, sink)
-        @ptr = ptr
+        adopt(ptr, :blazen_controlplane_subscription_free)
         @sink = sink
         @cancelled = false
-        ObjectSpace.define_finalizer(self, self.class.send(:releaser, ptr.address))
       end
-
-      def self.releaser(address)
-        proc { Native.blazen_controlplane_subscription_free(FFI::Pointer.new(address)) }
-      end
-      private_class_method :releaser
 
       # Calls the block once when the stream ends by itself: with nil after
       # the run's terminal event, or with a {Blazen::PeerError} when it broke.
@@ -118,18 +113,8 @@ module Blazen
       # Cancels, then releases the subscription; idempotent. Returns at once.
       # @return [nil]
       def close
-        return if @ptr.nil?
-
         cancel
-        ObjectSpace.undefine_finalizer(self)
-        Native.blazen_controlplane_subscription_free(@ptr)
-        @ptr = nil
-      end
-
-      # True once {close} has run.
-      # @return [Boolean]
-      def closed?
-        @ptr.nil?
+        super
       end
 
       # Waits until the library has made its last call to the block (after

@@ -59,6 +59,7 @@ module Blazen
     # `shutdown` and garbage collection return at once even while a handler
     # runs (its result is then discarded and the control plane re-queues the run).
     class Worker
+      include OwnedHandle
       S = FFISupport
       private_constant :S
 
@@ -148,11 +149,10 @@ module Blazen
         vt[:handle] = HANDLE
         vt[:on_cancel] = ON_CANCEL
         vt[:on_drain] = ON_DRAIN
-        @ptr = S.call_out do |o, e|
+        adopt(S.call_out do |o, e|
           Native.blazen_controlplane_worker_new_with_options_blocking(endpoint, node_id, S.json(opts), vt, o, e)
-        end
+        end, :blazen_controlplane_worker_free)
         @node_id = node_id
-        ObjectSpace.define_finalizer(self, self.class.send(:releaser, @ptr.address))
       end
 
       # As {#initialize} with mutual TLS from PEM files.
@@ -160,11 +160,6 @@ module Blazen
       def self.new_with_mtls(cert_path:, key_path:, ca_path:, **kwargs, &block)
         new(**kwargs, mtls: { cert_path: cert_path, key_path: key_path, ca_path: ca_path }, &block)
       end
-
-      def self.releaser(address)
-        proc { Native.blazen_controlplane_worker_free(FFI::Pointer.new(address)) }
-      end
-      private_class_method :releaser
 
       # @return [String]
       attr_reader :node_id
@@ -189,21 +184,7 @@ module Blazen
         nil
       end
 
-      # Stops and releases the worker now instead of at garbage collection.
-      # @return [nil]
-      def close
-        return if @ptr.nil?
-
-        ObjectSpace.undefine_finalizer(self)
-        Native.blazen_controlplane_worker_free(@ptr)
-        @ptr = nil
-      end
-
       private
-
-      def ptr
-        @ptr or raise ArgumentError, "the worker is closed"
-      end
 
       def worker_options(capabilities, tags, admission, param, mtls, options)
         mode = ADMISSION.fetch(admission) do
