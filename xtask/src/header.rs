@@ -136,18 +136,5 @@ pub fn generate(root: &Path) -> Result<String> {
 }
 
 pub fn run(root: &Path, check: bool) -> Result<()> {
-    let fresh = generate(root)?;
-    let path = root.join(HEADER);
-    if check {
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        if committed != fresh {
-            bail!("{HEADER} is stale: run `cargo xtask header` and commit it");
-        }
-        println!("header: {HEADER} is up to date");
-    } else {
-        std::fs::create_dir_all(path.parent().unwrap())?;
-        std::fs::write(&path, fresh)?;
-        println!("header: wrote {HEADER}");
-    }
-    Ok(())
+    crate::write_or_check(root, HEADER, &generate(root)?, check, "header")
 }

@@ -87,3 +87,21 @@ pub fn sh(cmd: &mut Command) -> Result<()> {
 pub fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
+
+/// Writes a generated file (`cargo xtask TASK`), or with `check` fails when
+/// the committed copy differs from what the generator makes now.
+pub fn write_or_check(root: &Path, rel: &str, fresh: &str, check: bool, task: &str) -> Result<()> {
+    let path = root.join(rel);
+    if check {
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        if committed != fresh {
+            bail!("{rel} is stale: run `cargo xtask {task}` and commit it");
+        }
+        println!("{task}: {rel} is up to date");
+    } else {
+        std::fs::create_dir_all(path.parent().context("a file has a folder")?)?;
+        std::fs::write(&path, fresh)?;
+        println!("{task}: wrote {rel}");
+    }
+    Ok(())
+}

@@ -274,17 +274,7 @@ pub fn generate(root: &Path) -> Result<(String, usize)> {
 
 pub fn run(root: &Path, check: bool) -> Result<()> {
     let (fresh, n) = generate(root)?;
-    let path = root.join(OUT);
-    if check {
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        if committed != fresh {
-            bail!("{OUT} is stale: run `cargo xtask ruby` and commit it");
-        }
-        println!("ruby: {OUT} is up to date ({n} functions)");
-    } else {
-        std::fs::create_dir_all(path.parent().unwrap())?;
-        std::fs::write(&path, fresh)?;
-        println!("ruby: wrote {OUT} ({n} functions)");
-    }
+    crate::write_or_check(root, OUT, &fresh, check, "ruby")?;
+    println!("ruby: {n} functions attached");
     Ok(())
 }
