@@ -8,8 +8,7 @@ use std::time::Duration;
 use blazen_cabi_macros::{export, handle};
 use blazen_controlplane::pb::blazen_control_plane_server::BlazenControlPlaneServer as GrpcServer;
 use blazen_controlplane::server::{
-    admission::Admission, key_store, queue::AssignmentQueue, registry::WorkerRegistry,
-    ControlPlaneService, SharedState,
+    admission::Admission, key_store, queue::AssignmentQueue, registry::WorkerRegistry, SharedState,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -84,11 +83,21 @@ impl Running {
 impl Drop for Running {
     /// `free` signals only: it never waits for the server task.
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(stop) = self
+            .stop
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             let _ = stop.send(());
         }
         self.kill.cancel();
-        if let Some(task) = self.task.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(task) = self
+            .task
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             task.abort();
         }
     }
@@ -260,7 +269,7 @@ async fn start(bind_addr: &str, options: ServerOptions) -> Result<BlazenControlP
     let auth = Auth {
         token: token.map(Arc::from),
     };
-    let service = GrpcServer::with_interceptor(ControlPlaneService::new(shared), auth);
+    let service = GrpcServer::with_interceptor(crate::service::Service::new(shared), auth);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let kill = CancellationToken::new();
     let killer = kill.clone();
