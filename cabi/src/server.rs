@@ -27,6 +27,13 @@ use crate::rt::{BlazenError, Result};
 /// closes every connection.
 const GRACE: Duration = Duration::from_secs(1);
 
+/// HTTP/2 PING interval and ack timeout (and TCP keepalive): a peer that
+/// vanishes without closing its connection (host down, network cut) is
+/// dropped within two of these, and a worker's runs are then re-queued.
+/// A worker process that dies is noticed at once (its kernel closes the
+/// connection).
+pub(crate) const KEEPALIVE: Duration = Duration::from_secs(10);
+
 /// Broadcast capacity of the event bus, as in `ControlPlaneServer::new`.
 const EVENT_BUS_CAPACITY: usize = 1024;
 
@@ -289,7 +296,9 @@ async fn start(bind_addr: &str, options: ServerOptions) -> Result<BlazenControlP
     }
     let task = tokio::spawn(async move {
         let _ = builder
-            .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .http2_keepalive_interval(Some(KEEPALIVE))
+            .http2_keepalive_timeout(Some(KEEPALIVE))
+            .tcp_keepalive(Some(KEEPALIVE))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop_rx.await;

@@ -342,28 +342,42 @@ impl Plane {
             self.frame(&session, frame).await;
         }
         self.shared.registry.unregister(session.id);
-        let mut lost: HashSet<Uuid> = std::mem::take(&mut *lock(&session.assigned));
+        let lost = self.still_running(&session);
         self.shared.queue.surrender_session(session.id).await;
+        self.announce_requeued(&session, &lost);
         self.request_drain(session.drain_key());
         tokio::time::sleep(RESWEEP).await;
-        lost.extend(std::mem::take(&mut *lock(&session.assigned)));
+        let late = self.still_running(&session);
         self.shared.queue.surrender_session(session.id).await;
-        for run_id in lost {
-            let requeued = self
-                .shared
-                .queue
-                .describe(run_id)
-                .is_some_and(|s| s.status == RunStatus::Pending);
-            if requeued {
-                let _ = self.shared.events.send(RunEvent {
-                    run_id,
-                    event_type: "status.requeued".to_string(),
-                    data: serde_json::json!({"node_id": session.node_id, "reason": "worker_lost"}),
-                    timestamp_ms: now_ms(),
-                });
-            }
-        }
+        self.announce_requeued(&session, &late);
         self.request_drain(session.drain_key());
+    }
+
+    /// Takes the session's runs that are still RUNNING on it (those a
+    /// surrender puts back in the queue).
+    fn still_running(&self, session: &Session) -> Vec<Uuid> {
+        let runs = std::mem::take(&mut *lock(&session.assigned));
+        runs.into_iter()
+            .filter(|r| {
+                self.shared.queue.describe(*r).is_some_and(|s| {
+                    s.status == RunStatus::Running
+                        && s.assigned_to.as_deref() == Some(session.node_id.as_str())
+                })
+            })
+            .collect()
+    }
+
+    /// Emits `status.requeued` `{"node_id", "reason": "worker_lost"}` for
+    /// each of `runs`.
+    fn announce_requeued(&self, session: &Session, runs: &[Uuid]) {
+        for run_id in runs {
+            let _ = self.shared.events.send(RunEvent {
+                run_id: *run_id,
+                event_type: "status.requeued".to_string(),
+                data: serde_json::json!({"node_id": session.node_id, "reason": "worker_lost"}),
+                timestamp_ms: now_ms(),
+            });
+        }
     }
 
     async fn frame(&self, session: &Session, frame: WorkerToServer) {
