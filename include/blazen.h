@@ -759,11 +759,24 @@ int32_t blazen_run_state_snapshot_last_event_at_ms(const BlazenRunStateSnapshot 
 char *blazen_run_state_snapshot_output_json(const BlazenRunStateSnapshot *snap);
 
 /**
- * The run's error message, when it failed.
+ * The run's error message, when it failed (without the `[Kind] ` tag
+ * the library records in front of it; see
+ * `blazen_run_state_snapshot_error_kind`).
  *
  * The returned string is caller-owned (free with `blazen_string_free`); NULL when absent or on invalid arguments.
  */
 char *blazen_run_state_snapshot_error(const BlazenRunStateSnapshot *snap);
+
+/**
+ * The kind of the error a failed run ended with, a `BLAZEN_ERROR_KIND_*`
+ * constant: the kind of the `BlazenError` its handler stored in
+ * `out_err`, `BLAZEN_ERROR_KIND_TIMEOUT` when its `deadline_ms` passed,
+ * `BLAZEN_ERROR_KIND_VALIDATION` for output that is not JSON,
+ * `BLAZEN_ERROR_KIND_WORKFLOW` for a handler that failed without an
+ * error or a failure the library cannot classify. 0 when the run has no
+ * error or `snap` is NULL. `snap` is borrowed.
+ */
+uint32_t blazen_run_state_snapshot_error_kind(const BlazenRunStateSnapshot *snap);
 
 /**
  * Releases a caller-owned `BlazenWorkerInfo`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).

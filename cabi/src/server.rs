@@ -266,7 +266,10 @@ async fn start(bind_addr: &str, options: ServerOptions) -> Result<BlazenControlP
     let (events, _) = broadcast::channel(EVENT_BUS_CAPACITY);
     let shared = Arc::new(SharedState {
         registry: WorkerRegistry::new(),
-        queue: AssignmentQueue::with_events(events.clone()),
+        queue: AssignmentQueue::with_events_and_store(
+            events.clone(),
+            Arc::new(crate::service::Volatile),
+        ),
         admission: Admission::new(),
         node_id: format!("blazen-cabi-{addr}"),
         events,

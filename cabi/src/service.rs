@@ -31,29 +31,30 @@ use blazen_controlplane::auth::PeerIdentity;
 use blazen_controlplane::pb::blazen_control_plane_server::BlazenControlPlane;
 use blazen_controlplane::pb::{PostcardRequest, PostcardResponse};
 use blazen_controlplane::protocol::{
-    validate_envelope_version, AssignmentStatus, CancelInstruction, KeyRequest, KeyResponse,
-    RunStateSnapshotWire, ServerToWorker, SubmitRequest, Welcome, WorkerHello, WorkerToServer,
-    DEFAULT_PLACE, ENVELOPE_VERSION,
+    validate_envelope_version, Assignment, AssignmentStatus, CancelInstruction, KeyRequest,
+    KeyResponse, RunStateSnapshotWire, ServerToWorker, SubmitRequest, Welcome, WorkerHello,
+    WorkerToServer, DEFAULT_PLACE, ENVELOPE_VERSION,
 };
 use blazen_controlplane::server::admission::{Decision, NoCandidateReason, RouteRequest};
 use blazen_controlplane::server::service::PostcardResponseStream;
+use blazen_controlplane::server::store::AssignmentStore;
 use blazen_controlplane::server::{ControlPlaneService, SharedState};
+use blazen_controlplane::ControlPlaneError;
 use blazen_core::distributed::{
-    AdmissionSnapshot, NodeSelector, RunEvent, RunStatus, WorkerCapability, WorkerTaint,
+    AdmissionSnapshot, NodeSelector, RunEvent, RunStateSnapshot, RunStatus, WorkerCapability,
+    WorkerTaint,
 };
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
+use crate::rt::ErrorKind;
+
 /// How long after a session ends its runs are swept back into the queue a
 /// second time (a run routed to it while it was ending is only recorded
 /// as the session's once the routing call returns).
 const RESWEEP: Duration = Duration::from_millis(200);
-
-/// Prefix of the error a run gets when its `deadline_ms` passes; the
-/// bracketed kind is what `blazen_run_state_snapshot_error_kind` reads.
-pub(crate) const TIMEOUT_PREFIX: &str = "[Timeout] ";
 
 /// The service tonic serves.
 pub(crate) struct Service {
@@ -408,7 +409,15 @@ impl Plane {
                         queue.mark_completed(r.run_id, output).await;
                     }
                     (None, AssignmentStatus::Failed) => {
-                        let error = r.error.unwrap_or_else(|| "unknown".into());
+                        let error = match r.error.as_deref() {
+                            // The crate worker's own deadline (counted from
+                            // when it received the run).
+                            Some("deadline exceeded") => {
+                                ErrorKind::Timeout.tag("deadline exceeded")
+                            }
+                            Some(e) => e.to_string(),
+                            None => ErrorKind::Workflow.tag("the worker reported no error"),
+                        };
                         queue.mark_failed(r.run_id, error).await;
                     }
                     (None, AssignmentStatus::Cancelled) => queue.mark_cancelled(r.run_id).await,
@@ -477,9 +486,9 @@ impl Plane {
         } else {
             "RUNNING"
         };
-        let error = format!(
-            "{TIMEOUT_PREFIX}the run's deadline_ms ({deadline_ms}) passed while it was {state}"
-        );
+        let error = ErrorKind::Timeout.tag(&format!(
+            "the run's deadline_ms ({deadline_ms}) passed while it was {state}"
+        ));
         lock(&cp.expired).insert(run_id, error.clone());
         if let Some(node) = snap.assigned_to.as_deref() {
             let session = cp.shared.registry.session_for_node(node);
@@ -640,5 +649,79 @@ impl BlazenControlPlane for Service {
         request: Request<PostcardRequest>,
     ) -> Result<Response<Self::SubscribeAllStream>, Status> {
         self.inner.subscribe_all(request).await
+    }
+}
+
+// ---- the store ------------------------------------------------------------
+
+/// The queue's persistence seam, keeping nothing. The embedded control
+/// plane has no durable store (the crate's default memory store is lost
+/// with the process too), and the crate's memory store only ever appends
+/// to its pending list at run time (`dequeue_pending` is called only by
+/// the cold-start recovery), so it grows by one entry per routing attempt
+/// that finds every worker busy. The queue itself keeps the runs.
+#[derive(Debug)]
+pub(crate) struct Volatile;
+
+#[async_trait::async_trait]
+impl AssignmentStore for Volatile {
+    async fn put_assignment(&self, _: Uuid, _: &Assignment) -> Result<(), ControlPlaneError> {
+        Ok(())
+    }
+
+    async fn get_assignment(&self, _: Uuid) -> Result<Option<Assignment>, ControlPlaneError> {
+        Ok(None)
+    }
+
+    async fn delete_assignment(&self, _: Uuid) -> Result<(), ControlPlaneError> {
+        Ok(())
+    }
+
+    async fn put_state(
+        &self,
+        _: Uuid,
+        _: &RunStateSnapshot,
+        _: Option<Duration>,
+    ) -> Result<(), ControlPlaneError> {
+        Ok(())
+    }
+
+    async fn get_state(&self, _: Uuid) -> Result<Option<RunStateSnapshot>, ControlPlaneError> {
+        Ok(None)
+    }
+
+    async fn enqueue_pending(
+        &self,
+        _: &WorkerCapability,
+        _: Uuid,
+        _: &[String],
+    ) -> Result<(), ControlPlaneError> {
+        Ok(())
+    }
+
+    async fn dequeue_pending(
+        &self,
+        _: &WorkerCapability,
+    ) -> Result<Option<(Uuid, Vec<String>)>, ControlPlaneError> {
+        Ok(None)
+    }
+
+    async fn list_pending_capabilities(&self) -> Result<Vec<WorkerCapability>, ControlPlaneError> {
+        Ok(Vec::new())
+    }
+
+    async fn claim_inflight(&self, _: Uuid, _: Uuid) -> Result<(), ControlPlaneError> {
+        Ok(())
+    }
+
+    async fn release_inflight(&self, _: Uuid) -> Result<Vec<Uuid>, ControlPlaneError> {
+        Ok(Vec::new())
+    }
+
+    async fn list_orphaned_inflight(
+        &self,
+        _: &HashSet<Uuid>,
+    ) -> Result<Vec<Uuid>, ControlPlaneError> {
+        Ok(Vec::new())
     }
 }

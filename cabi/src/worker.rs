@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::relay::Relay;
 use crate::rt::arg::{Capabilities, Json, Options, StringMap};
 use crate::rt::callbacks::{self, BlazenAssignmentHandlerVTable, BlazenContextHandlerVTable};
-use crate::rt::{BlazenError, Result};
+use crate::rt::{BlazenError, ErrorKind, Result};
 
 /// A worker and its handler. Caller-owned; free with
 /// `blazen_controlplane_worker_free`, which shuts it down first.
@@ -164,12 +164,12 @@ impl CHandler {
         tokio::task::spawn_blocking(move || {
             let _held = held;
             if stop.is_cancelled() {
-                return Err("the worker was shut down".to_string());
+                return Err(ErrorKind::Cancelled.tag("the worker was shut down"));
             }
             Ok(f(&*vt))
         })
         .await
-        .map_err(|e| format!("the handler callback panicked: {e}"))?
+        .map_err(|e| ErrorKind::Internal.tag(&format!("the handler callback panicked: {e}")))?
     }
 }
 
@@ -184,12 +184,9 @@ impl AssignmentHandler for CHandler {
         // Waits for a free slot (a cancelled run stops waiting: the crate
         // drops this future).
         let permit = match &self.permits {
-            Some(p) => Some(
-                p.clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| AssignmentFailure::new("the worker was shut down".to_string()))?,
-            ),
+            Some(p) => Some(p.clone().acquire_owned().await.map_err(|_| {
+                AssignmentFailure::new(ErrorKind::Cancelled.tag("the worker was shut down"))
+            })?),
             None => None,
         };
         let token = ctx.cancellation_token().clone();
@@ -247,6 +244,22 @@ pub(crate) fn admission(mode: u32, param: u64) -> Result<AdmissionMode> {
     }
 }
 
+/// A capability kind must be `workflow:NAME`: the control plane routes a
+/// run of workflow `NAME` only to that kind, so any other kind would be
+/// accepted and never match.
+fn check_kind(kind: &str, param: &str) -> Result<()> {
+    match kind.strip_prefix("workflow:") {
+        Some(name) if !name.is_empty() => Ok(()),
+        _ => Err(BlazenError::invalid(
+            param,
+            format!(
+                "capability kind {kind:?} is not `workflow:NAME` (runs of workflow NAME \
+                 are routed to capability `workflow:NAME`)"
+            ),
+        )),
+    }
+}
+
 /// The configuration shared by every `worker_new_*`.
 fn config(
     endpoint: String,
@@ -259,6 +272,7 @@ fn config(
     let mut config = WorkerConfig::new(endpoint, node_id)
         .with_admission(admission(admission_mode, admission_param)?);
     for (kind, version) in capabilities.0 {
+        check_kind(&kind, "capabilities_json")?;
         config = config.with_capability(WorkerCapability { kind, version });
     }
     for (k, v) in tags.0 {
@@ -567,6 +581,7 @@ fn options_config(route: &mut Route, node_id: String, o: WorkerOptions) -> Resul
     };
     let mut config = WorkerConfig::new(route.endpoint.clone(), node_id).with_admission(admission);
     for c in o.capabilities {
+        check_kind(&c.kind, "options_json")?;
         config = config.with_capability(WorkerCapability {
             kind: c.kind,
             version: c.version,

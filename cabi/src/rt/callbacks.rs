@@ -7,7 +7,7 @@ use std::ffi::{c_char, c_void, CString};
 use serde_json::Value;
 
 use super::strings::take_string;
-use super::BlazenError;
+use super::{BlazenError, ErrorKind};
 use crate::worker::BlazenAssignmentContext;
 
 /// The assignment handler a worker calls. `handle` gets borrowed `run_id`,
@@ -153,38 +153,48 @@ impl Call {
             run_id: cstr(run_id),
             workflow_name: cstr(workflow_name),
             input: CString::new(input_json.to_vec())
-                .map_err(|_| "assignment input contains a NUL byte".to_string())?,
+                .map_err(|_| ErrorKind::Validation.tag("assignment input contains a NUL byte"))?,
             out: std::ptr::null_mut(),
             err: std::ptr::null_mut(),
         })
     }
 
     /// Turns the handler's status and out-slots into the run's result,
-    /// taking ownership of what it stored.
+    /// taking ownership of what it stored (both slots are freed whatever
+    /// the status). A failure is the run's error text, tagged with its
+    /// kind (see [`ErrorKind::tag`]). An error in `out_err` fails the run
+    /// even when the status is 0: the error wins and the output is dropped.
     fn finish(self, rc: i32) -> Result<Value, String> {
         // SAFETY: the contract: `out` is NULL or made by blazen_string_alloc.
         let out = unsafe { take_string(self.out) };
         // SAFETY: `err` is NULL or a BlazenError made by this library.
         let err = (!self.err.is_null()).then(|| *unsafe { Box::from_raw(self.err) });
-        if rc != 0 {
-            return Err(match err {
-                Some(e) => e.message,
-                None => format!("the handler failed with status {rc} and gave no error"),
-            });
+        if let Some(e) = err {
+            return Err(e.kind.tag(&e.message));
         }
+        if rc != 0 {
+            return Err(ErrorKind::Workflow.tag(&format!(
+                "the handler failed with status {rc} and gave no error"
+            )));
+        }
+        let invalid = |why: String| ErrorKind::Validation.tag(&why);
         match out {
             None => Ok(Value::Null),
             Some(bytes) => {
-                let text = String::from_utf8(bytes)
-                    .map_err(|_| "the handler returned output that is not UTF-8".to_string())?;
-                serde_json::from_str(&text)
-                    .map_err(|e| format!("the handler returned output that is not JSON ({e})"))
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    invalid("the handler returned output that is not UTF-8".to_string())
+                })?;
+                serde_json::from_str(&text).map_err(|e| {
+                    invalid(format!(
+                        "the handler returned output that is not JSON ({e})"
+                    ))
+                })
             }
         }
     }
 }
 
-const NO_HANDLE: &str = "the handler vtable has no `handle` function";
+const NO_HANDLE: &str = "[Validation] the handler vtable has no `handle` function";
 
 macro_rules! notifications {
     () => {

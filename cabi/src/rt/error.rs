@@ -59,6 +59,33 @@ impl ErrorKind {
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.iter().find(|(_, n)| *n == name).map(|(k, _)| *k)
     }
+
+    /// The kind's name, as `blazen_error_from_json` spells it.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(k, _)| *k == self)
+            .map_or("Internal", |(_, n)| n)
+    }
+
+    /// A failed run's error text as the library records it: the kind in
+    /// brackets, then the message (`[Timeout] ...`).
+    pub fn tag(self, message: &str) -> String {
+        format!("[{}] {message}", self.name())
+    }
+
+    /// Splits a run's recorded error text into its kind and message; text
+    /// without a known `[Kind] ` tag has no kind.
+    pub fn untag(text: &str) -> (Option<Self>, &str) {
+        let tagged = text.strip_prefix('[').and_then(|rest| {
+            let (name, message) = rest.split_once("] ")?;
+            Some((Self::from_name(name)?, message))
+        });
+        match tagged {
+            Some((kind, message)) => (Some(kind), message),
+            None => (None, text),
+        }
+    }
 }
 
 /// The library's error value. Fields that do not apply to a kind stay empty.
@@ -228,6 +255,18 @@ mod tests {
             Some("NotFound")
         );
         assert_eq!(grpc_code_in("connect: transport error"), None);
+    }
+
+    #[test]
+    fn run_errors_carry_their_kind() {
+        let text = ErrorKind::Timeout.tag("too slow");
+        assert_eq!(text, "[Timeout] too slow");
+        assert_eq!(
+            ErrorKind::untag(&text),
+            (Some(ErrorKind::Timeout), "too slow")
+        );
+        assert_eq!(ErrorKind::untag("[Nope] x"), (None, "[Nope] x"));
+        assert_eq!(ErrorKind::untag("plain"), (None, "plain"));
     }
 
     #[test]
