@@ -56,6 +56,10 @@ use crate::rt::ErrorKind;
 /// as the session's once the routing call returns).
 const RESWEEP: Duration = Duration::from_millis(200);
 
+/// The longest a result waits for its run's routing to be recorded
+/// (see [`Plane::routing_recorded`]), in milliseconds.
+const ROUTING_WAIT_MS: u32 = 2000;
+
 /// The service tonic serves.
 pub(crate) struct Service {
     inner: ControlPlaneService,
@@ -392,6 +396,7 @@ impl Plane {
             }
             WorkerToServer::Result(r) => {
                 session.resolve(&self.shared, r.run_id);
+                self.routing_recorded(r.run_id).await;
                 let expired = lock(&self.expired).remove(&r.run_id);
                 let terminal = queue
                     .describe(r.run_id)
@@ -435,6 +440,29 @@ impl Plane {
                 });
             }
             WorkerToServer::KeyRequest(k) => self.key_request(session, k).await,
+        }
+    }
+
+    /// Waits (briefly) until the routing of `run_id` has been recorded. The
+    /// crate records a run as RUNNING only after the assignment has been
+    /// sent, so a fast worker's result can arrive first; marking it then
+    /// would be undone by that late RUNNING, leaving the run RUNNING for
+    /// ever.
+    async fn routing_recorded(&self, run_id: Uuid) {
+        for i in 0..ROUTING_WAIT_MS {
+            let pending = self
+                .shared
+                .queue
+                .describe(run_id)
+                .is_some_and(|s| s.status == RunStatus::Pending);
+            if !pending {
+                return;
+            }
+            if i < 10 {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
     }
 

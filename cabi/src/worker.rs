@@ -345,6 +345,7 @@ const DUPLICATE_GRACE: Duration = Duration::from_secs(2);
 
 impl Route {
     async fn new(endpoint: String) -> Result<Self> {
+        crate::client::check_endpoint(&endpoint)?;
         let configured = endpoint.clone();
         let (endpoint, host, relay) = match Relay::start(&endpoint).await? {
             Some(r) => (r.endpoint, Some(r.host), Some(r.relay)),
@@ -496,9 +497,18 @@ async fn blazen_controlplane_worker_run(worker: &BlazenControlPlaneWorker) -> Re
         return Err(rejected);
     }
     let handler = cell.handler.clone();
-    tokio::select! {
+    let result = tokio::select! {
         r = w.run(handler) => r.map_err(BlazenError::from),
         () = cell.stop.cancelled() => Ok(()),
+    };
+    match result {
+        // The worker reaches the control plane through the relay, which
+        // hides the cause: find it at the configured endpoint.
+        Err(e) if e.subkind.as_deref() == Some("ControlPlaneTransport") => {
+            let access = &cell.access;
+            Err(crate::client::unreachable(&access.configured, access.tls.clone()).await)
+        }
+        other => other,
     }
 }
 

@@ -122,14 +122,19 @@ static void backlog(BlazenControlPlaneClient *client, const char *ep, int runs, 
     }
     double wall = t_now() - t0;
 
-    int completed = 0;
+    int completed = 0, by_status[6] = {0};
     for (int i = 0; i < runs; i++) {
         BlazenRunStateSnapshot *s = NULL;
-        if (blazen_controlplane_client_describe_workflow_blocking(client, ids[i], &s, NULL) == 0 &&
-            blazen_run_state_snapshot_status(s) == BLAZEN_RUN_STATUS_COMPLETED)
-            completed++;
+        int st = 5;
+        if (blazen_controlplane_client_describe_workflow_blocking(client, ids[i], &s, NULL) == 0)
+            st = (int)blazen_run_state_snapshot_status(s);
+        if (st == BLAZEN_RUN_STATUS_COMPLETED) completed++;
+        by_status[st > 5 ? 5 : st]++;
         blazen_run_state_snapshot_free(s);
     }
+    if (completed != runs)
+        fprintf(stderr, "  %s: pending %d, running %d, completed %d, failed %d, cancelled %d, unknown %d\n", wf,
+                by_status[0], by_status[1], by_status[2], by_status[3], by_status[4], by_status[5]);
     int peak = 0, handled = 0, least = runs;
     char shares[128] = "";
     for (int i = 0; i < nworkers; i++) {

@@ -194,6 +194,28 @@ fn grpc_code_in(text: &str) -> Option<String> {
         .then(|| code.to_string())
 }
 
+/// The message of a tonic `Status` rendering (`code: '...', message:
+/// "...", source: ...`), unescaped; `None` when the text has none.
+fn status_message(text: &str) -> Option<String> {
+    let start = text.find("message: \"")? + "message: \"".len();
+    let mut out = String::new();
+    let mut chars = text[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => match chars.next()? {
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                'r' => out.push('\r'),
+                '0' => out.push('\0'),
+                other => out.push(other),
+            },
+            c => out.push(c),
+        }
+    }
+    None
+}
+
 impl From<WorkflowError> for BlazenError {
     fn from(e: WorkflowError) -> Self {
         BlazenError::from_workflow_text(e.to_string())
@@ -215,9 +237,14 @@ impl From<ControlPlaneError> for BlazenError {
             ControlPlaneError::Workflow(w) => {
                 return BlazenError::from_workflow_text(w.to_string())
             }
-            ControlPlaneError::Transport(t) => match grpc_code_in(t) {
-                Some(code) => subkind_for_code(&code),
-                None => "ControlPlaneTransport".to_string(),
+            ControlPlaneError::Transport(t) => match (grpc_code_in(t), status_message(t)) {
+                // A gRPC status: its code and the server's text, without
+                // tonic's rendering of the error source (a Rust debug dump).
+                (Some(code), Some(message)) => {
+                    return BlazenError::peer(subkind_for_code(&code), format!("{code}: {message}"))
+                }
+                (Some(code), None) => subkind_for_code(&code),
+                _ => "ControlPlaneTransport".to_string(),
             },
             _ => "ControlPlane".to_string(),
         };
@@ -255,6 +282,16 @@ mod tests {
             Some("NotFound")
         );
         assert_eq!(grpc_code_in("connect: transport error"), None);
+    }
+
+    #[test]
+    fn status_renderings_lose_their_debug_dump() {
+        let t = "code: 'Some requested entity was not found', message: \"no worker \\\"x\\\"\", source: Some(hyper::Error(Io, Custom { kind: BrokenPipe }))";
+        assert_eq!(status_message(t).as_deref(), Some("no worker \"x\""));
+        let e = BlazenError::from(ControlPlaneError::Transport(t.to_string()));
+        assert_eq!(e.subkind.as_deref(), Some("ControlPlaneNotFound"));
+        assert_eq!(e.message, "NotFound: no worker \"x\"");
+        assert_eq!(status_message("connect: transport error"), None);
     }
 
     #[test]
