@@ -17,7 +17,10 @@ use crate::worker::BlazenAssignmentContext;
 /// `blazen_error_from_json`) in `*out_err`; the library takes both.
 /// `on_cancel` and `on_drain` are notifications and may be NULL, as may
 /// `drop_user_data`, which is the table's last call: after the worker is
-/// freed and every `handle` still running has returned.
+/// freed and every `handle` still running has returned. An error stored in
+/// `*out_err` fails the run even when `handle` returns 0 (the error wins;
+/// anything in `*out_json` is freed), and its kind is recorded with the
+/// run (`blazen_run_state_snapshot_error_kind`).
 #[repr(C)]
 pub struct BlazenAssignmentHandlerVTable {
     pub user_data: *mut c_void,
@@ -65,6 +68,28 @@ pub struct BlazenContextHandlerVTable {
 /// calls come from the subscription's own library thread;
 /// `drop_user_data` is the last of them, once the stream has ended or the
 /// subscription has been cancelled and freed (never waited for by them).
+///
+/// Event types and their `data_json`:
+/// - `status.running` `{"node_id": str}`: routed to that worker.
+/// - `status.completed` `{"output": value}`: the run's output.
+/// - `status.failed` `{"error": str}`: the error text, which starts with
+///   the error's kind in brackets (`"[Timeout] ..."`) when this library
+///   recorded it; `blazen_run_state_snapshot_error` and
+///   `blazen_run_state_snapshot_error_kind` give the two parts.
+/// - `status.cancelled` `{}`.
+/// - `status.requeued` `{"node_id": str, "reason": "worker_lost"}`: the
+///   worker running the run left (process died, connection lost); the run
+///   is PENDING again and goes to the next worker that can take it
+///   (emitted by the library's embedded control plane).
+/// - `input.request` `{"request_id": str, "prompt": str, "metadata":
+///   value}`: from `blazen_assignment_context_request_input`; answer with
+///   `blazen_controlplane_client_respond_to_input`.
+/// - any other type: emitted by a handler with
+///   `blazen_assignment_context_emit_event`, data as it gave it.
+///
+/// A run that reached its `deadline_ms` while PENDING and is routed
+/// afterwards shows one more `status.running` + `status.failed` pair; its
+/// snapshot stays FAILED.
 #[repr(C)]
 pub struct BlazenRunEventSinkVTable {
     pub user_data: *mut c_void,
