@@ -432,15 +432,17 @@ async fn blazen_controlplane_worker_new(
     admission_param: u64,
     vtable: BlazenAssignmentHandlerVTable,
 ) -> Result<BlazenControlPlaneWorker> {
-    let route = Route::new(endpoint).await?;
-    let config = config(
-        route.endpoint.clone(),
+    // The other arguments are checked before the endpoint.
+    let mut config = config(
+        String::new(),
         node_id,
         capabilities_json,
         tags_json,
         admission_mode,
         admission_param,
     )?;
+    let route = Route::new(endpoint).await?;
+    config.endpoint = route.endpoint.clone();
     build(config, Arc::new(vtable), route)
 }
 
@@ -461,15 +463,17 @@ async fn blazen_controlplane_worker_new_with_mtls(
     ca_path: String,
     vtable: BlazenAssignmentHandlerVTable,
 ) -> Result<BlazenControlPlaneWorker> {
-    let mut route = Route::new(endpoint).await?;
-    let config = config(
-        route.endpoint.clone(),
+    // The other arguments are checked before the endpoint.
+    let mut config = config(
+        String::new(),
         node_id,
         capabilities_json,
         tags_json,
         admission_mode,
         admission_param,
     )?;
+    let mut route = Route::new(endpoint).await?;
+    config.endpoint = route.endpoint.clone();
     let config = route.mtls(
         config,
         cert_path.as_ref(),
