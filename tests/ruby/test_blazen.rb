@@ -518,6 +518,9 @@ class BlazenCabiTest < Minitest::Test
     Lib.blazen_controlplane_subscription_cancel(sub)
     Lib.blazen_controlplane_subscription_cancel(sub) # idempotent
     free_subscription(sub)
+    # drop_user_data comes last, on the subscription's own thread, once it
+    # has left any callback in progress (the teardown contract).
+    assert Lib.wait_until(TIMEOUT) { sink.drops >= 1 }, "the sink is dropped"
     assert_equal 1, sink.drops
     assert_equal 0, sink.closes, "a cancelled subscription gets no on_close"
     assert_equal 0, sink.errors
