@@ -24,6 +24,7 @@ pub mod records;
 mod relay;
 pub mod rt;
 pub mod server;
+mod service;
 pub mod subscription;
 pub mod worker;
 

@@ -6,6 +6,8 @@ use blazen_cabi_macros::{export, handle};
 use blazen_core::distributed::{AdmissionMode, RunEvent, RunStateSnapshot, RunStatus, WorkerInfo};
 use serde_json::{json, Value};
 
+use crate::rt::ErrorKind;
+
 /// A run's state at one moment. Caller-owned; free with
 /// `blazen_run_state_snapshot_free`.
 #[handle(
@@ -66,10 +68,38 @@ fn blazen_run_state_snapshot_output_json(snap: &BlazenRunStateSnapshot) -> Optio
     snap.0.output.as_ref().map(Value::to_string)
 }
 
-/// The run's error message, when it failed.
+/// The run's error message, when it failed (without the `[Kind] ` tag
+/// the library records in front of it; see
+/// `blazen_run_state_snapshot_error_kind`).
 #[export]
 fn blazen_run_state_snapshot_error(snap: &BlazenRunStateSnapshot) -> Option<String> {
-    snap.0.error.clone()
+    let text = snap.0.error.as_deref()?;
+    Some(ErrorKind::untag(text).1.to_string())
+}
+
+/// The kind of the error a failed run ended with, a `BLAZEN_ERROR_KIND_*`
+/// constant: the kind of the `BlazenError` its handler stored in
+/// `out_err`, `BLAZEN_ERROR_KIND_TIMEOUT` when its `deadline_ms` passed,
+/// `BLAZEN_ERROR_KIND_VALIDATION` for output that is not JSON,
+/// `BLAZEN_ERROR_KIND_WORKFLOW` for a handler that failed without an
+/// error or a failure the library cannot classify. 0 when the run has no
+/// error or `snap` is NULL. `snap` is borrowed.
+#[export]
+fn blazen_run_state_snapshot_error_kind(snap: &BlazenRunStateSnapshot) -> u32 {
+    snap.0
+        .error
+        .as_deref()
+        .map_or(0, |e| run_error_kind(e) as u32)
+}
+
+/// The kind of a failed run's recorded error text.
+pub(crate) fn run_error_kind(text: &str) -> ErrorKind {
+    match ErrorKind::untag(text) {
+        (Some(kind), _) => kind,
+        // The crate's worker reports its own deadline this way.
+        (None, "deadline exceeded") => ErrorKind::Timeout,
+        (None, _) => ErrorKind::Workflow,
+    }
 }
 
 /// One connected worker. Caller-owned; free with `blazen_worker_info_free`.

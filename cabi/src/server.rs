@@ -8,8 +8,7 @@ use std::time::Duration;
 use blazen_cabi_macros::{export, handle};
 use blazen_controlplane::pb::blazen_control_plane_server::BlazenControlPlaneServer as GrpcServer;
 use blazen_controlplane::server::{
-    admission::Admission, key_store, queue::AssignmentQueue, registry::WorkerRegistry,
-    ControlPlaneService, SharedState,
+    admission::Admission, key_store, queue::AssignmentQueue, registry::WorkerRegistry, SharedState,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -27,6 +26,13 @@ use crate::rt::{BlazenError, Result};
 /// How long a shutdown waits for requests and streams in progress before it
 /// closes every connection.
 const GRACE: Duration = Duration::from_secs(1);
+
+/// HTTP/2 PING interval and ack timeout (and TCP keepalive): a peer that
+/// vanishes without closing its connection (host down, network cut) is
+/// dropped within two of these, and a worker's runs are then re-queued.
+/// A worker process that dies is noticed at once (its kernel closes the
+/// connection).
+pub(crate) const KEEPALIVE: Duration = Duration::from_secs(10);
 
 /// Broadcast capacity of the event bus, as in `ControlPlaneServer::new`.
 const EVENT_BUS_CAPACITY: usize = 1024;
@@ -261,7 +267,10 @@ async fn start(bind_addr: &str, options: ServerOptions) -> Result<BlazenControlP
     let (events, _) = broadcast::channel(EVENT_BUS_CAPACITY);
     let shared = Arc::new(SharedState {
         registry: WorkerRegistry::new(),
-        queue: AssignmentQueue::with_events(events.clone()),
+        queue: AssignmentQueue::with_events_and_store(
+            events.clone(),
+            Arc::new(crate::service::Volatile),
+        ),
         admission: Admission::new(),
         node_id: format!("blazen-cabi-{addr}"),
         events,
@@ -271,7 +280,7 @@ async fn start(bind_addr: &str, options: ServerOptions) -> Result<BlazenControlP
     let auth = Auth {
         token: token.map(Arc::from),
     };
-    let service = GrpcServer::with_interceptor(ControlPlaneService::new(shared), auth);
+    let service = GrpcServer::with_interceptor(crate::service::Service::new(shared), auth);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let kill = CancellationToken::new();
     let killer = kill.clone();
@@ -291,7 +300,9 @@ async fn start(bind_addr: &str, options: ServerOptions) -> Result<BlazenControlP
     }
     let task = tokio::spawn(async move {
         let _ = builder
-            .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .http2_keepalive_interval(Some(KEEPALIVE))
+            .http2_keepalive_timeout(Some(KEEPALIVE))
+            .tcp_keepalive(Some(KEEPALIVE))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop_rx.await;

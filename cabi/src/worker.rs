@@ -12,13 +12,14 @@ use blazen_controlplane::worker::{
 };
 use blazen_controlplane::Client;
 use blazen_core::distributed::{AdmissionMode, OrchestratorClient, WorkerCapability};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::relay::Relay;
 use crate::rt::arg::{Capabilities, Json, Options, StringMap};
 use crate::rt::callbacks::{self, BlazenAssignmentHandlerVTable, BlazenContextHandlerVTable};
-use crate::rt::{BlazenError, Result};
+use crate::rt::{BlazenError, ErrorKind, Result};
 
 /// A worker and its handler. Caller-owned; free with
 /// `blazen_controlplane_worker_free`, which shuts it down first.
@@ -59,6 +60,7 @@ struct Cell {
     access: Access,
     handler: CHandler,
     stop: CancellationToken,
+    node_id: String,
 }
 
 impl Cell {
@@ -100,9 +102,34 @@ pub struct BlazenAssignmentContext {
 #[derive(Clone)]
 struct CHandler {
     vt: Arc<dyn callbacks::Handler>,
+    /// The runs whose `handle` call has started and not yet returned.
     in_flight: Arc<Mutex<HashMap<Uuid, CancellationToken>>>,
     /// The worker's stop signal: once set, no new callback starts.
     stop: CancellationToken,
+    /// `max_in_flight` permits for a Fixed worker: an assignment beyond
+    /// them waits here (still counted as assigned by the control plane)
+    /// until a `handle` call returns, whatever the server pushes.
+    permits: Option<Arc<Semaphore>>,
+}
+
+/// Forgets a run's `handle` call however it ends, including when the crate
+/// drops the call's future (its deadline or a cancellation).
+/// A call abandoned that way has its run's token cancelled, so a `handle`
+/// still running sees `blazen_assignment_context_is_cancelled`.
+struct Started {
+    in_flight: Arc<Mutex<HashMap<Uuid, CancellationToken>>>,
+    run_id: Uuid,
+    token: CancellationToken,
+    returned: bool,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        lock(&self.in_flight).remove(&self.run_id);
+        if !self.returned {
+            self.token.cancel();
+        }
+    }
 }
 
 impl CHandler {
@@ -122,16 +149,27 @@ impl CHandler {
         &self,
         f: impl FnOnce(&dyn callbacks::Handler) -> T + Send + 'static,
     ) -> std::result::Result<T, String> {
+        self.off_executor_holding((), f).await
+    }
+
+    /// As [`Self::off_executor`], keeping `held` (a permit) until the
+    /// callback has returned, even if the awaiting future is dropped.
+    async fn off_executor_holding<T: Send + 'static, H: Send + 'static>(
+        &self,
+        held: H,
+        f: impl FnOnce(&dyn callbacks::Handler) -> T + Send + 'static,
+    ) -> std::result::Result<T, String> {
         let vt = self.vt.clone();
         let stop = self.stop.clone();
         tokio::task::spawn_blocking(move || {
+            let _held = held;
             if stop.is_cancelled() {
-                return Err("the worker was shut down".to_string());
+                return Err(ErrorKind::Cancelled.tag("the worker was shut down"));
             }
             Ok(f(&*vt))
         })
         .await
-        .map_err(|e| format!("the handler callback panicked: {e}"))?
+        .map_err(|e| ErrorKind::Internal.tag(&format!("the handler callback panicked: {e}")))?
     }
 }
 
@@ -143,13 +181,28 @@ impl AssignmentHandler for CHandler {
         ctx: AssignmentContext,
     ) -> std::result::Result<serde_json::Value, AssignmentFailure> {
         let run_id = a.run_id;
-        lock(&self.in_flight).insert(run_id, ctx.cancellation_token().clone());
+        // Waits for a free slot (a cancelled run stops waiting: the crate
+        // drops this future).
+        let permit = match &self.permits {
+            Some(p) => Some(p.clone().acquire_owned().await.map_err(|_| {
+                AssignmentFailure::new(ErrorKind::Cancelled.tag("the worker was shut down"))
+            })?),
+            None => None,
+        };
+        let token = ctx.cancellation_token().clone();
+        lock(&self.in_flight).insert(run_id, token.clone());
+        let mut started = Started {
+            in_flight: self.in_flight.clone(),
+            run_id,
+            token,
+            returned: false,
+        };
         let mut ctx = BlazenAssignmentContext {
             inner: Arc::new(ctx),
             attempt: a.attempt,
         };
         let result = self
-            .off_executor(move |vt| {
+            .off_executor_holding(permit, move |vt| {
                 vt.handle(
                     &mut ctx,
                     &run_id.to_string(),
@@ -159,7 +212,7 @@ impl AssignmentHandler for CHandler {
             })
             .await
             .and_then(|r| r);
-        lock(&self.in_flight).remove(&run_id);
+        started.returned = true;
         result.map_err(AssignmentFailure::new)
     }
 
@@ -191,6 +244,22 @@ pub(crate) fn admission(mode: u32, param: u64) -> Result<AdmissionMode> {
     }
 }
 
+/// A capability kind must be `workflow:NAME`: the control plane routes a
+/// run of workflow `NAME` only to that kind, so any other kind would be
+/// accepted and never match.
+fn check_kind(kind: &str, param: &str) -> Result<()> {
+    match kind.strip_prefix("workflow:") {
+        Some(name) if !name.is_empty() => Ok(()),
+        _ => Err(BlazenError::invalid(
+            param,
+            format!(
+                "capability kind {kind:?} is not `workflow:NAME` (runs of workflow NAME \
+                 are routed to capability `workflow:NAME`)"
+            ),
+        )),
+    }
+}
+
 /// The configuration shared by every `worker_new_*`.
 fn config(
     endpoint: String,
@@ -203,6 +272,7 @@ fn config(
     let mut config = WorkerConfig::new(endpoint, node_id)
         .with_admission(admission(admission_mode, admission_param)?);
     for (kind, version) in capabilities.0 {
+        check_kind(&kind, "capabilities_json")?;
         config = config.with_capability(WorkerCapability { kind, version });
     }
     for (k, v) in tags.0 {
@@ -224,6 +294,8 @@ struct Route {
 #[derive(Clone, Default)]
 struct Access {
     endpoint: String,
+    /// The endpoint as the host gave it (the relay's replaces it above).
+    configured: String,
     tls: Option<tonic::transport::ClientTlsConfig>,
     token: Option<String>,
 }
@@ -231,24 +303,57 @@ struct Access {
 impl Access {
     /// One call with the worker's credentials before it starts: a rejected
     /// token fails `run` at once (the crate would otherwise retry it under
-    /// the retry policy, forever by default). An unreachable server is left
-    /// to the retry policy.
-    async fn rejected(&self) -> Option<BlazenError> {
+    /// the retry policy, forever by default), and so does a node id another
+    /// worker is connected with (the control plane refuses the session with
+    /// ALREADY_EXISTS, which the crate would also retry). A node id still
+    /// listed is checked again for up to [`DUPLICATE_GRACE`], so a worker
+    /// restarted under the same id gets in once its predecessor's session
+    /// has ended. An unreachable server is left to the retry policy.
+    async fn rejected(&self, node_id: &str) -> Option<BlazenError> {
         let probe = Client::connect(self.endpoint.clone(), self.tls.clone(), self.token.clone());
         let client = probe.await.ok()?;
-        let e = BlazenError::from(client.list_workers().await.err()?);
-        (e.subkind.as_deref() == Some("ControlPlaneUnauthenticated")).then_some(e)
+        let deadline = tokio::time::Instant::now() + DUPLICATE_GRACE;
+        loop {
+            let workers = match client.list_workers().await {
+                Ok(w) => w,
+                Err(e) => {
+                    let e = BlazenError::from(e);
+                    return (e.subkind.as_deref() == Some("ControlPlaneUnauthenticated"))
+                        .then_some(e);
+                }
+            };
+            if !workers.iter().any(|w| w.node_id == node_id) {
+                return None;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Some(BlazenError::peer(
+                    "ControlPlaneAlreadyExists",
+                    format!(
+                        "node id `{node_id}` is already connected to the control plane at {}; \
+                         each worker needs a node id of its own",
+                        self.configured
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
+/// How long `run` waits for a worker with the same node id to leave.
+const DUPLICATE_GRACE: Duration = Duration::from_secs(2);
+
 impl Route {
     async fn new(endpoint: String) -> Result<Self> {
+        crate::client::check_endpoint(&endpoint)?;
+        let configured = endpoint.clone();
         let (endpoint, host, relay) = match Relay::start(&endpoint).await? {
             Some(r) => (r.endpoint, Some(r.host), Some(r.relay)),
             None => (endpoint, None, None),
         };
         let access = Access {
             endpoint: endpoint.clone(),
+            configured,
             ..Access::default()
         };
         Ok(Route {
@@ -283,6 +388,13 @@ fn build(
     vt: Arc<dyn callbacks::Handler>,
     route: Route,
 ) -> Result<BlazenControlPlaneWorker> {
+    let permits = match config.admission {
+        AdmissionMode::Fixed { max_in_flight } => {
+            Some(Arc::new(Semaphore::new(max_in_flight.max(1) as usize)))
+        }
+        _ => None,
+    };
+    let node_id = config.node_id.clone();
     let worker = Worker::connect(config)?;
     let stop = CancellationToken::new();
     Ok(BlazenControlPlaneWorker {
@@ -294,8 +406,10 @@ fn build(
                 vt,
                 in_flight: Arc::default(),
                 stop: stop.clone(),
+                permits,
             },
             stop,
+            node_id,
         }),
         owned: true,
     })
@@ -318,15 +432,17 @@ async fn blazen_controlplane_worker_new(
     admission_param: u64,
     vtable: BlazenAssignmentHandlerVTable,
 ) -> Result<BlazenControlPlaneWorker> {
-    let route = Route::new(endpoint).await?;
-    let config = config(
-        route.endpoint.clone(),
+    // The other arguments are checked before the endpoint.
+    let mut config = config(
+        String::new(),
         node_id,
         capabilities_json,
         tags_json,
         admission_mode,
         admission_param,
     )?;
+    let route = Route::new(endpoint).await?;
+    config.endpoint = route.endpoint.clone();
     build(config, Arc::new(vtable), route)
 }
 
@@ -347,15 +463,17 @@ async fn blazen_controlplane_worker_new_with_mtls(
     ca_path: String,
     vtable: BlazenAssignmentHandlerVTable,
 ) -> Result<BlazenControlPlaneWorker> {
-    let mut route = Route::new(endpoint).await?;
-    let config = config(
-        route.endpoint.clone(),
+    // The other arguments are checked before the endpoint.
+    let mut config = config(
+        String::new(),
         node_id,
         capabilities_json,
         tags_json,
         admission_mode,
         admission_param,
     )?;
+    let mut route = Route::new(endpoint).await?;
+    config.endpoint = route.endpoint.clone();
     let config = route.mtls(
         config,
         cert_path.as_ref(),
@@ -379,13 +497,22 @@ async fn blazen_controlplane_worker_run(worker: &BlazenControlPlaneWorker) -> Re
     // Ends the session however the run ends, including when its future
     // is cancelled or freed.
     let _session = SessionGuard(cell.clone());
-    if let Some(rejected) = cell.access.rejected().await {
+    if let Some(rejected) = cell.access.rejected(&cell.node_id).await {
         return Err(rejected);
     }
     let handler = cell.handler.clone();
-    tokio::select! {
+    let result = tokio::select! {
         r = w.run(handler) => r.map_err(BlazenError::from),
         () = cell.stop.cancelled() => Ok(()),
+    };
+    match result {
+        // The worker reaches the control plane through the relay, which
+        // hides the cause: find it at the configured endpoint.
+        Err(e) if e.subkind.as_deref() == Some("ControlPlaneTransport") => {
+            let access = &cell.access;
+            Err(crate::client::unreachable(&access.configured, access.tls.clone()).await)
+        }
+        other => other,
     }
 }
 
@@ -468,6 +595,7 @@ fn options_config(route: &mut Route, node_id: String, o: WorkerOptions) -> Resul
     };
     let mut config = WorkerConfig::new(route.endpoint.clone(), node_id).with_admission(admission);
     for c in o.capabilities {
+        check_kind(&c.kind, "options_json")?;
         config = config.with_capability(WorkerCapability {
             kind: c.kind,
             version: c.version,

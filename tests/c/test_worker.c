@@ -185,7 +185,7 @@ static void test_new_failures_release_user_data(void) {
     } while (0)
     NEW_FAILS(blazen_controlplane_worker_new_blocking("not a uri", "n", caps, NULL, 0, 1,
                                                       handler_vtable(&st), &w, &err),
-              BLAZEN_ERROR_KIND_PEER, NULL, 1);
+              BLAZEN_ERROR_KIND_VALIDATION, "endpoint", 1);
     NEW_FAILS(blazen_controlplane_worker_new_blocking(endpoint, "n", "[{\"kind\":3}]", NULL, 0, 1,
                                                       handler_vtable(&st), &w, &err),
               BLAZEN_ERROR_KIND_VALIDATION, "capabilities_json", 2);

@@ -7,7 +7,7 @@ use std::ffi::{c_char, c_void, CString};
 use serde_json::Value;
 
 use super::strings::take_string;
-use super::BlazenError;
+use super::{BlazenError, ErrorKind};
 use crate::worker::BlazenAssignmentContext;
 
 /// The assignment handler a worker calls. `handle` gets borrowed `run_id`,
@@ -17,7 +17,10 @@ use crate::worker::BlazenAssignmentContext;
 /// `blazen_error_from_json`) in `*out_err`; the library takes both.
 /// `on_cancel` and `on_drain` are notifications and may be NULL, as may
 /// `drop_user_data`, which is the table's last call: after the worker is
-/// freed and every `handle` still running has returned.
+/// freed and every `handle` still running has returned. An error stored in
+/// `*out_err` fails the run even when `handle` returns 0 (the error wins;
+/// anything in `*out_json` is freed), and its kind is recorded with the
+/// run (`blazen_run_state_snapshot_error_kind`).
 #[repr(C)]
 pub struct BlazenAssignmentHandlerVTable {
     pub user_data: *mut c_void,
@@ -65,6 +68,28 @@ pub struct BlazenContextHandlerVTable {
 /// calls come from the subscription's own library thread;
 /// `drop_user_data` is the last of them, once the stream has ended or the
 /// subscription has been cancelled and freed (never waited for by them).
+///
+/// Event types and their `data_json`:
+/// - `status.running` `{"node_id": str}`: routed to that worker.
+/// - `status.completed` `{"output": value}`: the run's output.
+/// - `status.failed` `{"error": str}`: the error text, which starts with
+///   the error's kind in brackets (`"[Timeout] ..."`) when this library
+///   recorded it; `blazen_run_state_snapshot_error` and
+///   `blazen_run_state_snapshot_error_kind` give the two parts.
+/// - `status.cancelled` `{}`.
+/// - `status.requeued` `{"node_id": str, "reason": "worker_lost"}`: the
+///   worker running the run left (process died, connection lost); the run
+///   is PENDING again and goes to the next worker that can take it
+///   (emitted by the library's embedded control plane).
+/// - `input.request` `{"request_id": str, "prompt": str, "metadata":
+///   value}`: from `blazen_assignment_context_request_input`; answer with
+///   `blazen_controlplane_client_respond_to_input`.
+/// - any other type: emitted by a handler with
+///   `blazen_assignment_context_emit_event`, data as it gave it.
+///
+/// A run that reached its `deadline_ms` while PENDING and is routed
+/// afterwards shows one more `status.running` + `status.failed` pair; its
+/// snapshot stays FAILED.
 #[repr(C)]
 pub struct BlazenRunEventSinkVTable {
     pub user_data: *mut c_void,
@@ -156,38 +181,48 @@ impl Call {
             run_id: cstr(run_id),
             workflow_name: cstr(workflow_name),
             input: CString::new(input_json.to_vec())
-                .map_err(|_| "assignment input contains a NUL byte".to_string())?,
+                .map_err(|_| ErrorKind::Validation.tag("assignment input contains a NUL byte"))?,
             out: std::ptr::null_mut(),
             err: std::ptr::null_mut(),
         })
     }
 
     /// Turns the handler's status and out-slots into the run's result,
-    /// taking ownership of what it stored.
+    /// taking ownership of what it stored (both slots are freed whatever
+    /// the status). A failure is the run's error text, tagged with its
+    /// kind (see [`ErrorKind::tag`]). An error in `out_err` fails the run
+    /// even when the status is 0: the error wins and the output is dropped.
     fn finish(self, rc: i32) -> Result<Value, String> {
         // SAFETY: the contract: `out` is NULL or made by blazen_string_alloc.
         let out = unsafe { take_string(self.out) };
         // SAFETY: `err` is NULL or a BlazenError made by this library.
         let err = (!self.err.is_null()).then(|| *unsafe { Box::from_raw(self.err) });
-        if rc != 0 {
-            return Err(match err {
-                Some(e) => e.message,
-                None => format!("the handler failed with status {rc} and gave no error"),
-            });
+        if let Some(e) = err {
+            return Err(e.kind.tag(&e.message));
         }
+        if rc != 0 {
+            return Err(ErrorKind::Workflow.tag(&format!(
+                "the handler failed with status {rc} and gave no error"
+            )));
+        }
+        let invalid = |why: String| ErrorKind::Validation.tag(&why);
         match out {
             None => Ok(Value::Null),
             Some(bytes) => {
-                let text = String::from_utf8(bytes)
-                    .map_err(|_| "the handler returned output that is not UTF-8".to_string())?;
-                serde_json::from_str(&text)
-                    .map_err(|e| format!("the handler returned output that is not JSON ({e})"))
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    invalid("the handler returned output that is not UTF-8".to_string())
+                })?;
+                serde_json::from_str(&text).map_err(|e| {
+                    invalid(format!(
+                        "the handler returned output that is not JSON ({e})"
+                    ))
+                })
             }
         }
     }
 }
 
-const NO_HANDLE: &str = "the handler vtable has no `handle` function";
+const NO_HANDLE: &str = "[Validation] the handler vtable has no `handle` function";
 
 macro_rules! notifications {
     () => {

@@ -59,6 +59,33 @@ impl ErrorKind {
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.iter().find(|(_, n)| *n == name).map(|(k, _)| *k)
     }
+
+    /// The kind's name, as `blazen_error_from_json` spells it.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(k, _)| *k == self)
+            .map_or("Internal", |(_, n)| n)
+    }
+
+    /// A failed run's error text as the library records it: the kind in
+    /// brackets, then the message (`[Timeout] ...`).
+    pub fn tag(self, message: &str) -> String {
+        format!("[{}] {message}", self.name())
+    }
+
+    /// Splits a run's recorded error text into its kind and message; text
+    /// without a known `[Kind] ` tag has no kind.
+    pub fn untag(text: &str) -> (Option<Self>, &str) {
+        let tagged = text.strip_prefix('[').and_then(|rest| {
+            let (name, message) = rest.split_once("] ")?;
+            Some((Self::from_name(name)?, message))
+        });
+        match tagged {
+            Some((kind, message)) => (Some(kind), message),
+            None => (None, text),
+        }
+    }
 }
 
 /// The library's error value. Fields that do not apply to a kind stay empty.
@@ -167,6 +194,28 @@ fn grpc_code_in(text: &str) -> Option<String> {
         .then(|| code.to_string())
 }
 
+/// The message of a tonic `Status` rendering (`code: '...', message:
+/// "...", source: ...`), unescaped; `None` when the text has none.
+fn status_message(text: &str) -> Option<String> {
+    let start = text.find("message: \"")? + "message: \"".len();
+    let mut out = String::new();
+    let mut chars = text[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => match chars.next()? {
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                'r' => out.push('\r'),
+                '0' => out.push('\0'),
+                other => out.push(other),
+            },
+            c => out.push(c),
+        }
+    }
+    None
+}
+
 impl From<WorkflowError> for BlazenError {
     fn from(e: WorkflowError) -> Self {
         BlazenError::from_workflow_text(e.to_string())
@@ -188,9 +237,14 @@ impl From<ControlPlaneError> for BlazenError {
             ControlPlaneError::Workflow(w) => {
                 return BlazenError::from_workflow_text(w.to_string())
             }
-            ControlPlaneError::Transport(t) => match grpc_code_in(t) {
-                Some(code) => subkind_for_code(&code),
-                None => "ControlPlaneTransport".to_string(),
+            ControlPlaneError::Transport(t) => match (grpc_code_in(t), status_message(t)) {
+                // A gRPC status: its code and the server's text, without
+                // tonic's rendering of the error source (a Rust debug dump).
+                (Some(code), Some(message)) => {
+                    return BlazenError::peer(subkind_for_code(&code), format!("{code}: {message}"))
+                }
+                (Some(code), None) => subkind_for_code(&code),
+                _ => "ControlPlaneTransport".to_string(),
             },
             _ => "ControlPlane".to_string(),
         };
@@ -228,6 +282,28 @@ mod tests {
             Some("NotFound")
         );
         assert_eq!(grpc_code_in("connect: transport error"), None);
+    }
+
+    #[test]
+    fn status_renderings_lose_their_debug_dump() {
+        let t = "code: 'Some requested entity was not found', message: \"no worker \\\"x\\\"\", source: Some(hyper::Error(Io, Custom { kind: BrokenPipe }))";
+        assert_eq!(status_message(t).as_deref(), Some("no worker \"x\""));
+        let e = BlazenError::from(ControlPlaneError::Transport(t.to_string()));
+        assert_eq!(e.subkind.as_deref(), Some("ControlPlaneNotFound"));
+        assert_eq!(e.message, "NotFound: no worker \"x\"");
+        assert_eq!(status_message("connect: transport error"), None);
+    }
+
+    #[test]
+    fn run_errors_carry_their_kind() {
+        let text = ErrorKind::Timeout.tag("too slow");
+        assert_eq!(text, "[Timeout] too slow");
+        assert_eq!(
+            ErrorKind::untag(&text),
+            (Some(ErrorKind::Timeout), "too slow")
+        );
+        assert_eq!(ErrorKind::untag("[Nope] x"), (None, "[Nope] x"));
+        assert_eq!(ErrorKind::untag("plain"), (None, "plain"));
     }
 
     #[test]

@@ -1,0 +1,225 @@
+/* Lost workers: the control plane and worker A run in child processes (both
+ * forked before the library starts here). A takes three runs and is killed
+ * with SIGKILL while their handlers run; each run must be re-queued with a
+ * `status.requeued` event {"node_id": "lost-a", "reason": "worker_lost"}
+ * and then completed by worker B, already connected in this process. A
+ * second worker under B's node id is refused with a clear error. Prints
+ * the time from the kill to the last re-queue event. */
+#include "harness.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/wait.h>
+
+enum { RUNS = 3 };
+
+static atomic_int requeued, bad_requeue_data, completed;
+static double requeued_at;
+
+static void on_event(void *ud, const char *run_id, const char *type, const char *data, uint64_t ts) {
+    (void)ud;
+    (void)run_id;
+    (void)ts;
+    if (strcmp(type, "status.completed") == 0) atomic_fetch_add(&completed, 1);
+    if (strcmp(type, "status.requeued") != 0) return;
+    if (!strstr(data, "\"node_id\":\"lost-a\"") || !strstr(data, "\"reason\":\"worker_lost\"")) {
+        fprintf(stderr, "  unexpected status.requeued data: %s\n", data);
+        atomic_fetch_add(&bad_requeue_data, 1);
+    }
+    if (atomic_fetch_add(&requeued, 1) + 1 == RUNS) requeued_at = t_now();
+}
+
+static atomic_int drops;
+static void drop_ud(void *ud) {
+    (void)ud;
+    atomic_fetch_add(&drops, 1);
+}
+
+static int32_t echo(void *ud, const char *run_id, const char *wf, const char *input, char **out_json,
+                    BlazenError **out_err) {
+    (void)ud;
+    (void)run_id;
+    (void)wf;
+    (void)out_err;
+    *out_json = blazen_string_alloc(input);
+    return 0;
+}
+
+/* Worker A's handler: reports that it started, then never returns. */
+static int started_fd = -1;
+static int32_t stuck(void *ud, const char *run_id, const char *wf, const char *input, char **out_json,
+                     BlazenError **out_err) {
+    (void)ud;
+    (void)run_id;
+    (void)wf;
+    (void)input;
+    (void)out_json;
+    (void)out_err;
+    char b = 1;
+    if (write(started_fd, &b, 1) != 1) _exit(3);
+    for (;;) t_sleep_ms(1000);
+    return 0;
+}
+
+/* The control plane child, until the parent closes `done`. */
+static void serve(int port_pipe, int done_pipe) {
+    BlazenControlPlaneServer *server = NULL;
+    if (blazen_controlplane_server_start_blocking("127.0.0.1:0", &server, NULL) != 0) _exit(1);
+    uint16_t port = blazen_controlplane_server_port(server);
+    if (write(port_pipe, &port, sizeof port) != sizeof port) _exit(1);
+    char b;
+    while (read(done_pipe, &b, 1) > 0) {
+    }
+    blazen_controlplane_server_free(server);
+    _exit(0);
+}
+
+/* Worker A's child: waits for the port, then serves until killed. */
+static void worker_a(int port_pipe) {
+    uint16_t port = 0;
+    if (read(port_pipe, &port, sizeof port) != sizeof port) _exit(1);
+    char ep[64];
+    snprintf(ep, sizeof ep, "http://127.0.0.1:%u", port);
+    BlazenAssignmentHandlerVTable vt = {NULL, NULL, stuck, NULL, NULL};
+    BlazenControlPlaneWorker *w = NULL;
+    if (blazen_controlplane_worker_new_blocking(ep, "lost-a", "[{\"kind\":\"workflow:slow\",\"version\":0}]", NULL, 0, 4,
+                                                vt, &w, NULL) != 0)
+        _exit(1);
+    blazen_controlplane_worker_run_blocking(w, NULL);
+    _exit(0);
+}
+
+static int listed(BlazenControlPlaneClient *c, const char *node) {
+    BlazenWorkerInfoList *l = NULL;
+    int found = 0;
+    if (blazen_controlplane_client_list_workers_blocking(c, &l, NULL) == 0)
+        for (size_t i = 0; i < blazen_worker_info_list_count(l); i++) {
+            BlazenWorkerInfo *info = blazen_worker_info_list_get(l, i);
+            if (t_str_eq(blazen_worker_info_node_id(info), node)) found++;
+            blazen_worker_info_free(info);
+        }
+    blazen_worker_info_list_free(l);
+    return found;
+}
+
+static int wait_listed(BlazenControlPlaneClient *c, const char *node, int want) {
+    for (int i = 0; i < 3000; i++) {
+        if (listed(c, node) == want) return 1;
+        t_sleep_ms(10);
+    }
+    return 0;
+}
+
+int main(void) {
+    alarm(300);
+    int port_pipe[2], done_pipe[2], a_pipe[2], started_pipe[2];
+    if (pipe(port_pipe) || pipe(done_pipe) || pipe(a_pipe) || pipe(started_pipe)) return 1;
+    pid_t server = fork();
+    if (server == 0) {
+        close(port_pipe[0]);
+        close(done_pipe[1]);
+        serve(port_pipe[1], done_pipe[0]);
+    }
+    close(port_pipe[1]);
+    close(done_pipe[0]);
+    pid_t a = fork();
+    if (a == 0) {
+        close(a_pipe[1]);
+        close(started_pipe[0]);
+        close(done_pipe[1]);
+        started_fd = started_pipe[1];
+        worker_a(a_pipe[0]);
+    }
+    close(a_pipe[0]);
+    close(started_pipe[1]);
+    uint16_t port = 0;
+    if (read(port_pipe[0], &port, sizeof port) != sizeof port) return 1;
+    char ep[64];
+    snprintf(ep, sizeof ep, "http://127.0.0.1:%u", port);
+
+    BlazenControlPlaneClient *client = NULL;
+    CHECK(blazen_controlplane_client_connect_blocking(ep, &client, NULL) == 0, "connect");
+    BlazenRunEventSinkVTable sink = {NULL, NULL, on_event, NULL, NULL};
+    BlazenControlPlaneSubscription *watcher = NULL;
+    CHECK(blazen_controlplane_client_subscribe_all(client, NULL, sink, &watcher, NULL) == 0, "watcher");
+
+    /* Worker A (its own process) takes three runs and hangs in them. */
+    CHECK(write(a_pipe[1], &port, sizeof port) == sizeof port, "port sent to worker A");
+    CHECK(wait_listed(client, "lost-a", 1), "worker A listed");
+    char ids[RUNS][37];
+    for (int i = 0; i < RUNS; i++) {
+        BlazenRunStateSnapshot *s = NULL;
+        CHECK(blazen_controlplane_client_submit_workflow_blocking(client, "slow", "{}", NULL, false, &s, NULL) == 0,
+              "submit %d", i);
+        char *id = blazen_run_state_snapshot_run_id(s);
+        snprintf(ids[i], sizeof ids[i], "%s", id ? id : "");
+        blazen_string_free(id);
+        blazen_run_state_snapshot_free(s);
+    }
+    int started = 0;
+    char b;
+    while (started < RUNS && read(started_pipe[0], &b, 1) == 1) started++;
+    CHECK(started == RUNS, "worker A started %d handlers", started);
+
+    /* Worker B connects with nothing queued, so it gets nothing yet. */
+    BlazenAssignmentHandlerVTable vt = {NULL, drop_ud, echo, NULL, NULL};
+    BlazenControlPlaneWorker *wb = NULL;
+    CHECK(blazen_controlplane_worker_new_blocking(ep, "lost-b", "[{\"kind\":\"workflow:slow\",\"version\":0}]", NULL, 0,
+                                                  4, vt, &wb, NULL) == 0,
+          "worker B");
+    BlazenFuture *running_b = blazen_controlplane_worker_run(wb);
+    CHECK(wait_listed(client, "lost-b", 1), "worker B listed");
+    CHECK(atomic_load(&completed) == 0, "nothing completed before the kill");
+
+    double killed_at = t_now();
+    kill(a, SIGKILL);
+    waitpid(a, NULL, 0);
+    CHECK(t_wait_until(&requeued, RUNS, 60000), "%d of %d runs re-queued with an event", atomic_load(&requeued), RUNS);
+    CHECK(atomic_load(&bad_requeue_data) == 0, "every status.requeued names the node and the reason");
+    CHECK(wait_listed(client, "lost-a", 0), "worker A no longer listed");
+    CHECK(t_wait_until(&completed, RUNS, 60000), "%d of %d re-queued runs completed", atomic_load(&completed), RUNS);
+    int on_b = 0;
+    for (int i = 0; i < RUNS; i++) {
+        BlazenRunStateSnapshot *s = NULL;
+        if (blazen_controlplane_client_describe_workflow_blocking(client, ids[i], &s, NULL) == 0 &&
+            blazen_run_state_snapshot_status(s) == BLAZEN_RUN_STATUS_COMPLETED &&
+            t_str_eq(blazen_run_state_snapshot_assigned_to(s), "lost-b"))
+            on_b++;
+        blazen_run_state_snapshot_free(s);
+    }
+    CHECK(on_b == RUNS, "%d of %d runs COMPLETED on worker B", on_b, RUNS);
+    printf("lost worker: %d runs re-queued %.0f ms after kill -9 (status.requeued), completed by another worker\n",
+           RUNS, (requeued_at - killed_at) * 1000.0);
+
+    /* A second worker under B's node id is refused, and B stays. */
+    BlazenAssignmentHandlerVTable vt2 = {NULL, drop_ud, echo, NULL, NULL};
+    BlazenControlPlaneWorker *dup = NULL;
+    CHECK(blazen_controlplane_worker_new_blocking(ep, "lost-b", "[{\"kind\":\"workflow:slow\",\"version\":0}]", NULL, 0,
+                                                  4, vt2, &dup, NULL) == 0,
+          "duplicate worker created");
+    BlazenError *err = NULL;
+    CHECK(blazen_controlplane_worker_run_blocking(dup, &err) == -1, "duplicate node id refused");
+    CHECK(err && blazen_error_kind(err) == BLAZEN_ERROR_KIND_PEER &&
+              t_str_eq(blazen_error_subkind(err), "ControlPlaneAlreadyExists"),
+          "refusal is PEER / ControlPlaneAlreadyExists");
+    char *msg = err ? blazen_error_message(err) : NULL;
+    CHECK(msg && strstr(msg, "lost-b") && strstr(msg, ep), "message names node id and endpoint: %s", msg ? msg : "");
+    blazen_string_free(msg);
+    blazen_error_free(err);
+    blazen_controlplane_worker_free(dup);
+    CHECK(listed(client, "lost-b") == 1, "worker B still listed once");
+
+    blazen_controlplane_worker_shutdown(wb);
+    blazen_future_wait(running_b);
+    blazen_future_free(running_b);
+    blazen_controlplane_worker_free(wb);
+    CHECK(t_settled(&drops, 2), "both workers' user_data dropped once");
+    blazen_controlplane_subscription_free(watcher);
+    blazen_controlplane_client_free(client);
+    close(done_pipe[1]);
+    int status = 0;
+    waitpid(server, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "server process exited cleanly");
+    return t_finish();
+}
