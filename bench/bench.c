@@ -8,7 +8,7 @@
  *   bench_c describe_rate ENDPOINT RUN_IDS_FILE CALLS IN_FLIGHT CONNECTIONS
  *   bench_c sink ENDPOINT EVENTS
  *   bench_c emit ENDPOINT WORKERS SLOTS
- *   bench_c scale FUTURES
+ *   bench_c scale FUTURES [CONNECTIONS]
  *
  * CONNECTIONS is the client's `connections` option. `sink` and `emit` talk
  * to the bench over stdin/stdout (see each mode).
@@ -314,7 +314,7 @@ static int open_fds(void) {
     return n - 3;
 }
 
-static void scale(int n) {
+static void scale(int n, int connections) {
     struct rlimit lim;
     getrlimit(RLIMIT_NOFILE, &lim);
     lim.rlim_cur = 1024;
@@ -328,7 +328,7 @@ static void scale(int n) {
         die("listen", NULL);
     char ep[64];
     snprintf(ep, sizeof ep, "http://127.0.0.1:%d", ntohs(a.sin_port));
-    BlazenControlPlaneClient *c = connect_to(ep);
+    BlazenControlPlaneClient *c = connections > 0 ? connect_n(ep, connections) : connect_to(ep);
     /* warm the runtime's threads and allocator before measuring */
     BlazenFuture *warm = blazen_controlplane_client_list_workers(c);
     usleep(100000);
@@ -361,7 +361,7 @@ int main(int argc, char **argv) {
         rate(argv[2], ids, n_ids, atoi(argv[4]), atoi(argv[5]), atoi(argv[6]));
     } else if (argc >= 4 && strcmp(argv[1], "sink") == 0) sink(argv[2], atoi(argv[3]));
     else if (argc >= 5 && strcmp(argv[1], "emit") == 0) emit(argv[2], atoi(argv[3]), atoi(argv[4]));
-    else if (argc >= 3 && strcmp(argv[1], "scale") == 0) scale(atoi(argv[2]));
+    else if (argc >= 3 && strcmp(argv[1], "scale") == 0) scale(atoi(argv[2]), argc >= 4 ? atoi(argv[3]) : 0);
     else {
         fprintf(stderr, "usage: see the comment at the top of bench/bench.c\n");
         return 2;

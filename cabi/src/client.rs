@@ -150,38 +150,45 @@ impl BlazenControlPlaneClient {
     }
 
     /// Runs one RPC on the least-loaded connection.
-    async fn rpc<T, E, F>(&self, call: impl FnOnce(Client) -> F) -> Result<T>
+    fn rpc<'a, T: 'a, E: 'a, F: 'a>(
+        &'a self,
+        call: impl FnOnce(Client) -> F + 'a,
+    ) -> impl Future<Output = Result<T>> + 'a
     where
         F: Future<Output = std::result::Result<T, E>> + Send,
         E: Into<BlazenError>,
     {
-        Self::rpc_on(self.least_loaded(), call).await
+        rpc_on(self.least_loaded(), call)
     }
 
     /// Runs one RPC about `run_id` on that run's connection.
-    async fn rpc_for<T, E, F>(&self, run_id: Uuid, call: impl FnOnce(Client) -> F) -> Result<T>
+    fn rpc_for<'a, T: 'a, E: 'a, F: 'a>(
+        &'a self,
+        run_id: Uuid,
+        call: impl FnOnce(Client) -> F + 'a,
+    ) -> impl Future<Output = Result<T>> + 'a
     where
         F: Future<Output = std::result::Result<T, E>> + Send,
         E: Into<BlazenError>,
     {
-        Self::rpc_on(&self.pool.conns[self.index_for_run(run_id)], call).await
+        rpc_on(&self.pool.conns[self.index_for_run(run_id)], call)
     }
+}
 
-    /// Runs one RPC on `conn` in FIFO order. A call waiting for its turn
-    /// holds only its arguments; the RPC's own (large) future is allocated
-    /// when the turn comes, so thousands of pending calls stay cheap.
-    async fn rpc_on<T, E, F>(conn: &Conn, call: impl FnOnce(Client) -> F) -> Result<T>
-    where
-        F: Future<Output = std::result::Result<T, E>> + Send,
-        E: Into<BlazenError>,
-    {
-        conn.load.fetch_add(1, Ordering::Relaxed);
-        let _load = Load(&conn.load);
-        let _turn = conn.turn.acquire().await;
-        Box::pin(call(conn.client.clone()))
-            .await
-            .map_err(Into::into)
-    }
+/// Runs one RPC on `conn` in FIFO order. A call waiting for its turn holds
+/// only its arguments; the RPC's own (large) future is allocated when the
+/// turn comes, so thousands of pending calls stay cheap.
+async fn rpc_on<T, E, F>(conn: &Conn, call: impl FnOnce(Client) -> F) -> Result<T>
+where
+    F: Future<Output = std::result::Result<T, E>> + Send,
+    E: Into<BlazenError>,
+{
+    conn.load.fetch_add(1, Ordering::Relaxed);
+    let _load = Load(&conn.load);
+    let _turn = conn.turn.acquire().await;
+    Box::pin(call(conn.client.clone()))
+        .await
+        .map_err(Into::into)
 }
 
 /// Opens `n` connections at once; fails if any fails.
