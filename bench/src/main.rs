@@ -42,7 +42,7 @@ const DESCRIBE_RUNS: usize = 4_096;
 const MAX_CLIENTS: usize = 32;
 const GAIN_STOPS: f64 = 1.05;
 /// C driver connection counts tried for the default.
-const C_SWEEP: [usize; 5] = [1, 2, 4, 8, 16];
+const C_SWEEP: [usize; 6] = [1, 2, 4, 8, 16, 32];
 /// Events per burst, and the source: workers x runs at once on each.
 const EVENTS: usize = 40_000;
 const EMIT_WORKERS: usize = 4;
@@ -251,24 +251,44 @@ where
     (percentile(&lat, 50), percentile(&lat, 99))
 }
 
-/// Calls per second over `clients` (call i on client i mod K), `in_flight`
-/// at a time; describes of `runs` in turn when given, else submits.
+/// Calls per second over `clients`, `IN_FLIGHT` at a time, split evenly
+/// over one task per client (so the clients' calls run on every runtime
+/// thread); describes of `runs` in turn when given, else submits.
 async fn native_rate(clients: &[Client], runs: Option<&[Uuid]>, calls: usize) -> f64 {
+    let k = clients.len();
+    let runs: Option<std::sync::Arc<[Uuid]>> = runs.map(Into::into);
     let t = Instant::now();
-    let ok = futures_util::stream::iter(0..calls)
-        .map(|i| {
-            let c = &clients[i % clients.len()];
-            async move {
-                match runs {
-                    Some(r) => c.describe_workflow(r[i % r.len()]).await.is_ok(),
-                    None => c.submit_workflow(request("bench-submit")).await.is_ok(),
-                }
-            }
+    let tasks: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(j, c)| {
+            let (c, runs) = (c.clone(), runs.clone());
+            let share = calls / k + usize::from(j < calls % k);
+            let in_flight = (IN_FLIGHT / k).max(1);
+            tokio::spawn(async move {
+                futures_util::stream::iter(0..share)
+                    .map(|i| {
+                        let (c, runs) = (&c, &runs);
+                        async move {
+                            match runs {
+                                Some(r) => {
+                                    c.describe_workflow(r[(i * k + j) % r.len()]).await.is_ok()
+                                }
+                                None => c.submit_workflow(request("bench-submit")).await.is_ok(),
+                            }
+                        }
+                    })
+                    .buffer_unordered(in_flight)
+                    .filter(|ok| std::future::ready(*ok))
+                    .count()
+                    .await
+            })
         })
-        .buffer_unordered(IN_FLIGHT)
-        .filter(|ok| std::future::ready(*ok))
-        .count()
-        .await;
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        ok += t.await.unwrap_or(0);
+    }
     ok as f64 / t.elapsed().as_secs_f64()
 }
 
@@ -302,10 +322,39 @@ async fn native_sink(
     (n, if secs > 0.0 { n as f64 / secs } else { 0.0 })
 }
 
+/// `native-rate ENDPOINT submit|describe K CALLS` (for development): one
+/// capacity measurement with K native clients, printed as JSON.
+fn native_rate_mode(endpoint: &str, what: &str, k: usize, calls: usize) -> Result<(), Error> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let mut clients = vec![];
+        for _ in 0..k {
+            clients.push(Client::connect(endpoint.to_string(), None, None).await?);
+        }
+        let mut runs = vec![];
+        if what == "describe" {
+            for _ in 0..DESCRIBE_RUNS {
+                runs.push(
+                    clients[0]
+                        .submit_workflow(request("bench-describe"))
+                        .await?
+                        .run_id,
+                );
+            }
+        }
+        let r = native_rate(&clients, (what == "describe").then_some(&runs[..]), calls).await;
+        println!("{}", json!({"clients": k, "per_s": r}));
+        Ok(())
+    })
+}
+
 fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().collect();
     let (c_path, report_path) = match args.as_slice() {
         [_, mode] if mode == "serve" => return serve(),
+        [_, mode, ep, what, k, calls] if mode == "native-rate" => {
+            return native_rate_mode(ep, what, k.parse()?, calls.parse()?)
+        }
         [_, c, r] => (c.as_str(), r.as_str()),
         _ => return Err("usage: blazen-cabi-bench BENCH_C REPORT.json".into()),
     };
