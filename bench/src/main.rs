@@ -322,14 +322,31 @@ async fn native_sink(
     (n, if secs > 0.0 { n as f64 / secs } else { 0.0 })
 }
 
-/// `native-rate ENDPOINT submit|describe K CALLS` (for development): one
-/// capacity measurement with K native clients, printed as JSON.
+/// `native-rate ENDPOINT submit|describe|latency K CALLS` (for
+/// development): one capacity measurement with K native clients, or the
+/// blocking describe latency of one, printed as JSON.
 fn native_rate_mode(endpoint: &str, what: &str, k: usize, calls: usize) -> Result<(), Error> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let mut clients = vec![];
         for _ in 0..k {
             clients.push(Client::connect(endpoint.to_string(), None, None).await?);
+        }
+        if what == "latency" {
+            let id = clients[0]
+                .submit_workflow(request("bench-describe"))
+                .await?
+                .run_id;
+            let c = &clients[0];
+            let (p50, p99) = latency(calls, || async {
+                c.describe_workflow(id).await.expect("describe");
+            })
+            .await;
+            println!(
+                "{}",
+                json!({"run_id": id.to_string(), "p50_ns": p50, "p99_ns": p99})
+            );
+            return Ok(());
         }
         let mut runs = vec![];
         if what == "describe" {

@@ -20,7 +20,7 @@ use crate::rt::{BlazenError, Result};
 /// (`connect`, `connect_with_mtls`, and `connect_with_options` without the
 /// key). Chosen from `cargo xtask bench` on the 2-core development machine:
 /// see README.md, Performance.
-pub const DEFAULT_CONNECTIONS: usize = 4;
+pub const DEFAULT_CONNECTIONS: usize = 8;
 
 /// The largest `connections` value `connect_with_options` accepts.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -150,26 +150,26 @@ impl BlazenControlPlaneClient {
     }
 
     /// Runs one RPC on the least-loaded connection.
-    fn rpc<'a, T: 'a, E: 'a, F: 'a>(
+    fn rpc<'a, T: 'a, E, F>(
         &'a self,
         call: impl FnOnce(Client) -> F + 'a,
     ) -> impl Future<Output = Result<T>> + 'a
     where
-        F: Future<Output = std::result::Result<T, E>> + Send,
-        E: Into<BlazenError>,
+        F: Future<Output = std::result::Result<T, E>> + Send + 'a,
+        E: Into<BlazenError> + 'a,
     {
         rpc_on(self.least_loaded(), call)
     }
 
     /// Runs one RPC about `run_id` on that run's connection.
-    fn rpc_for<'a, T: 'a, E: 'a, F: 'a>(
+    fn rpc_for<'a, T: 'a, E, F>(
         &'a self,
         run_id: Uuid,
         call: impl FnOnce(Client) -> F + 'a,
     ) -> impl Future<Output = Result<T>> + 'a
     where
-        F: Future<Output = std::result::Result<T, E>> + Send,
-        E: Into<BlazenError>,
+        F: Future<Output = std::result::Result<T, E>> + Send + 'a,
+        E: Into<BlazenError> + 'a,
     {
         rpc_on(&self.pool.conns[self.index_for_run(run_id)], call)
     }
@@ -207,7 +207,7 @@ async fn connect_pool(
 
 /// Connects to the control plane at `endpoint` (borrowed), e.g.
 /// `http://127.0.0.1:7400`, in plaintext, over the default number of
-/// connections (4; see `connect_with_options`). Gives up after 10 seconds.
+/// connections (8; see `connect_with_options`). Gives up after 10 seconds.
 /// Yields a caller-owned client.
 #[export]
 async fn blazen_controlplane_client_connect(endpoint: String) -> Result<BlazenControlPlaneClient> {
@@ -216,7 +216,7 @@ async fn blazen_controlplane_client_connect(endpoint: String) -> Result<BlazenCo
 
 /// Connects over mutual TLS with the client certificate, key and CA bundle
 /// read from the PEM files at `cert_path`, `key_path` and `ca_path` (all
-/// borrowed), over the default number of connections (4). Yields a
+/// borrowed), over the default number of connections (8). Yields a
 /// caller-owned client.
 #[export]
 async fn blazen_controlplane_client_connect_with_mtls(
@@ -282,10 +282,11 @@ impl CheckOptions for ConnectOptions {
 impl CheckOptions for SubmitOptions {}
 
 /// Connects with `options_json` (borrowed; NULL or an object with any of
-/// `bearer_token`, `cert_path` + `key_path` + `ca_path` for mutual TLS, and
-/// `connect_timeout_ms`, `connections`; other keys are a VALIDATION error).
+/// `bearer_token`, `cert_path` + `key_path` + `ca_path` for mutual TLS,
+/// `connect_timeout_ms` and `connections`; other keys are a VALIDATION
+/// error).
 /// A token is sent on every call; a wrong one makes calls fail with subkind
-/// `ControlPlaneUnauthenticated`. `connections` (1 to 64, default 4) is how
+/// `ControlPlaneUnauthenticated`. `connections` (1 to 64, default 8) is how
 /// many connections the client opens, all at connect time (the timeout
 /// covers them all; any failure fails the connect): a connection runs one
 /// call at a time, so more connections let more calls run at once. Calls
