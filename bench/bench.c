@@ -2,11 +2,16 @@
  * the C ABI against the control plane at ENDPOINT and prints one JSON
  * object on stdout. Built with -O2 against the release library.
  *
- *   bench_c describe ENDPOINT RUN_ID CALLS
+ *   bench_c describe ENDPOINT RUN_ID CALLS CONNECTIONS
  *   bench_c ping CALLS
- *   bench_c submit ENDPOINT CALLS IN_FLIGHT
- *   bench_c events ENDPOINT EVENTS
- *   bench_c scale FUTURES
+ *   bench_c submit ENDPOINT CALLS IN_FLIGHT CONNECTIONS
+ *   bench_c describe_rate ENDPOINT RUN_IDS_FILE CALLS IN_FLIGHT CONNECTIONS
+ *   bench_c sink ENDPOINT EVENTS
+ *   bench_c emit ENDPOINT WORKERS SLOTS
+ *   bench_c scale FUTURES [CONNECTIONS]
+ *
+ * CONNECTIONS is the client's `connections` option. `sink` and `emit` talk
+ * to the bench over stdin/stdout (see each mode).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -17,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -49,9 +55,19 @@ static BlazenControlPlaneClient *connect_to(const char *ep) {
     return c;
 }
 
+/* a client over `connections` connections (the `connections` option) */
+static BlazenControlPlaneClient *connect_n(const char *ep, int connections) {
+    char opts[64];
+    snprintf(opts, sizeof opts, "{\"connections\":%d}", connections);
+    BlazenControlPlaneClient *c = NULL;
+    BlazenError *err = NULL;
+    if (blazen_controlplane_client_connect_with_options_blocking(ep, opts, &c, &err)) die("connect", err);
+    return c;
+}
+
 /* 1. blocking describe round trips: per-call latency */
-static void describe(const char *ep, const char *run_id, int calls) {
-    BlazenControlPlaneClient *c = connect_to(ep);
+static void describe(const char *ep, const char *run_id, int calls, int connections) {
+    BlazenControlPlaneClient *c = connect_n(ep, connections);
     uint64_t *lat = malloc(sizeof *lat * (size_t)calls);
     for (int i = 0; i < calls / 10; i++) { /* warm-up */
         BlazenRunStateSnapshot *s = NULL;
@@ -92,61 +108,80 @@ static void ping(int calls) {
            (double)future / calls, calls);
 }
 
-/* 3. submissions with IN_FLIGHT futures outstanding, awaited with poll(2) */
-static void submit(const char *ep, int calls, int in_flight) {
-    BlazenControlPlaneClient *c = connect_to(ep);
+/* 3. IN_FLIGHT futures outstanding, awaited with epoll(7) on their
+ * descriptors (as a host with many would; poll(2) over a thousand
+ * descriptors costs more than the calls); each finished one is replaced by
+ * the next call. With `ids` the calls describe those runs in turn,
+ * otherwise they submit. */
+static BlazenFuture *next_call(BlazenControlPlaneClient *c, char **ids, int n_ids, int i) {
+    if (ids) return blazen_controlplane_client_describe_workflow(c, ids[i % n_ids]);
+    return blazen_controlplane_client_submit_workflow(c, "bench-submit", "{}", NULL, true);
+}
+
+static void watch(int ep, BlazenFuture *f, int slot) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)slot};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, (int)blazen_future_fd(f), &ev)) die("epoll_ctl", NULL);
+}
+
+static void rate(const char *ep, char **ids, int n_ids, int calls, int in_flight, int connections) {
+    BlazenControlPlaneClient *c = connect_n(ep, connections);
     BlazenFuture **futs = calloc((size_t)in_flight, sizeof *futs);
-    struct pollfd *pfd = calloc((size_t)in_flight, sizeof *pfd);
+    struct epoll_event evs[256];
+    int efd = epoll_create1(EPOLL_CLOEXEC);
     int issued = 0, done = 0, failed = 0;
     uint64_t t0 = now_ns();
     for (int i = 0; i < in_flight && issued < calls; i++, issued++) {
-        futs[i] = blazen_controlplane_client_submit_workflow(c, "bench-submit", "{}", NULL, true);
-        pfd[i].fd = (int)blazen_future_fd(futs[i]);
-        pfd[i].events = POLLIN;
+        futs[i] = next_call(c, ids, n_ids, issued);
+        watch(efd, futs[i], i);
     }
     while (done < calls) {
-        if (poll(pfd, (nfds_t)in_flight, 30000) <= 0) die("poll", NULL);
-        for (int i = 0; i < in_flight; i++) {
-            if (futs[i] == NULL || !(pfd[i].revents & POLLIN)) continue;
+        int n = epoll_wait(efd, evs, 256, 30000);
+        if (n <= 0) die("epoll_wait", NULL);
+        for (int k = 0; k < n; k++) {
+            int i = (int)evs[k].data.u32;
             BlazenRunStateSnapshot *s = NULL;
             if (blazen_future_take_run_state_snapshot(futs[i], &s, NULL)) failed++;
             blazen_run_state_snapshot_free(s);
-            blazen_future_free(futs[i]);
+            blazen_future_free(futs[i]); /* closes the descriptor, which leaves the epoll set */
             futs[i] = NULL;
-            pfd[i].fd = -1;
-            pfd[i].revents = 0;
             done++;
             if (issued < calls) {
-                futs[i] = blazen_controlplane_client_submit_workflow(c, "bench-submit", "{}", NULL, true);
-                pfd[i].fd = (int)blazen_future_fd(futs[i]);
-                issued++;
+                futs[i] = next_call(c, ids, n_ids, issued++);
+                watch(efd, futs[i], i);
             }
         }
     }
     double secs = (double)(now_ns() - t0) / 1e9;
-    printf("{\"runs_per_s\":%.1f,\"calls\":%d,\"in_flight\":%d,\"failed\":%d}\n", calls / secs, calls, in_flight,
-           failed);
+    printf("{\"per_s\":%.1f,\"runs_per_s\":%.1f,\"calls\":%d,\"in_flight\":%d,\"connections\":%d,\"failed\":%d}\n",
+           calls / secs, calls / secs, calls, in_flight, connections, failed);
+    close(efd);
     free(futs);
-    free(pfd);
     blazen_controlplane_client_free(c);
 }
 
-/* 4. a worker emits EVENTS ticks as fast as it can; a C sink counts them */
-static int burst_events;
+/* reads one run id a line from `path` */
+static char **read_ids(const char *path, int *n) {
+    FILE *f = fopen(path, "r");
+    if (!f) die("open the run id file", NULL);
+    int cap = 1024;
+    char **ids = malloc(sizeof *ids * (size_t)cap);
+    char line[128];
+    *n = 0;
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        if (!line[0]) continue;
+        if (*n == cap) ids = realloc(ids, sizeof *ids * (size_t)(cap *= 2));
+        ids[(*n)++] = strdup(line);
+    }
+    fclose(f);
+    if (*n == 0) die("read run ids", NULL);
+    return ids;
+}
+
+/* 4a. a C sink counting the ticks of every run: prints "ready" once
+ * subscribed, then the result once EVENTS ticks came or none for a second */
 static atomic_int ticks;
 static atomic_ullong first_tick_ns, last_tick_ns;
-
-static int32_t burst(void *ud, BlazenAssignmentContext *ctx, const char *run_id, const char *wf,
-                     const char *input, char **out_json, BlazenError **out_err) {
-    (void)ud;
-    (void)run_id;
-    (void)wf;
-    (void)input;
-    (void)out_json;
-    for (int i = 0; i < burst_events; i++)
-        if (blazen_assignment_context_emit_event(ctx, "tick", "{}", out_err)) return 1;
-    return 0;
-}
 
 static void count_tick(void *ud, const char *run_id, const char *type, const char *data, uint64_t ts) {
     (void)ud;
@@ -161,39 +196,18 @@ static void count_tick(void *ud, const char *run_id, const char *type, const cha
     atomic_fetch_add(&ticks, 1);
 }
 
-static void events(const char *ep, int n) {
-    burst_events = n;
-    BlazenControlPlaneClient *c = connect_to(ep);
-    BlazenContextHandlerVTable vt = {NULL, NULL, burst, NULL, NULL};
-    BlazenControlPlaneWorker *w = NULL;
-    BlazenError *err = NULL;
-    if (blazen_controlplane_worker_new_with_options_blocking(
-            ep, "bench-burst", "{\"capabilities\":[{\"kind\":\"workflow:bench-burst\"}]}", vt, &w, &err))
-        die("worker", err);
-    BlazenFuture *run = blazen_controlplane_worker_run(w);
-    for (int i = 0; i < 1000; i++) {
-        BlazenWorkerInfoList *l = NULL;
-        blazen_controlplane_client_list_workers_blocking(c, &l, NULL);
-        size_t k = blazen_worker_info_list_count(l);
-        blazen_worker_info_list_free(l);
-        if (k > 0) break;
-        usleep(10000);
-    }
-    BlazenRunEventSinkVTable sink = {NULL, NULL, count_tick, NULL, NULL};
+static void sink(const char *ep, int n) {
+    BlazenControlPlaneClient *c = connect_n(ep, 1);
+    BlazenRunEventSinkVTable vt = {NULL, NULL, count_tick, NULL, NULL};
     BlazenControlPlaneSubscription *sub = NULL;
-    if (blazen_controlplane_client_subscribe_all(c, NULL, sink, &sub, &err)) die("subscribe", err);
-    /* the native consumer subscribes when it reads this line */
+    BlazenError *err = NULL;
+    if (blazen_controlplane_client_subscribe_all(c, NULL, vt, &sub, &err)) die("subscribe", err);
     printf("ready\n");
     fflush(stdout);
-    char go[8];
-    if (fgets(go, sizeof go, stdin) == NULL) die("waiting for go", NULL);
-    BlazenRunStateSnapshot *s = NULL;
-    if (blazen_controlplane_client_submit_workflow_blocking(c, "bench-burst", "{}", NULL, false, &s, &err))
-        die("submit", err);
-    blazen_run_state_snapshot_free(s);
-    /* wait until every tick arrived or nothing came for two seconds */
+    /* up to 60 s for the first tick, then until all came or a second passed without one */
+    for (int i = 0; i < 6000 && atomic_load(&ticks) == 0; i++) usleep(10000);
     int last = -1;
-    for (int idle = 0; atomic_load(&ticks) < n && idle < 200; idle++) {
+    for (int idle = 0; atomic_load(&ticks) < n && idle < 100; idle++) {
         usleep(10000);
         if (atomic_load(&ticks) != last) idle = 0;
         last = atomic_load(&ticks);
@@ -203,10 +217,97 @@ static void events(const char *ep, int n) {
     printf("{\"delivered\":%d,\"lost\":%d,\"events_per_s\":%.1f}\n", got, n - got, secs > 0 ? got / secs : 0.0);
     fflush(stdout);
     blazen_controlplane_subscription_free(sub);
-    blazen_controlplane_worker_shutdown(w);
-    blazen_future_wait(run);
-    blazen_future_free(run);
-    blazen_controlplane_worker_free(w);
+    blazen_controlplane_client_free(c);
+}
+
+/* 4b. the source: WORKERS workers (a connection each), SLOTS runs at once
+ * on each, every run emitting its share of ticks as fast as it can. Prints
+ * "ready" once the workers are registered; then for each line "go N" on
+ * stdin runs one burst of N ticks and prints its emission rate. */
+static atomic_int emitted, runs_done;
+static atomic_ullong first_emit_ns, last_emit_ns;
+
+static int32_t burst(void *ud, BlazenAssignmentContext *ctx, const char *run_id, const char *wf,
+                     const char *input, char **out_json, BlazenError **out_err) {
+    (void)ud;
+    (void)run_id;
+    (void)wf;
+    (void)out_json;
+    int n = 0;
+    if (sscanf(input, "{\"n\":%d", &n) != 1) n = 0;
+    unsigned long long zero = 0;
+    atomic_compare_exchange_strong(&first_emit_ns, &zero, now_ns());
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        rc = blazen_assignment_context_emit_event(ctx, "tick", "{}", out_err) ? 1 : 0;
+        if (rc == 0) atomic_fetch_add(&emitted, 1);
+    }
+    atomic_store(&last_emit_ns, now_ns());
+    atomic_fetch_add(&runs_done, 1);
+    return rc;
+}
+
+static void emit(const char *ep, int workers, int slots) {
+    BlazenControlPlaneClient *c = connect_n(ep, 1);
+    BlazenControlPlaneWorker **ws = calloc((size_t)workers, sizeof *ws);
+    BlazenFuture **runs = calloc((size_t)workers, sizeof *runs);
+    char opts[256];
+    snprintf(opts, sizeof opts,
+             "{\"capabilities\":[{\"kind\":\"workflow:bench-burst\"}],"
+             "\"admission\":{\"mode\":\"Fixed\",\"max_in_flight\":%d}}",
+             slots);
+    for (int i = 0; i < workers; i++) {
+        char node[32];
+        snprintf(node, sizeof node, "bench-burst-%d", i);
+        BlazenContextHandlerVTable vt = {NULL, NULL, burst, NULL, NULL};
+        BlazenError *err = NULL;
+        if (blazen_controlplane_worker_new_with_options_blocking(ep, node, opts, vt, &ws[i], &err)) die("worker", err);
+        runs[i] = blazen_controlplane_worker_run(ws[i]);
+    }
+    for (int i = 0; i < 1000; i++) {
+        BlazenWorkerInfoList *l = NULL;
+        blazen_controlplane_client_list_workers_blocking(c, &l, NULL);
+        size_t k = blazen_worker_info_list_count(l);
+        blazen_worker_info_list_free(l);
+        if ((int)k >= workers) break;
+        usleep(10000);
+    }
+    printf("ready\n");
+    fflush(stdout);
+    char line[64];
+    while (fgets(line, sizeof line, stdin)) {
+        int n = 0;
+        if (sscanf(line, "go %d", &n) != 1) break;
+        int nruns = workers * slots, per = n / nruns;
+        atomic_store(&emitted, 0);
+        atomic_store(&runs_done, 0);
+        atomic_store(&first_emit_ns, 0);
+        char input[32];
+        snprintf(input, sizeof input, "{\"n\":%d}", per);
+        BlazenFuture **subs = calloc((size_t)nruns, sizeof *subs);
+        for (int i = 0; i < nruns; i++)
+            subs[i] = blazen_controlplane_client_submit_workflow(c, "bench-burst", input, NULL, false);
+        for (int i = 0; i < nruns; i++) {
+            BlazenError *err = NULL;
+            blazen_future_wait(subs[i]);
+            if (blazen_future_take_run_state_snapshot(subs[i], NULL, &err)) die("submit", err);
+            blazen_future_free(subs[i]);
+        }
+        free(subs);
+        for (int i = 0; i < 6000 && atomic_load(&runs_done) < nruns; i++) usleep(10000);
+        double secs = (double)(atomic_load(&last_emit_ns) - atomic_load(&first_emit_ns)) / 1e9;
+        int e = atomic_load(&emitted);
+        printf("{\"emitted\":%d,\"runs\":%d,\"events_per_s\":%.1f}\n", e, nruns, secs > 0 ? e / secs : 0.0);
+        fflush(stdout);
+    }
+    for (int i = 0; i < workers; i++) blazen_controlplane_worker_shutdown(ws[i]);
+    for (int i = 0; i < workers; i++) {
+        blazen_future_wait(runs[i]);
+        blazen_future_free(runs[i]);
+        blazen_controlplane_worker_free(ws[i]);
+    }
+    free(ws);
+    free(runs);
     blazen_controlplane_client_free(c);
 }
 
@@ -219,7 +320,7 @@ static int open_fds(void) {
     return n - 3;
 }
 
-static void scale(int n) {
+static void scale(int n, int connections) {
     struct rlimit lim;
     getrlimit(RLIMIT_NOFILE, &lim);
     lim.rlim_cur = 1024;
@@ -233,7 +334,7 @@ static void scale(int n) {
         die("listen", NULL);
     char ep[64];
     snprintf(ep, sizeof ep, "http://127.0.0.1:%d", ntohs(a.sin_port));
-    BlazenControlPlaneClient *c = connect_to(ep);
+    BlazenControlPlaneClient *c = connections > 0 ? connect_n(ep, connections) : connect_to(ep);
     /* warm the runtime's threads and allocator before measuring */
     BlazenFuture *warm = blazen_controlplane_client_list_workers(c);
     usleep(100000);
@@ -256,11 +357,17 @@ static void scale(int n) {
 }
 
 int main(int argc, char **argv) {
-    if (argc >= 5 && strcmp(argv[1], "describe") == 0) describe(argv[2], argv[3], atoi(argv[4]));
+    if (argc >= 6 && strcmp(argv[1], "describe") == 0) describe(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]));
     else if (argc >= 3 && strcmp(argv[1], "ping") == 0) ping(atoi(argv[2]));
-    else if (argc >= 5 && strcmp(argv[1], "submit") == 0) submit(argv[2], atoi(argv[3]), atoi(argv[4]));
-    else if (argc >= 4 && strcmp(argv[1], "events") == 0) events(argv[2], atoi(argv[3]));
-    else if (argc >= 3 && strcmp(argv[1], "scale") == 0) scale(atoi(argv[2]));
+    else if (argc >= 6 && strcmp(argv[1], "submit") == 0)
+        rate(argv[2], NULL, 0, atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
+    else if (argc >= 7 && strcmp(argv[1], "describe_rate") == 0) {
+        int n_ids = 0;
+        char **ids = read_ids(argv[3], &n_ids);
+        rate(argv[2], ids, n_ids, atoi(argv[4]), atoi(argv[5]), atoi(argv[6]));
+    } else if (argc >= 4 && strcmp(argv[1], "sink") == 0) sink(argv[2], atoi(argv[3]));
+    else if (argc >= 5 && strcmp(argv[1], "emit") == 0) emit(argv[2], atoi(argv[3]), atoi(argv[4]));
+    else if (argc >= 3 && strcmp(argv[1], "scale") == 0) scale(atoi(argv[2]), argc >= 4 ? atoi(argv[3]) : 0);
     else {
         fprintf(stderr, "usage: see the comment at the top of bench/bench.c\n");
         return 2;

@@ -61,6 +61,19 @@
 #define BLAZEN_RUN_STATUS_CANCELLED 4
 
 /**
+ * The connection count of a client made without a `connections` option
+ * (`connect`, `connect_with_mtls`, and `connect_with_options` without the
+ * key). Chosen from `cargo xtask bench` on the 2-core development machine:
+ * see README.md, Performance.
+ */
+#define DEFAULT_CONNECTIONS 8
+
+/**
+ * The largest `connections` value `connect_with_options` accepts.
+ */
+#define MAX_CONNECTIONS 64
+
+/**
  * Error kind `Auth`.
  */
 #define BLAZEN_ERROR_KIND_AUTH 1
@@ -188,8 +201,9 @@
 typedef struct BlazenAssignmentContext BlazenAssignmentContext;
 
 /**
- * A connection to a control plane. Caller-owned; usable from many threads
- * at once; free with `blazen_controlplane_client_free`.
+ * A client of a control plane over one or more connections. Caller-owned;
+ * usable from many threads at once; free with
+ * `blazen_controlplane_client_free`.
  */
 typedef struct BlazenControlPlaneClient BlazenControlPlaneClient;
 
@@ -429,7 +443,9 @@ void blazen_controlplane_client_free(BlazenControlPlaneClient *handle);
 
 /**
  * Connects to the control plane at `endpoint` (borrowed), e.g.
- * `http://127.0.0.1:7400`, in plaintext. Gives up after 10 seconds.
+ * `http://127.0.0.1:7400`, in plaintext, over the default number of
+ * connections (8; see `connect_with_options`). Gives up after 10 seconds.
+ * Yields a caller-owned client.
  *
  * Blocks the calling thread. Returns 0 and stores a new caller-owned `BlazenControlPlaneClient` in `*out_client` (free it with its `_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.
  */
@@ -439,7 +455,9 @@ int32_t blazen_controlplane_client_connect_blocking(const char *endpoint,
 
 /**
  * Connects to the control plane at `endpoint` (borrowed), e.g.
- * `http://127.0.0.1:7400`, in plaintext. Gives up after 10 seconds.
+ * `http://127.0.0.1:7400`, in plaintext, over the default number of
+ * connections (8; see `connect_with_options`). Gives up after 10 seconds.
+ * Yields a caller-owned client.
  *
  * Non-blocking: returns a caller-owned `BlazenFuture` (never NULL) running the operation; await it with `blazen_future_poll`, `blazen_future_wait` or `blazen_future_fd`, collect it with the matching `blazen_future_take_*` for `BlazenControlPlaneClient`, and release it with `blazen_future_free`. Invalid arguments give an already-failed future.
  */
@@ -448,7 +466,8 @@ BlazenFuture *blazen_controlplane_client_connect(const char *endpoint);
 /**
  * Connects over mutual TLS with the client certificate, key and CA bundle
  * read from the PEM files at `cert_path`, `key_path` and `ca_path` (all
- * borrowed).
+ * borrowed), over the default number of connections (8). Yields a
+ * caller-owned client.
  *
  * Blocks the calling thread. Returns 0 and stores a new caller-owned `BlazenControlPlaneClient` in `*out_client` (free it with its `_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.
  */
@@ -462,7 +481,8 @@ int32_t blazen_controlplane_client_connect_with_mtls_blocking(const char *endpoi
 /**
  * Connects over mutual TLS with the client certificate, key and CA bundle
  * read from the PEM files at `cert_path`, `key_path` and `ca_path` (all
- * borrowed).
+ * borrowed), over the default number of connections (8). Yields a
+ * caller-owned client.
  *
  * Non-blocking: returns a caller-owned `BlazenFuture` (never NULL) running the operation; await it with `blazen_future_poll`, `blazen_future_wait` or `blazen_future_fd`, collect it with the matching `blazen_future_take_*` for `BlazenControlPlaneClient`, and release it with `blazen_future_free`. Invalid arguments give an already-failed future.
  */
@@ -473,10 +493,19 @@ BlazenFuture *blazen_controlplane_client_connect_with_mtls(const char *endpoint,
 
 /**
  * Connects with `options_json` (borrowed; NULL or an object with any of
- * `bearer_token`, `cert_path` + `key_path` + `ca_path` for mutual TLS, and
- * `connect_timeout_ms`; other keys are a VALIDATION error). A token is sent
- * on every call; a wrong one makes calls fail with subkind
- * `ControlPlaneUnauthenticated`.
+ * `bearer_token`, `cert_path` + `key_path` + `ca_path` for mutual TLS,
+ * `connect_timeout_ms` and `connections`; other keys are a VALIDATION
+ * error).
+ * A token is sent on every call; a wrong one makes calls fail with subkind
+ * `ControlPlaneUnauthenticated`. `connections` (1 to 64, default 8) is how
+ * many connections the client opens, all at connect time (the timeout
+ * covers them all; any failure fails the connect): a connection runs one
+ * call at a time, so more connections let more calls run at once. Calls
+ * about one run (cancel, describe, respond_to_input, subscribe_run_events)
+ * always use the connection picked by hashing its run id, in the order
+ * made; other calls take the connection with the fewest calls queued or
+ * running, and `subscribe_all` the one with the fewest subscriptions.
+ * Yields a caller-owned client.
  *
  * Blocks the calling thread. Returns 0 and stores a new caller-owned `BlazenControlPlaneClient` in `*out_client` (free it with its `_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.
  */
@@ -487,10 +516,19 @@ int32_t blazen_controlplane_client_connect_with_options_blocking(const char *end
 
 /**
  * Connects with `options_json` (borrowed; NULL or an object with any of
- * `bearer_token`, `cert_path` + `key_path` + `ca_path` for mutual TLS, and
- * `connect_timeout_ms`; other keys are a VALIDATION error). A token is sent
- * on every call; a wrong one makes calls fail with subkind
- * `ControlPlaneUnauthenticated`.
+ * `bearer_token`, `cert_path` + `key_path` + `ca_path` for mutual TLS,
+ * `connect_timeout_ms` and `connections`; other keys are a VALIDATION
+ * error).
+ * A token is sent on every call; a wrong one makes calls fail with subkind
+ * `ControlPlaneUnauthenticated`. `connections` (1 to 64, default 8) is how
+ * many connections the client opens, all at connect time (the timeout
+ * covers them all; any failure fails the connect): a connection runs one
+ * call at a time, so more connections let more calls run at once. Calls
+ * about one run (cancel, describe, respond_to_input, subscribe_run_events)
+ * always use the connection picked by hashing its run id, in the order
+ * made; other calls take the connection with the fewest calls queued or
+ * running, and `subscribe_all` the one with the fewest subscriptions.
+ * Yields a caller-owned client.
  *
  * Non-blocking: returns a caller-owned `BlazenFuture` (never NULL) running the operation; await it with `blazen_future_poll`, `blazen_future_wait` or `blazen_future_fd`, collect it with the matching `blazen_future_take_*` for `BlazenControlPlaneClient`, and release it with `blazen_future_free`. Invalid arguments give an already-failed future.
  */

@@ -5,58 +5,216 @@ use blazen_controlplane::client::Client;
 use blazen_controlplane::ControlPlaneError;
 use blazen_core::distributed::{OrchestratorClient, ResourceHint, SubmitWorkflowRequest};
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde::Deserialize;
 use tokio::sync::Semaphore;
+use tonic::transport::ClientTlsConfig;
 use uuid::Uuid;
 
 use crate::records::{BlazenRunStateSnapshot, BlazenWorkerInfoList};
 use crate::rt::arg::{CheckOptions, Json, Options, TagList};
 use crate::rt::{BlazenError, Result};
 
-/// A connection to a control plane. Caller-owned; usable from many threads
-/// at once; free with `blazen_controlplane_client_free`.
+/// The connection count of a client made without a `connections` option
+/// (`connect`, `connect_with_mtls`, and `connect_with_options` without the
+/// key). Chosen from `cargo xtask bench` on the 2-core development machine:
+/// see README.md, Performance.
+pub const DEFAULT_CONNECTIONS: usize = 8;
+
+/// The largest `connections` value `connect_with_options` accepts.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// A client of a control plane over one or more connections. Caller-owned;
+/// usable from many threads at once; free with
+/// `blazen_controlplane_client_free`.
 #[handle(
     free = "blazen_controlplane_client_free",
     take = "blazen_future_take_controlplane_client"
 )]
 #[derive(Clone)]
 pub struct BlazenControlPlaneClient {
-    pub(crate) inner: Client,
-    /// Calls on one `Client` run one at a time (it serialises its RPCs
-    /// behind a mutex); waiting here first keeps a queued call small.
-    turn: Arc<Semaphore>,
+    pool: Arc<Pool>,
+}
+
+/// The connections of one client handle.
+struct Pool {
+    conns: Box<[Conn]>,
+}
+
+/// One connection (a native `Client`, which runs its RPCs one at a time
+/// behind a mutex) and the FIFO in front of it.
+pub(crate) struct Conn {
+    pub(crate) client: Client,
+    /// Waiting here first, in FIFO order, keeps a queued call small: the
+    /// RPC's own (large) future is made only when the turn comes.
+    turn: Semaphore,
+    /// Calls queued on or running over this connection.
+    load: AtomicUsize,
+    /// Subscriptions opened over this connection and still open.
+    streams: AtomicUsize,
+}
+
+/// Counts a call against its connection's load until it finishes or is
+/// dropped.
+struct Load<'a>(&'a AtomicUsize);
+
+impl Drop for Load<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts an open subscription against its connection until dropped.
+pub(crate) struct StreamSlot {
+    pool: Arc<Pool>,
+    index: usize,
+}
+
+impl StreamSlot {
+    pub(crate) fn conn(&self) -> &Conn {
+        &self.pool.conns[self.index]
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.conn().streams.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl BlazenControlPlaneClient {
-    fn new(inner: Client) -> Self {
+    fn new(clients: Vec<Client>) -> Self {
+        let conns = clients
+            .into_iter()
+            .map(|client| Conn {
+                client,
+                turn: Semaphore::new(1),
+                load: AtomicUsize::new(0),
+                streams: AtomicUsize::new(0),
+            })
+            .collect();
         Self {
-            inner,
-            turn: Arc::new(Semaphore::new(1)),
+            pool: Arc::new(Pool { conns }),
         }
     }
 
-    /// Runs one RPC in FIFO order. A call waiting for its turn holds only
-    /// its arguments; the RPC's own (large) future is allocated when the
-    /// turn comes, so thousands of pending calls stay cheap.
-    async fn rpc<T, E, F>(&self, call: impl FnOnce(Client) -> F) -> Result<T>
+    /// The connection with the fewest calls queued or running (the first
+    /// such one).
+    fn least_loaded(&self) -> &Conn {
+        let conns = &self.pool.conns;
+        let mut best = &conns[0];
+        let mut best_load = best.load.load(Ordering::Relaxed);
+        for c in &conns[1..] {
+            if best_load == 0 {
+                break;
+            }
+            let l = c.load.load(Ordering::Relaxed);
+            if l < best_load {
+                (best, best_load) = (c, l);
+            }
+        }
+        best
+    }
+
+    /// The connection of every call about `run_id`: the same one each time,
+    /// so calls about one run keep their order.
+    fn index_for_run(&self, run_id: Uuid) -> usize {
+        let v = run_id.as_u128();
+        let folded = (v as u64) ^ ((v >> 64) as u64);
+        (folded % self.pool.conns.len() as u64) as usize
+    }
+
+    /// Takes a connection for a subscription: the run's own for a run's
+    /// events, otherwise the one with the fewest open subscriptions (then
+    /// the fewest calls).
+    pub(crate) fn stream_slot(&self, run_id: Option<Uuid>) -> StreamSlot {
+        let conns = &self.pool.conns;
+        let index = match run_id {
+            Some(id) => self.index_for_run(id),
+            None => (0..conns.len())
+                .min_by_key(|&i| {
+                    let c = &conns[i];
+                    (
+                        c.streams.load(Ordering::Relaxed),
+                        c.load.load(Ordering::Relaxed),
+                    )
+                })
+                .unwrap_or(0),
+        };
+        conns[index].streams.fetch_add(1, Ordering::Relaxed);
+        StreamSlot {
+            pool: self.pool.clone(),
+            index,
+        }
+    }
+
+    /// Runs one RPC on the least-loaded connection.
+    fn rpc<'a, T: 'a, E, F>(
+        &'a self,
+        call: impl FnOnce(Client) -> F + 'a,
+    ) -> impl Future<Output = Result<T>> + 'a
     where
-        F: Future<Output = std::result::Result<T, E>> + Send,
-        E: Into<BlazenError>,
+        F: Future<Output = std::result::Result<T, E>> + Send + 'a,
+        E: Into<BlazenError> + 'a,
     {
-        let _turn = self.turn.acquire().await;
-        Box::pin(call(self.inner.clone())).await.map_err(Into::into)
+        rpc_on(self.least_loaded(), call)
+    }
+
+    /// Runs one RPC about `run_id` on that run's connection.
+    fn rpc_for<'a, T: 'a, E, F>(
+        &'a self,
+        run_id: Uuid,
+        call: impl FnOnce(Client) -> F + 'a,
+    ) -> impl Future<Output = Result<T>> + 'a
+    where
+        F: Future<Output = std::result::Result<T, E>> + Send + 'a,
+        E: Into<BlazenError> + 'a,
+    {
+        rpc_on(&self.pool.conns[self.index_for_run(run_id)], call)
     }
 }
 
+/// Runs one RPC on `conn` in FIFO order. A call waiting for its turn holds
+/// only its arguments; the RPC's own (large) future is allocated when the
+/// turn comes, so thousands of pending calls stay cheap.
+async fn rpc_on<T, E, F>(conn: &Conn, call: impl FnOnce(Client) -> F) -> Result<T>
+where
+    F: Future<Output = std::result::Result<T, E>> + Send,
+    E: Into<BlazenError>,
+{
+    conn.load.fetch_add(1, Ordering::Relaxed);
+    let _load = Load(&conn.load);
+    let _turn = conn.turn.acquire().await;
+    Box::pin(call(conn.client.clone()))
+        .await
+        .map_err(Into::into)
+}
+
+/// Opens `n` connections at once; fails if any fails.
+async fn connect_pool(
+    endpoint: String,
+    tls: Option<ClientTlsConfig>,
+    bearer_token: Option<String>,
+    n: usize,
+) -> Result<BlazenControlPlaneClient> {
+    check_endpoint(&endpoint)?;
+    let clients = futures_util::future::try_join_all(
+        (0..n).map(|_| connect(endpoint.clone(), tls.clone(), bearer_token.clone())),
+    )
+    .await?;
+    Ok(BlazenControlPlaneClient::new(clients))
+}
+
 /// Connects to the control plane at `endpoint` (borrowed), e.g.
-/// `http://127.0.0.1:7400`, in plaintext. Gives up after 10 seconds.
+/// `http://127.0.0.1:7400`, in plaintext, over the default number of
+/// connections (8; see `connect_with_options`). Gives up after 10 seconds.
+/// Yields a caller-owned client.
 #[export]
 async fn blazen_controlplane_client_connect(endpoint: String) -> Result<BlazenControlPlaneClient> {
     tracing::debug!(%endpoint, "connecting to the control plane");
-    let inner = connect(endpoint, None, None).await?;
-    Ok(BlazenControlPlaneClient::new(inner))
+    connect_pool(endpoint, None, None, DEFAULT_CONNECTIONS).await
 }
 
 /// Refuses an endpoint that is not an `http://` or `https://` URI with a
@@ -159,7 +317,8 @@ fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// Connects over mutual TLS with the client certificate, key and CA bundle
 /// read from the PEM files at `cert_path`, `key_path` and `ca_path` (all
-/// borrowed).
+/// borrowed), over the default number of connections (8). Yields a
+/// caller-owned client.
 #[export]
 async fn blazen_controlplane_client_connect_with_mtls(
     endpoint: String,
@@ -171,8 +330,7 @@ async fn blazen_controlplane_client_connect_with_mtls(
     let (cert, key, ca) = (cert_path.as_ref(), key_path.as_ref(), ca_path.as_ref());
     let tls = blazen_controlplane::tls::load_client_tls(cert, key, ca)
         .map_err(|e| BlazenError::peer("ControlPlaneTls", e.to_string()))?;
-    let inner = connect(endpoint, Some(tls), None).await?;
-    Ok(BlazenControlPlaneClient::new(inner))
+    connect_pool(endpoint, Some(tls), None, DEFAULT_CONNECTIONS).await
 }
 
 /// Keys of `connect_with_options`; unknown keys are refused.
@@ -184,6 +342,7 @@ pub struct ConnectOptions {
     key_path: Option<String>,
     ca_path: Option<String>,
     connect_timeout_ms: Option<u64>,
+    connections: Option<u64>,
 }
 
 /// The TLS settings of options that name PEM files: all three or none
@@ -212,17 +371,32 @@ pub(crate) fn pem_paths(
 
 impl CheckOptions for ConnectOptions {
     fn check(&self) -> std::result::Result<(), String> {
-        pem_triple(&self.cert_path, &self.key_path, &self.ca_path).map(drop)
+        pem_triple(&self.cert_path, &self.key_path, &self.ca_path)?;
+        match self.connections {
+            Some(n) if n == 0 || n > MAX_CONNECTIONS as u64 => Err(format!(
+                "`connections` must be from 1 to {MAX_CONNECTIONS}, not {n}"
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
 impl CheckOptions for SubmitOptions {}
 
 /// Connects with `options_json` (borrowed; NULL or an object with any of
-/// `bearer_token`, `cert_path` + `key_path` + `ca_path` for mutual TLS, and
-/// `connect_timeout_ms`; other keys are a VALIDATION error). A token is sent
-/// on every call; a wrong one makes calls fail with subkind
-/// `ControlPlaneUnauthenticated`.
+/// `bearer_token`, `cert_path` + `key_path` + `ca_path` for mutual TLS,
+/// `connect_timeout_ms` and `connections`; other keys are a VALIDATION
+/// error).
+/// A token is sent on every call; a wrong one makes calls fail with subkind
+/// `ControlPlaneUnauthenticated`. `connections` (1 to 64, default 8) is how
+/// many connections the client opens, all at connect time (the timeout
+/// covers them all; any failure fails the connect): a connection runs one
+/// call at a time, so more connections let more calls run at once. Calls
+/// about one run (cancel, describe, respond_to_input, subscribe_run_events)
+/// always use the connection picked by hashing its run id, in the order
+/// made; other calls take the connection with the fewest calls queued or
+/// running, and `subscribe_all` the one with the fewest subscriptions.
+/// Yields a caller-owned client.
 #[export]
 async fn blazen_controlplane_client_connect_with_options(
     endpoint: String,
@@ -240,7 +414,8 @@ async fn blazen_controlplane_client_connect_with_options(
         None => None,
     };
     let shown = endpoint.clone();
-    let connect = connect(endpoint, tls, o.bearer_token);
+    let n = o.connections.map_or(DEFAULT_CONNECTIONS, |n| n as usize);
+    let connect = connect_pool(endpoint, tls, o.bearer_token, n);
     let inner = match o.connect_timeout_ms {
         None => connect.await?,
         Some(ms) => tokio::time::timeout(std::time::Duration::from_millis(ms), connect)
@@ -255,7 +430,7 @@ async fn blazen_controlplane_client_connect_with_options(
                 )
             })??,
     };
-    Ok(BlazenControlPlaneClient::new(inner))
+    Ok(inner)
 }
 
 /// Keys of `submit_workflow_with_options`; unknown keys are refused.
@@ -366,7 +541,7 @@ async fn blazen_controlplane_client_respond_to_input(
     response_json: Json,
 ) -> Result<()> {
     client
-        .rpc(|c| async move {
+        .rpc_for(run_id, |c| async move {
             c.respond_to_input(run_id, request_id, response_json.0)
                 .await
         })
@@ -379,7 +554,7 @@ async fn blazen_controlplane_client_cancel_workflow(
     client: &BlazenControlPlaneClient,
     run_id: Uuid,
 ) -> Result<BlazenRunStateSnapshot> {
-    let snapshot = client.rpc(|c| async move { c.cancel_workflow(run_id).await });
+    let snapshot = client.rpc_for(run_id, |c| async move { c.cancel_workflow(run_id).await });
     Ok(BlazenRunStateSnapshot(snapshot.await?))
 }
 
@@ -389,7 +564,7 @@ async fn blazen_controlplane_client_describe_workflow(
     client: &BlazenControlPlaneClient,
     run_id: Uuid,
 ) -> Result<BlazenRunStateSnapshot> {
-    let snapshot = client.rpc(|c| async move { c.describe_workflow(run_id).await });
+    let snapshot = client.rpc_for(run_id, |c| async move { c.describe_workflow(run_id).await });
     Ok(BlazenRunStateSnapshot(snapshot.await?))
 }
 

@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::client::BlazenControlPlaneClient;
+use crate::client::{BlazenControlPlaneClient, StreamSlot};
 use crate::rt::arg::TagList;
 use crate::rt::callbacks::{BlazenRunEventSinkVTable, EventSink};
 use crate::rt::{BlazenError, Result};
@@ -122,13 +122,13 @@ fn terminal_event(s: &RunStateSnapshot) -> Option<RunEvent> {
 /// Opens the stream, then pumps it into `tx` until the run ends, the
 /// stream fails, or the task is aborted.
 async fn pump(
-    client: BlazenControlPlaneClient,
+    slot: StreamSlot,
     run: Option<Uuid>,
     tags: Vec<String>,
     opened: tokio::sync::oneshot::Sender<Result<()>>,
     tx: mpsc::Sender<Msg>,
 ) {
-    let client = client.inner;
+    let client = &slot.conn().client;
     let stream = match run {
         Some(id) => client
             .subscribe_run_events(id)
@@ -218,7 +218,8 @@ async fn open(
 ) -> Result<BlazenControlPlaneSubscription> {
     let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
     let (tx, rx) = mpsc::channel();
-    let task = tokio::spawn(pump(client.clone(), run, tags, opened_tx, tx));
+    let slot = client.stream_slot(run);
+    let task = tokio::spawn(pump(slot, run, tags, opened_tx, tx));
     let state = Arc::new(State {
         gate: Gate::new(),
         pump: OnceLock::new(),

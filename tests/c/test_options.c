@@ -1,6 +1,6 @@
 /* Beyond the reference surface: per-server bearer tokens, connect and
- * submit options, respond_to_input arguments, and subscriptions to runs
- * that have already ended. */
+ * submit options (among them `connections`), respond_to_input arguments,
+ * and subscriptions to runs that have already ended. */
 #include "harness.h"
 
 #include <pthread.h>
@@ -142,10 +142,117 @@ static void test_bad_options(void) {
           "NULL client checked first");
 }
 
+/* `connections`: the range is checked; calls, futures and subscriptions
+ * work over every connection; calls about one run keep their order. */
+static void test_connections(void) {
+    BlazenError *err = NULL;
+    const char *bad[] = {"{\"connections\":0}", "{\"connections\":65}", "{\"connections\":-1}",
+                         "{\"connections\":\"4\"}", "{\"connections\":1.5}", "{\"connections\":1000}"};
+    for (int i = 0; i < 6; i++) {
+        err = NULL;
+        CHECK(connect_opts("http://127.0.0.1:9", bad[i], &err) == NULL &&
+                  t_err_is(err, BLAZEN_ERROR_KIND_VALIDATION, "options_json"),
+              "connections %s refused", bad[i]);
+    }
+    err = NULL;
+    BlazenFuture *bf = blazen_controlplane_client_connect_with_options("http://127.0.0.1:9", "{\"connections\":0}");
+    CHECK(blazen_future_poll(bf) == 1 && blazen_future_take_controlplane_client(bf, NULL, &err) == -1 &&
+              t_err_is(err, BLAZEN_ERROR_KIND_VALIDATION, "options_json"),
+          "a future-returning connect fails at once on a bad count");
+    blazen_future_free(bf);
+
+    BlazenControlPlaneServer *server = NULL;
+    CHECK(blazen_controlplane_server_start_blocking("127.0.0.1:0", &server, NULL) == 0, "server");
+    char *ep = blazen_controlplane_server_endpoint(server);
+    const char *good[] = {"{\"connections\":1}", "{\"connections\":3}", "{\"connections\":64}", NULL};
+    for (int g = 0; g < 4; g++) {
+        err = NULL;
+        BlazenControlPlaneClient *c = connect_opts(ep, good[g], &err);
+        CHECK(c != NULL, "connect with %s", good[g] ? good[g] : "NULL (the default count)");
+        blazen_error_free(err);
+        if (c == NULL) continue;
+
+        /* many calls at once, spread over the connections */
+        enum { RUNS = 24 };
+        BlazenFuture *subs[RUNS], *lists[RUNS];
+        for (int i = 0; i < RUNS; i++) {
+            subs[i] = blazen_controlplane_client_submit_workflow(c, "conn", "{}", NULL, true);
+            lists[i] = blazen_controlplane_client_list_workers(c);
+        }
+        char *ids[RUNS] = {0};
+        int ok = 0;
+        for (int i = 0; i < RUNS; i++) {
+            BlazenRunStateSnapshot *s = NULL;
+            ok += t_await(subs[i], i % 2 ? T_BY_FD : T_BY_WAIT) &&
+                  blazen_future_take_run_state_snapshot(subs[i], &s, NULL) == 0 &&
+                  (ids[i] = blazen_run_state_snapshot_run_id(s)) != NULL;
+            blazen_run_state_snapshot_free(s);
+            blazen_future_free(subs[i]);
+            ok += t_await(lists[i], T_BY_WAIT) && blazen_future_take_worker_info_list(lists[i], NULL, NULL) == 0;
+            blazen_future_free(lists[i]);
+        }
+        CHECK(ok == 2 * RUNS, "%d of %d concurrent calls succeeded (%s)", ok, 2 * RUNS, good[g] ? good[g] : "NULL");
+
+        /* per run: cancel then describe, made back to back without waiting;
+         * the describe must see the cancel */
+        BlazenFuture *cancels[RUNS], *describes[RUNS];
+        for (int i = 0; i < RUNS; i++) {
+            cancels[i] = blazen_controlplane_client_cancel_workflow(c, ids[i]);
+            describes[i] = blazen_controlplane_client_describe_workflow(c, ids[i]);
+        }
+        int ordered = 0;
+        for (int i = 0; i < RUNS; i++) {
+            BlazenRunStateSnapshot *s = NULL;
+            blazen_future_wait(describes[i]);
+            if (blazen_future_take_run_state_snapshot(describes[i], &s, NULL) == 0 &&
+                blazen_run_state_snapshot_status(s) == BLAZEN_RUN_STATUS_CANCELLED)
+                ordered++;
+            blazen_run_state_snapshot_free(s);
+            blazen_future_wait(cancels[i]);
+            blazen_future_free(cancels[i]);
+            blazen_future_free(describes[i]);
+        }
+        CHECK(ordered == RUNS, "describe after cancel saw CANCELLED for %d of %d runs (%s)", ordered, RUNS,
+              good[g] ? good[g] : "NULL");
+
+        /* blocking calls and subscriptions on the same client */
+        BlazenRunStateSnapshot *s = NULL;
+        CHECK(blazen_controlplane_client_describe_workflow_blocking(c, ids[0], &s, NULL) == 0 &&
+                  blazen_run_state_snapshot_status(s) == BLAZEN_RUN_STATUS_CANCELLED,
+              "blocking describe");
+        blazen_run_state_snapshot_free(s);
+        Sink sinks[3] = {0};
+        BlazenControlPlaneSubscription *subsn[3] = {0};
+        for (int i = 0; i < 3; i++) {
+            BlazenRunEventSinkVTable vt = {&sinks[i], s_drop, s_event, s_close, s_error};
+            int rc = i < 2 ? blazen_controlplane_client_subscribe_all(c, NULL, vt, &subsn[i], NULL)
+                           : blazen_controlplane_client_subscribe_run_events(c, ids[1], vt, &subsn[i], NULL);
+            CHECK(rc == 0, "subscription %d opens", i);
+        }
+        CHECK(t_wait_until(&sinks[2].closes, 1, 20000), "the ended run's subscription closes");
+        BlazenRunStateSnapshot *p = NULL;
+        CHECK(blazen_controlplane_client_submit_workflow_blocking(c, "conn", "{}", NULL, true, &p, NULL) == 0,
+              "submit while subscribed");
+        char *pid = blazen_run_state_snapshot_run_id(p);
+        blazen_run_state_snapshot_free(p);
+        blazen_controlplane_client_cancel_workflow_blocking(c, pid, NULL, NULL);
+        CHECK(t_wait_until(&sinks[0].events, 1, 20000) && t_wait_until(&sinks[1].events, 1, 20000),
+              "both subscribe_all streams get the new run's events");
+        blazen_string_free(pid);
+        for (int i = 0; i < 3; i++) blazen_controlplane_subscription_free(subsn[i]);
+        for (int i = 0; i < 3; i++) CHECK(t_settled(&sinks[i].drops, 1), "sink %d dropped once", i);
+        for (int i = 0; i < RUNS; i++) blazen_string_free(ids[i]);
+        blazen_controlplane_client_free(c);
+    }
+    blazen_controlplane_server_free(server);
+    blazen_string_free(ep);
+}
+
 int main(void) {
     alarm(120);
     unsetenv("BLAZEN_PEER_TOKEN");
     test_tokens();
     test_bad_options();
+    test_connections();
     return t_finish();
 }

@@ -15,10 +15,11 @@ use super::{BlazenError, Result};
 
 type Value = Box<dyn Any + Send>;
 
-#[allow(clippy::large_enum_variant)] // one slot per future, moved rarely
+/// An error is boxed so that a pending future's slot stays small (a
+/// `BlazenError` is a few hundred bytes; most futures never hold one).
 enum Slot {
     Pending,
-    Ready(Result<Value>),
+    Ready(std::result::Result<Value, Box<BlazenError>>),
     Taken,
 }
 
@@ -41,7 +42,7 @@ impl Shared {
     fn complete(&self, result: Result<Value>) {
         let mut st = self.lock();
         if matches!(st.slot, Slot::Pending) {
-            st.slot = Slot::Ready(result);
+            st.slot = Slot::Ready(result.map_err(Box::new));
             if let Some(fd) = &st.fd {
                 signal(fd);
             }
@@ -76,7 +77,9 @@ impl BlazenFuture {
 
     /// A future that is already resolved.
     pub fn ready<T: Send + 'static>(result: Result<T>) -> Self {
-        Self::with_slot(Slot::Ready(result.map(|v| Box::new(v) as Value)))
+        Self::with_slot(Slot::Ready(
+            result.map(|v| Box::new(v) as Value).map_err(Box::new),
+        ))
     }
 
     /// Runs `fut` on the library runtime; a panic inside becomes INTERNAL.
@@ -158,7 +161,7 @@ impl BlazenFuture {
                     )))
                 }
             },
-            Slot::Ready(Err(e)) => Err(e),
+            Slot::Ready(Err(e)) => Err(*e),
             Slot::Pending => {
                 st.slot = Slot::Pending;
                 Err(BlazenError::internal("the future is still pending"))

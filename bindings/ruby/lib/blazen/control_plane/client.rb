@@ -15,7 +15,7 @@ module Blazen
         # Connects to the control plane at `endpoint` ("http://host:port").
         # With options, as {connect_with_options}.
         # @param endpoint [String]
-        # @param options [Hash] `bearer_token:`, `cert_path:`, `key_path:`, `ca_path:`, `connect_timeout_ms:`
+        # @param options [Hash] `bearer_token:`, `cert_path:`, `key_path:`, `ca_path:`, `connect_timeout_ms:`, `connections:` (1 to 64, default 8)
         # @return [Client]
         # @raise [Blazen::PeerError] when it cannot connect
         def connect(endpoint, **options)
@@ -53,9 +53,9 @@ module Blazen
           end)
         end
 
-        # Connects with a bearer token, mutual TLS and/or a connect timeout.
+        # Connects with a bearer token, mutual TLS, a connect timeout and/or a connection count.
         # @param endpoint [String]
-        # @param options [Hash] `bearer_token:`, `cert_path:`, `key_path:`, `ca_path:`, `connect_timeout_ms:`
+        # @param options [Hash] `bearer_token:`, `cert_path:`, `key_path:`, `ca_path:`, `connect_timeout_ms:`, `connections:` (1 to 64, default 8)
         # @return [Client]
         # @raise [Blazen::ValidationError] for an unknown option
         def connect_with_options(endpoint, **options)

@@ -71,17 +71,17 @@ module Blazen
     attach_function :blazen_future_take_controlplane_client, [:pointer, :pointer, :pointer], :int32
     # Releases a caller-owned `BlazenControlPlaneClient`
     attach_function :blazen_controlplane_client_free, [:pointer], :void
-    # Connects to the control plane at `endpoint` (borrowed), e.g. `http://127.0.0.1:7400`, in plaintext
+    # Connects to the control plane at `endpoint` (borrowed), e.g. `http://127.0.0.1:7400`, in plaintext, over the default number of connections (8; see `connect_with_options`)
     attach_function :blazen_controlplane_client_connect_blocking, [:string, :pointer, :pointer], :int32, blocking: true
-    # Connects to the control plane at `endpoint` (borrowed), e.g. `http://127.0.0.1:7400`, in plaintext
+    # Connects to the control plane at `endpoint` (borrowed), e.g. `http://127.0.0.1:7400`, in plaintext, over the default number of connections (8; see `connect_with_options`)
     attach_function :blazen_controlplane_client_connect, [:string], :pointer
-    # Connects over mutual TLS with the client certificate, key and CA bundle read from the PEM files at `cert_path`, `key_path` and `ca_path` (all borrowed)
+    # Connects over mutual TLS with the client certificate, key and CA bundle read from the PEM files at `cert_path`, `key_path` and `ca_path` (all borrowed), over the default number of connections (8)
     attach_function :blazen_controlplane_client_connect_with_mtls_blocking, [:string, :string, :string, :string, :pointer, :pointer], :int32, blocking: true
-    # Connects over mutual TLS with the client certificate, key and CA bundle read from the PEM files at `cert_path`, `key_path` and `ca_path` (all borrowed)
+    # Connects over mutual TLS with the client certificate, key and CA bundle read from the PEM files at `cert_path`, `key_path` and `ca_path` (all borrowed), over the default number of connections (8)
     attach_function :blazen_controlplane_client_connect_with_mtls, [:string, :string, :string, :string], :pointer
-    # Connects with `options_json` (borrowed; NULL or an object with any of `bearer_token`, `cert_path` + `key_path` + `ca_path` for mutual TLS, and `connect_timeout_ms`; other keys are a VALIDATION error)
+    # Connects with `options_json` (borrowed; NULL or an object with any of `bearer_token`, `cert_path` + `key_path` + `ca_path` for mutual TLS, `connect_timeout_ms` and `connections`; other keys are a VALIDATION error)
     attach_function :blazen_controlplane_client_connect_with_options_blocking, [:string, :string, :pointer, :pointer], :int32, blocking: true
-    # Connects with `options_json` (borrowed; NULL or an object with any of `bearer_token`, `cert_path` + `key_path` + `ca_path` for mutual TLS, and `connect_timeout_ms`; other keys are a VALIDATION error)
+    # Connects with `options_json` (borrowed; NULL or an object with any of `bearer_token`, `cert_path` + `key_path` + `ca_path` for mutual TLS, `connect_timeout_ms` and `connections`; other keys are a VALIDATION error)
     attach_function :blazen_controlplane_client_connect_with_options, [:string, :string], :pointer
     # Submits a run of `workflow_name` with `input_json` (a JSON value) and `required_tags_json` (NULL, `null` or `["key=value", ...]`), all borrowed
     attach_function :blazen_controlplane_client_submit_workflow_blocking, [:pointer, :string, :string, :string, :bool, :pointer, :pointer], :int32, blocking: true
