@@ -328,8 +328,7 @@ async fn blazen_controlplane_client_connect_with_mtls(
 ) -> Result<BlazenControlPlaneClient> {
     tracing::debug!(%endpoint, "connecting to the control plane (mutual TLS)");
     let (cert, key, ca) = (cert_path.as_ref(), key_path.as_ref(), ca_path.as_ref());
-    let tls = blazen_controlplane::tls::load_client_tls(cert, key, ca)
-        .map_err(|e| BlazenError::peer("ControlPlaneTls", e.to_string()))?;
+    let tls = crate::tls::client(cert, key, ca)?;
     connect_pool(endpoint, Some(tls), None, DEFAULT_CONNECTIONS).await
 }
 
@@ -345,33 +344,9 @@ pub struct ConnectOptions {
     connections: Option<u64>,
 }
 
-/// The TLS settings of options that name PEM files: all three or none
-/// (checked when the options are decoded, see [`CheckOptions`]).
-pub(crate) fn pem_triple(
-    cert: &Option<String>,
-    key: &Option<String>,
-    ca: &Option<String>,
-) -> std::result::Result<Option<[std::path::PathBuf; 3]>, String> {
-    match (cert, key, ca) {
-        (None, None, None) => Ok(None),
-        (Some(c), Some(k), Some(a)) => Ok(Some([c.into(), k.into(), a.into()])),
-        _ => Err("`cert_path`, `key_path` and `ca_path` must be given together".into()),
-    }
-}
-
-/// [`pem_triple`] for option structs already checked: an error names
-/// `options_json`.
-pub(crate) fn pem_paths(
-    cert: &Option<String>,
-    key: &Option<String>,
-    ca: &Option<String>,
-) -> Result<Option<[std::path::PathBuf; 3]>> {
-    pem_triple(cert, key, ca).map_err(|e| BlazenError::invalid("options_json", e))
-}
-
 impl CheckOptions for ConnectOptions {
     fn check(&self) -> std::result::Result<(), String> {
-        pem_triple(&self.cert_path, &self.key_path, &self.ca_path)?;
+        crate::tls::pem_triple(&self.cert_path, &self.key_path, &self.ca_path)?;
         match self.connections {
             Some(n) if n == 0 || n > MAX_CONNECTIONS as u64 => Err(format!(
                 "`connections` must be from 1 to {MAX_CONNECTIONS}, not {n}"
@@ -404,15 +379,7 @@ async fn blazen_controlplane_client_connect_with_options(
 ) -> Result<BlazenControlPlaneClient> {
     let o = options_json.0;
     tracing::debug!(%endpoint, "connecting to the control plane (with options)");
-    let tls = match pem_paths(&o.cert_path, &o.key_path, &o.ca_path)
-        .map_err(|e| BlazenError::invalid("options_json", e))?
-    {
-        Some([c, k, a]) => Some(
-            blazen_controlplane::tls::load_client_tls(&c, &k, &a)
-                .map_err(|e| BlazenError::peer("ControlPlaneTls", e.to_string()))?,
-        ),
-        None => None,
-    };
+    let tls = crate::tls::client_from_options(&o.cert_path, &o.key_path, &o.ca_path)?;
     let shown = endpoint.clone();
     let n = o.connections.map_or(DEFAULT_CONNECTIONS, |n| n as usize);
     let connect = connect_pool(endpoint, tls, o.bearer_token, n);

@@ -18,6 +18,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 pub mod client;
+pub mod context;
 pub mod error;
 pub mod log;
 pub mod records;
@@ -26,6 +27,7 @@ pub mod rt;
 pub mod server;
 mod service;
 pub mod subscription;
+mod tls;
 pub mod worker;
 
 mod boundary_tests;

@@ -160,7 +160,7 @@ impl Drop for Busy {
 }
 
 fn lock_sink() -> std::sync::MutexGuard<'static, Option<Arc<Installed>>> {
-    SINK.lock().unwrap_or_else(|p| p.into_inner())
+    crate::rt::lock(&SINK)
 }
 
 /// Installs the process's subscriber once: called when the runtime starts
@@ -207,7 +207,7 @@ fn queue() -> Result<&'static SyncSender<Record>> {
         return Ok(tx);
     }
     static START: Mutex<()> = Mutex::new(());
-    let _once = START.lock().unwrap_or_else(|p| p.into_inner());
+    let _once = crate::rt::lock(&START);
     if let Some(tx) = QUEUE_TX.get() {
         return Ok(tx);
     }

@@ -65,8 +65,8 @@ impl Running {
     /// connection still open (streams end with an error at their clients).
     /// Idempotent.
     fn stop(&self) {
-        let stop = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let stop = crate::rt::lock(&self.stop).take();
+        let task = crate::rt::lock(&self.task).take();
         if let Some(stop) = stop {
             let _ = stop.send(());
         }
@@ -91,21 +91,11 @@ impl Running {
 impl Drop for Running {
     /// `free` signals only: it never waits for the server task.
     fn drop(&mut self) {
-        if let Some(stop) = self
-            .stop
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(stop) = crate::rt::lock(&self.stop).take() {
             let _ = stop.send(());
         }
         self.kill.cancel();
-        if let Some(task) = self
-            .task
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(task) = crate::rt::lock(&self.task).take() {
             task.abort();
         }
     }
@@ -240,19 +230,16 @@ pub struct ServerOptions {
 
 impl crate::rt::arg::CheckOptions for ServerOptions {
     fn check(&self) -> std::result::Result<(), String> {
-        crate::client::pem_triple(&self.cert_path, &self.key_path, &self.ca_path).map(drop)
+        crate::tls::pem_triple(&self.cert_path, &self.key_path, &self.ca_path).map(drop)
     }
 }
 
 async fn start(bind_addr: &str, options: ServerOptions) -> Result<BlazenControlPlaneServer> {
-    let tls =
-        match crate::client::pem_paths(&options.cert_path, &options.key_path, &options.ca_path)? {
-            Some([c, k, a]) => Some(
-                blazen_controlplane::tls::load_server_tls(&c, &k, &a)
-                    .map_err(|e| BlazenError::peer("ControlPlaneTls", e.to_string()))?,
-            ),
-            None => None,
-        };
+    let tls = match crate::tls::pem_paths(&options.cert_path, &options.key_path, &options.ca_path)?
+    {
+        Some([c, k, a]) => Some(crate::tls::server(&c, &k, &a)?),
+        None => None,
+    };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let token = options.bearer_token;
     let addr: SocketAddr = bind_addr.parse().map_err(|e| {
@@ -294,9 +281,7 @@ async fn start(bind_addr: &str, options: ServerOptions) -> Result<BlazenControlP
         });
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
-        builder = builder
-            .tls_config(tls)
-            .map_err(|e| BlazenError::peer("ControlPlaneTls", e.to_string()))?;
+        builder = builder.tls_config(tls).map_err(crate::tls::error)?;
     }
     let task = tokio::spawn(async move {
         let _ = builder

@@ -116,26 +116,6 @@ proptest! {
         check_error(&r);
         prop_assert_eq!(r.is_ok(), uuid::Uuid::parse_str(&s).is_ok());
     }
-
-    #[test]
-    fn admission_modes(mode in any::<u32>(), param in any::<u64>()) {
-        let r = crate::worker::admission(mode, param);
-        prop_assert_eq!(r.is_ok(), mode <= 2);
-        match r {
-            Err(e) => {
-                prop_assert_eq!(e.kind, ErrorKind::Validation);
-                prop_assert!(e.message.contains("`admission_mode`"));
-            }
-            Ok(blazen_core::distributed::AdmissionMode::Fixed { max_in_flight }) => {
-                prop_assert!(max_in_flight >= 1);
-                prop_assert_eq!(u64::from(max_in_flight), param.clamp(1, u64::from(u32::MAX)));
-            }
-            Ok(blazen_core::distributed::AdmissionMode::VramBudget { max_vram_mb }) => {
-                prop_assert_eq!(max_vram_mb, param);
-            }
-            Ok(blazen_core::distributed::AdmissionMode::Reactive) => prop_assert_eq!(mode, 2),
-        }
-    }
 }
 
 #[test]

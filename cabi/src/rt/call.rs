@@ -1,34 +1,10 @@
-//! Running operations: the panic boundary, blocking calls and futures.
+//! Running operations: blocking calls and futures, behind the panic boundary.
 
 use std::future::Future;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use futures_util::FutureExt;
-
+use super::panic::{catch_async, guard};
+use super::ret::store;
 use super::{BlazenError, BlazenFuture, Result};
-
-fn panic_error(label: &str, payload: Box<dyn std::any::Any + Send>) -> BlazenError {
-    let msg = payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".into());
-    tracing::error!("{label} panicked: {msg}");
-    BlazenError::internal(format!("{label} panicked: {msg}"))
-}
-
-/// Runs `f`, turning a panic into an INTERNAL error.
-pub fn guard<T>(label: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(panic_error(label, p)))
-}
-
-/// Awaits `fut`, turning a panic into an INTERNAL error.
-pub async fn catch_async<T>(label: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
-    AssertUnwindSafe(fut)
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|p| Err(panic_error(label, p)))
-}
 
 /// Drives `fut` to completion on the library runtime from any thread:
 /// directly on a foreign thread, through a spawned task on a thread that
@@ -48,29 +24,6 @@ pub fn run_blocking<T: Send + 'static>(
     });
     rx.recv()
         .unwrap_or_else(|_| Err(BlazenError::internal(format!("{label}: the task was lost"))))
-}
-
-/// Writes a result into the usual `(out, out_err)` pair; returns 0 or -1.
-///
-/// # Safety
-/// `out` and `out_err` are NULL or valid for a write.
-pub unsafe fn store<T>(r: Result<T>, out: *mut *mut T, out_err: *mut *mut BlazenError) -> i32 {
-    match r {
-        Ok(v) => {
-            if !out.is_null() && std::mem::size_of::<T>() != 0 {
-                // SAFETY: checked non-NULL; the caller promises it is writable.
-                unsafe { *out = Box::into_raw(Box::new(v)) };
-            }
-            0
-        }
-        Err(e) => {
-            if !out_err.is_null() {
-                // SAFETY: as above.
-                unsafe { *out_err = Box::into_raw(Box::new(e)) };
-            }
-            -1
-        }
-    }
 }
 
 /// Body of every `NAME_blocking` whose operation yields a handle.
@@ -130,7 +83,7 @@ where
         let s = unsafe { Box::from_raw(text) };
         if !out_json.is_null() {
             // SAFETY: checked non-NULL; the caller promises it is writable.
-            unsafe { *out_json = super::ret::c_string(*s) };
+            unsafe { *out_json = super::strings::c_string(*s) };
         }
     }
     rc

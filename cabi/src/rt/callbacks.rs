@@ -3,12 +3,30 @@
 //! borrowed C strings, and call `drop_user_data` exactly once when dropped.
 
 use std::ffi::{c_char, c_void, CString};
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::strings::take_string;
 use super::{BlazenError, ErrorKind};
-use crate::worker::BlazenAssignmentContext;
+
+/// The run an assignment handler is working on, for the
+/// `blazen_assignment_context_*` functions. Borrowed by `handle` for the
+/// duration of the call; never freed by the caller.
+#[derive(Clone)]
+pub struct BlazenAssignmentContext {
+    pub(crate) inner: Arc<blazen_controlplane::worker::AssignmentContext>,
+    pub(crate) attempt: u32,
+}
+
+impl BlazenAssignmentContext {
+    pub(crate) fn new(ctx: blazen_controlplane::worker::AssignmentContext, attempt: u32) -> Self {
+        Self {
+            inner: Arc::new(ctx),
+            attempt,
+        }
+    }
+}
 
 /// The assignment handler a worker calls. `handle` gets borrowed `run_id`,
 /// `workflow_name` and `input_json`; returns 0 and stores a JSON string

@@ -10,7 +10,7 @@ use std::any::Any;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use super::call::guard;
+use super::panic::{catch_async, guard};
 use super::{BlazenError, Result};
 
 type Value = Box<dyn Any + Send>;
@@ -35,7 +35,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        super::lock(&self.state)
     }
 
     /// Stores the result unless one is there already (first one wins).
@@ -91,7 +91,7 @@ impl BlazenFuture {
         let mut this = Self::with_slot(Slot::Pending);
         let shared = this.shared.clone();
         let handle = super::runtime().spawn(async move {
-            let result = super::call::catch_async(label, fut).await;
+            let result = catch_async(label, fut).await;
             shared.complete(result.map(|v| Box::new(v) as Value));
         });
         this.task = Some(handle.abort_handle());
@@ -198,7 +198,7 @@ pub unsafe fn take<T: Send + 'static>(
     let r = guard(label, || {
         unsafe { super::arg::handle(fut, "fut") }?.take::<T>()
     });
-    unsafe { super::call::store(r, out, out_err) }
+    unsafe { super::ret::store(r, out, out_err) }
 }
 
 fn with_future<R>(fut: *const BlazenFuture, neutral: R, f: impl FnOnce(&BlazenFuture) -> R) -> R {

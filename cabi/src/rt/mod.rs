@@ -3,9 +3,9 @@
 //!
 //! - [`arg`] decodes C arguments into Rust values, naming the parameter in
 //!   every error;
-//! - [`call`] runs an operation blocking or as a [`BlazenFuture`], behind a
-//!   panic boundary;
-//! - [`ret`] converts results back into C values and frees handles;
+//! - [`panic`] is the panic boundary (a leaf: it imports nothing else here);
+//! - [`call`] runs an operation blocking or as a [`BlazenFuture`];
+//! - [`ret`] stores results into C out-parameters and frees handles;
 //! - [`future`] is the future handle and its C functions;
 //! - [`strings`] is the library's string allocator.
 //!
@@ -17,11 +17,12 @@ pub mod call;
 pub mod callbacks;
 mod error;
 pub mod future;
+pub mod panic;
 pub mod ret;
 mod sigpipe;
 pub mod strings;
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 pub use error::{BlazenError, ErrorKind, Result};
 pub use future::BlazenFuture;
@@ -39,4 +40,11 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
             .build()
             .expect("blazen-cabi: cannot start the tokio runtime")
     })
+}
+
+/// Locks `m`, recovering the data of a lock poisoned by a panic (every
+/// panic is caught at the boundary, so the data is still consistent): the
+/// one way the crate locks a mutex.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -1,9 +1,11 @@
-//! Results of plain (non-async) entry points, and freeing handles.
+//! Storing results for C: out-parameters, plain entry points' return
+//! values, and freeing handles.
 
-use std::ffi::{c_char, CString};
+use std::ffi::c_char;
 
-use super::call::guard;
-use super::Result;
+use super::panic::guard;
+use super::strings::c_string;
+use super::{BlazenError, Result};
 
 /// Marks a type whose values are handed to C as boxed `T *` handles.
 /// Implemented by `#[handle]`.
@@ -35,12 +37,6 @@ macro_rules! scalars {
 scalars!(0 => u8, u16, u32, u64, usize);
 scalars!(-1 => i32, i64);
 scalars!(false => bool);
-
-/// Copies `s` into a caller-owned C string (interior NULs are dropped).
-pub fn c_string(s: String) -> *mut c_char {
-    let bytes: Vec<u8> = s.into_bytes().into_iter().filter(|b| *b != 0).collect();
-    CString::new(bytes).map_or(std::ptr::null_mut(), CString::into_raw)
-}
 
 impl IntoC for String {
     type C = *mut c_char;
@@ -117,5 +113,28 @@ pub unsafe fn free<T>(label: &str, handle: *mut T) {
             drop(boxed);
             Ok(())
         });
+    }
+}
+
+/// Writes a result into the usual `(out, out_err)` pair; returns 0 or -1.
+///
+/// # Safety
+/// `out` and `out_err` are NULL or valid for a write.
+pub unsafe fn store<T>(r: Result<T>, out: *mut *mut T, out_err: *mut *mut BlazenError) -> i32 {
+    match r {
+        Ok(v) => {
+            if !out.is_null() && std::mem::size_of::<T>() != 0 {
+                // SAFETY: checked non-NULL; the caller promises it is writable.
+                unsafe { *out = Box::into_raw(Box::new(v)) };
+            }
+            0
+        }
+        Err(e) => {
+            if !out_err.is_null() {
+                // SAFETY: as above.
+                unsafe { *out_err = Box::into_raw(Box::new(e)) };
+            }
+            -1
+        }
     }
 }

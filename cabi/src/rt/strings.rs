@@ -49,3 +49,9 @@ pub unsafe extern "C" fn blazen_string_array_free(arr: *mut *mut c_char, count: 
 pub unsafe fn take_string(ptr: *mut c_char) -> Option<Vec<u8>> {
     (!ptr.is_null()).then(|| unsafe { CString::from_raw(ptr) }.into_bytes())
 }
+
+/// Copies `s` into a caller-owned C string (interior NULs are dropped).
+pub fn c_string(s: String) -> *mut c_char {
+    let bytes: Vec<u8> = s.into_bytes().into_iter().filter(|b| *b != 0).collect();
+    CString::new(bytes).map_or(std::ptr::null_mut(), CString::into_raw)
+}

@@ -1,0 +1,60 @@
+//! The assignment context: what a handler of
+//! `blazen_controlplane_worker_new_with_options` can ask about its run and
+//! do on it while its `handle` call lasts.
+
+use blazen_cabi_macros::export;
+
+use crate::rt::arg::Json;
+use crate::rt::callbacks::BlazenAssignmentContext;
+use crate::rt::Result;
+
+/// The id of the run `ctx` (borrowed) belongs to.
+#[export]
+fn blazen_assignment_context_run_id(ctx: &BlazenAssignmentContext) -> String {
+    ctx.inner.run_id().to_string()
+}
+
+/// Which attempt at the run this assignment is (as the control plane
+/// counts them).
+#[export]
+fn blazen_assignment_context_attempt(ctx: &BlazenAssignmentContext) -> u32 {
+    ctx.attempt
+}
+
+/// True once the run has been cancelled (by the orchestrator, a drain or
+/// the worker's shutdown): the handler should stop and return.
+#[export]
+fn blazen_assignment_context_is_cancelled(ctx: &BlazenAssignmentContext) -> bool {
+    ctx.inner.cancellation_token().is_cancelled()
+}
+
+/// Emits the event `event_type` with `data_json` (both borrowed; a JSON
+/// value) on the run of `ctx` (borrowed), to its subscribers.
+#[export(status)]
+async fn blazen_assignment_context_emit_event(
+    ctx: &BlazenAssignmentContext,
+    event_type: String,
+    data_json: Json,
+) -> Result<()> {
+    Ok(ctx.inner.emit_event(&event_type, data_json.0).await?)
+}
+
+/// Asks the orchestrator for input: emits `input.request` `{request_id,
+/// prompt, metadata}` on the run of `ctx` (borrowed) and waits for
+/// `blazen_controlplane_client_respond_to_input`, the run's cancellation,
+/// or `timeout_ms` (0: no limit). `prompt` and `metadata_json` (a JSON
+/// value) are borrowed; the answer is stored in `*out_json`.
+#[export(blocking)]
+async fn blazen_assignment_context_request_input(
+    ctx: &BlazenAssignmentContext,
+    prompt: String,
+    metadata_json: Json,
+    timeout_ms: u64,
+) -> Result<String> {
+    let limit = (timeout_ms > 0).then_some(timeout_ms);
+    let answer = ctx
+        .inner
+        .request_input(&prompt, metadata_json.0, limit)
+        .await?;
+    Ok(answer.to_string())
+}

@@ -1,0 +1,144 @@
+//! The C callback table serving the control plane's handler trait: each
+//! callback on a blocking-pool thread, never an executor thread, gated by
+//! the worker's stop signal and (Fixed admission) its `max_in_flight` cap.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use blazen_controlplane::protocol::Assignment;
+use blazen_controlplane::worker::{AssignmentContext, AssignmentFailure, AssignmentHandler};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::rt::callbacks::{self, BlazenAssignmentContext};
+use crate::rt::{lock, ErrorKind};
+
+/// The control plane's handler trait, served by the C callback table. Each
+/// callback runs on a blocking-pool thread, never on an executor thread.
+#[derive(Clone)]
+pub(super) struct CHandler {
+    pub(super) vt: Arc<dyn callbacks::Handler>,
+    /// The runs whose `handle` call has started and not yet returned.
+    pub(super) in_flight: Arc<Mutex<HashMap<Uuid, CancellationToken>>>,
+    /// The worker's stop signal: once set, no new callback starts.
+    pub(super) stop: CancellationToken,
+    /// `max_in_flight` permits for a Fixed worker: an assignment beyond
+    /// them waits here (still counted as assigned by the control plane)
+    /// until a `handle` call returns, whatever the server pushes.
+    pub(super) permits: Option<Arc<Semaphore>>,
+}
+
+/// Forgets a run's `handle` call however it ends, including when the crate
+/// drops the call's future (its deadline or a cancellation).
+/// A call abandoned that way has its run's token cancelled, so a `handle`
+/// still running sees `blazen_assignment_context_is_cancelled`.
+struct Started {
+    in_flight: Arc<Mutex<HashMap<Uuid, CancellationToken>>>,
+    run_id: Uuid,
+    token: CancellationToken,
+    returned: bool,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        lock(&self.in_flight).remove(&self.run_id);
+        if !self.returned {
+            self.token.cancel();
+        }
+    }
+}
+
+impl CHandler {
+    /// Cancels every assignment in progress and tells the handler.
+    pub(super) fn cancel_all(&self) {
+        let runs: Vec<(Uuid, CancellationToken)> = lock(&self.in_flight).drain().collect();
+        for (run_id, token) in runs {
+            token.cancel();
+            self.vt.on_cancel(&run_id.to_string());
+        }
+    }
+
+    /// Runs a callback on a blocking-pool thread, unless the worker has
+    /// been stopped by then (a callback that passed the check is "already
+    /// being delivered" and may complete after `shutdown` returns).
+    async fn off_executor<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn callbacks::Handler) -> T + Send + 'static,
+    ) -> std::result::Result<T, String> {
+        self.off_executor_holding((), f).await
+    }
+
+    /// As [`Self::off_executor`], keeping `held` (a permit) until the
+    /// callback has returned, even if the awaiting future is dropped.
+    async fn off_executor_holding<T: Send + 'static, H: Send + 'static>(
+        &self,
+        held: H,
+        f: impl FnOnce(&dyn callbacks::Handler) -> T + Send + 'static,
+    ) -> std::result::Result<T, String> {
+        let vt = self.vt.clone();
+        let stop = self.stop.clone();
+        tokio::task::spawn_blocking(move || {
+            let _held = held;
+            if stop.is_cancelled() {
+                return Err(ErrorKind::Cancelled.tag("the worker was shut down"));
+            }
+            Ok(f(&*vt))
+        })
+        .await
+        .map_err(|e| ErrorKind::Internal.tag(&format!("the handler callback panicked: {e}")))?
+    }
+}
+
+#[async_trait::async_trait]
+impl AssignmentHandler for CHandler {
+    async fn handle(
+        &self,
+        a: Assignment,
+        ctx: AssignmentContext,
+    ) -> std::result::Result<serde_json::Value, AssignmentFailure> {
+        let run_id = a.run_id;
+        // Waits for a free slot (a cancelled run stops waiting: the crate
+        // drops this future).
+        let permit = match &self.permits {
+            Some(p) => Some(p.clone().acquire_owned().await.map_err(|_| {
+                AssignmentFailure::new(ErrorKind::Cancelled.tag("the worker was shut down"))
+            })?),
+            None => None,
+        };
+        let token = ctx.cancellation_token().clone();
+        lock(&self.in_flight).insert(run_id, token.clone());
+        let mut started = Started {
+            in_flight: self.in_flight.clone(),
+            run_id,
+            token,
+            returned: false,
+        };
+        let mut ctx = BlazenAssignmentContext::new(ctx, a.attempt);
+        let result = self
+            .off_executor_holding(permit, move |vt| {
+                vt.handle(
+                    &mut ctx,
+                    &run_id.to_string(),
+                    &a.workflow_name,
+                    &a.input_json,
+                )
+            })
+            .await
+            .and_then(|r| r);
+        started.returned = true;
+        result.map_err(AssignmentFailure::new)
+    }
+
+    async fn on_cancel(&self, run_id: Uuid) {
+        if lock(&self.in_flight).remove(&run_id).is_some() {
+            let _ = self
+                .off_executor(move |vt| vt.on_cancel(&run_id.to_string()))
+                .await;
+        }
+    }
+
+    async fn on_drain(&self, immediate: bool) {
+        let _ = self.off_executor(move |vt| vt.on_drain(immediate)).await;
+    }
+}

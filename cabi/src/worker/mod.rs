@@ -1,0 +1,287 @@
+//! Workers written in C: a callback table answers assignments.
+//!
+//! - [`config`]: the options a worker is made from, and the one builder of
+//!   the control plane's `WorkerConfig`;
+//! - [`route`]: how it reaches the control plane (the library's relay,
+//!   credentials, the checks before `run`);
+//! - [`handler`]: the C callback table serving the control plane's handler
+//!   trait, with the admission cap.
+
+mod config;
+mod handler;
+mod route;
+
+use std::sync::{Arc, Mutex};
+
+use blazen_cabi_macros::{export, handle};
+use blazen_controlplane::worker::{Worker, WorkerConfig};
+use blazen_core::distributed::AdmissionMode;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::relay::Relay;
+use crate::rt::arg::{Capabilities, Options, StringMap};
+use crate::rt::callbacks::{self, BlazenAssignmentHandlerVTable, BlazenContextHandlerVTable};
+use crate::rt::{lock, BlazenError, Result};
+
+pub use config::WorkerOptions;
+use handler::CHandler;
+use route::{Access, Route};
+
+/// A worker and its handler. Caller-owned; free with
+/// `blazen_controlplane_worker_free`, which shuts it down first.
+#[handle(free = "blazen_controlplane_worker_free")]
+pub struct BlazenControlPlaneWorker {
+    inner: Arc<Cell>,
+    /// Only the caller's handle shuts the worker down when dropped; the
+    /// library's own copies (held by a running `run`) do not.
+    owned: bool,
+}
+
+impl Clone for BlazenControlPlaneWorker {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            owned: false,
+        }
+    }
+}
+
+impl Drop for BlazenControlPlaneWorker {
+    fn drop(&mut self) {
+        // Signals only: a `run` in progress ends on its own (it holds its
+        // own reference), and a handler still running keeps the callback
+        // table alive until it returns, so `drop_user_data` comes last.
+        if self.owned {
+            self.inner.shutdown();
+        }
+    }
+}
+
+struct Cell {
+    /// The worker until `run` takes it.
+    worker: Mutex<Option<Worker>>,
+    /// The worker's connection to the control plane (see [`Relay`]).
+    relay: Option<Relay>,
+    /// How the worker reaches the control plane, for the auth check.
+    access: Access,
+    handler: CHandler,
+    stop: CancellationToken,
+    node_id: String,
+}
+
+impl Cell {
+    /// Stops the worker without waiting for anything but the handler's
+    /// `on_cancel` notifications, which it makes on this thread.
+    fn shutdown(&self) {
+        self.stop.cancel();
+        self.end_session();
+        if let Some(w) = lock(&self.worker).as_ref() {
+            w.shutdown();
+        }
+        self.handler.cancel_all();
+    }
+
+    /// Ends the worker's session at the server: it stops being listed and
+    /// assigned runs.
+    fn end_session(&self) {
+        if let Some(relay) = &self.relay {
+            relay.close();
+        }
+    }
+}
+
+fn build(
+    config: WorkerConfig,
+    vt: Arc<dyn callbacks::Handler>,
+    route: Route,
+) -> Result<BlazenControlPlaneWorker> {
+    let permits = match config.admission {
+        AdmissionMode::Fixed { max_in_flight } => {
+            Some(Arc::new(Semaphore::new(max_in_flight.max(1) as usize)))
+        }
+        _ => None,
+    };
+    let node_id = config.node_id.clone();
+    let worker = Worker::connect(config)?;
+    let stop = CancellationToken::new();
+    Ok(BlazenControlPlaneWorker {
+        inner: Arc::new(Cell {
+            worker: Mutex::new(Some(worker)),
+            relay: route.relay,
+            access: route.access,
+            handler: CHandler {
+                vt,
+                in_flight: Arc::default(),
+                stop: stop.clone(),
+                permits,
+            },
+            stop,
+            node_id,
+        }),
+        owned: true,
+    })
+}
+
+/// Makes a worker from `options` once the other arguments are known to be
+/// good: the endpoint is checked (and the relay started) last, so a bad
+/// argument is reported under its own name.
+async fn make(
+    endpoint: String,
+    node_id: String,
+    options: WorkerOptions,
+    capabilities_param: &'static str,
+    vt: Arc<dyn callbacks::Handler>,
+) -> Result<BlazenControlPlaneWorker> {
+    options.check_kinds(capabilities_param)?;
+    let mut route = Route::new(endpoint).await?;
+    let config = config::build(&mut route, node_id, options)?;
+    build(config, vt, route)
+}
+
+/// Creates a worker for the control plane at `endpoint` named `node_id`,
+/// advertising `capabilities_json` (`[{"kind": "workflow:NAME", "version":
+/// 0}]`) and `tags_json` (`{"k": "v"}`), with admission `admission_mode`
+/// (0 Fixed: `admission_param` = max in flight, 0 means 1; 1 VramBudget:
+/// MiB; 2 Reactive). Strings are borrowed. The library owns `vtable.user_data`
+/// from this call on, on every path, and calls `drop_user_data` once when
+/// done with it (at once if this call fails). Nothing connects until `run`.
+#[export(blocking)]
+async fn blazen_controlplane_worker_new(
+    endpoint: String,
+    node_id: String,
+    capabilities_json: Capabilities,
+    tags_json: StringMap,
+    #[enum_like] admission_mode: u32,
+    admission_param: u64,
+    vtable: BlazenAssignmentHandlerVTable,
+) -> Result<BlazenControlPlaneWorker> {
+    let options = WorkerOptions::from_args(
+        capabilities_json,
+        tags_json,
+        admission_mode,
+        admission_param,
+    )?;
+    make(
+        endpoint,
+        node_id,
+        options,
+        "capabilities_json",
+        Arc::new(vtable),
+    )
+    .await
+}
+
+/// As `blazen_controlplane_worker_new_blocking`, connecting over mutual
+/// TLS with the PEM files at `cert_path`, `key_path` and `ca_path`
+/// (borrowed; read now, so a missing file fails here).
+#[export(blocking)]
+#[allow(clippy::too_many_arguments)]
+async fn blazen_controlplane_worker_new_with_mtls(
+    endpoint: String,
+    node_id: String,
+    capabilities_json: Capabilities,
+    tags_json: StringMap,
+    #[enum_like] admission_mode: u32,
+    admission_param: u64,
+    cert_path: String,
+    key_path: String,
+    ca_path: String,
+    vtable: BlazenAssignmentHandlerVTable,
+) -> Result<BlazenControlPlaneWorker> {
+    let options = WorkerOptions::from_args(
+        capabilities_json,
+        tags_json,
+        admission_mode,
+        admission_param,
+    )?
+    .with_pem_files(cert_path, key_path, ca_path);
+    make(
+        endpoint,
+        node_id,
+        options,
+        "capabilities_json",
+        Arc::new(vtable),
+    )
+    .await
+}
+
+/// Creates a worker from `options_json` (borrowed; NULL or an object with
+/// any of `capabilities` `[{"kind", "version"}]`, `tags` and `labels`
+/// `{"k": "v"}`, `admission` `{"mode": "Fixed", "max_in_flight": n}` |
+/// `{"mode": "VramBudget", "max_vram_mb": n}` | `{"mode": "Reactive"}`,
+/// `bearer_token`, `cert_path` + `key_path` + `ca_path`, `heartbeat_ms`,
+/// `retry` `{"max_attempts", "initial_backoff_ms", "max_backoff_ms"}`
+/// (without `retry` the worker reconnects forever); other keys are a
+/// VALIDATION error). `vtable.handle` also receives the run's
+/// `BlazenAssignmentContext`. The library owns `vtable.user_data` from this
+/// call on, on every path, and calls `drop_user_data` once.
+#[export(blocking)]
+async fn blazen_controlplane_worker_new_with_options(
+    endpoint: String,
+    node_id: String,
+    options_json: Options<WorkerOptions>,
+    vtable: BlazenContextHandlerVTable,
+) -> Result<BlazenControlPlaneWorker> {
+    make(
+        endpoint,
+        node_id,
+        options_json.0,
+        "options_json",
+        Arc::new(vtable),
+    )
+    .await
+}
+
+/// Connects and serves assignments until `blazen_controlplane_worker_shutdown`
+/// (then 0), a drain, or a failure the retry policy gives up on (then -1).
+/// `worker` is borrowed and must outlive the call; `run` may be called once
+/// per worker (a second call is a VALIDATION error).
+#[export]
+async fn blazen_controlplane_worker_run(worker: &BlazenControlPlaneWorker) -> Result<()> {
+    let cell = worker.inner.clone();
+    let taken = lock(&cell.worker).take();
+    let Some(w) = taken else {
+        return Err(BlazenError::invalid("worker", "has already been run"));
+    };
+    // Ends the session however the run ends, including when its future
+    // is cancelled or freed.
+    let _session = SessionGuard(cell.clone());
+    if let Some(rejected) = cell.access.rejected(&cell.node_id).await {
+        return Err(rejected);
+    }
+    let handler = cell.handler.clone();
+    let result = tokio::select! {
+        r = w.run(handler) => r.map_err(BlazenError::from),
+        () = cell.stop.cancelled() => Ok(()),
+    };
+    match result {
+        // The worker reaches the control plane through the relay, which
+        // hides the cause: find it at the configured endpoint.
+        Err(e) if e.subkind.as_deref() == Some("ControlPlaneTransport") => {
+            let access = &cell.access;
+            Err(crate::client::unreachable(&access.configured, access.tls.clone()).await)
+        }
+        other => other,
+    }
+}
+
+struct SessionGuard(Arc<Cell>);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.0.end_session();
+    }
+}
+
+/// Stops the worker (borrowed), whether or not it is running, without
+/// waiting for any thread: the worker leaves the control plane at once, a
+/// running `run` returns 0 promptly, and each assignment in progress gets
+/// `on_cancel` on the calling thread before this returns (its `handle`
+/// call, which may still be running on a library thread, is not waited
+/// for; its result is discarded and the control plane re-queues the run).
+/// No new callback starts after this returns. Idempotent.
+#[export]
+fn blazen_controlplane_worker_shutdown(worker: &BlazenControlPlaneWorker) {
+    worker.inner.shutdown()
+}

@@ -1,0 +1,113 @@
+//! How a worker reaches the control plane: through the library's relay
+//! (see [`Relay`]), with the credentials `run` checks before it starts.
+
+use std::path::Path;
+use std::time::Duration;
+
+use blazen_controlplane::worker::WorkerConfig;
+use blazen_controlplane::Client;
+use blazen_core::distributed::OrchestratorClient;
+
+use crate::relay::Relay;
+use crate::rt::{BlazenError, Result};
+
+/// Where a worker connects: through the library's relay when the endpoint
+/// is a URI (see [`Relay`]).
+pub(super) struct Route {
+    pub(super) endpoint: String,
+    host: Option<String>,
+    pub(super) relay: Option<Relay>,
+    pub(super) access: Access,
+}
+
+/// The endpoint, TLS settings and token a worker uses.
+#[derive(Clone, Default)]
+pub(super) struct Access {
+    endpoint: String,
+    /// The endpoint as the host gave it (the relay's replaces it above).
+    pub(super) configured: String,
+    pub(super) tls: Option<tonic::transport::ClientTlsConfig>,
+    pub(super) token: Option<String>,
+}
+
+impl Access {
+    /// One call with the worker's credentials before it starts: a rejected
+    /// token fails `run` at once (the crate would otherwise retry it under
+    /// the retry policy, forever by default), and so does a node id another
+    /// worker is connected with (the control plane refuses the session with
+    /// ALREADY_EXISTS, which the crate would also retry). A node id still
+    /// listed is checked again for up to [`DUPLICATE_GRACE`], so a worker
+    /// restarted under the same id gets in once its predecessor's session
+    /// has ended. An unreachable server is left to the retry policy.
+    pub(super) async fn rejected(&self, node_id: &str) -> Option<BlazenError> {
+        let probe = Client::connect(self.endpoint.clone(), self.tls.clone(), self.token.clone());
+        let client = probe.await.ok()?;
+        let deadline = tokio::time::Instant::now() + DUPLICATE_GRACE;
+        loop {
+            let workers = match client.list_workers().await {
+                Ok(w) => w,
+                Err(e) => {
+                    let e = BlazenError::from(e);
+                    return (e.subkind.as_deref() == Some("ControlPlaneUnauthenticated"))
+                        .then_some(e);
+                }
+            };
+            if !workers.iter().any(|w| w.node_id == node_id) {
+                return None;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Some(BlazenError::peer(
+                    "ControlPlaneAlreadyExists",
+                    format!(
+                        "node id `{node_id}` is already connected to the control plane at {}; \
+                         each worker needs a node id of its own",
+                        self.configured
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// How long `run` waits for a worker with the same node id to leave.
+const DUPLICATE_GRACE: Duration = Duration::from_secs(2);
+
+impl Route {
+    pub(super) async fn new(endpoint: String) -> Result<Self> {
+        crate::client::check_endpoint(&endpoint)?;
+        let configured = endpoint.clone();
+        let (endpoint, host, relay) = match Relay::start(&endpoint).await? {
+            Some(r) => (r.endpoint, Some(r.host), Some(r.relay)),
+            None => (endpoint, None, None),
+        };
+        let access = Access {
+            endpoint: endpoint.clone(),
+            configured,
+            ..Access::default()
+        };
+        Ok(Route {
+            endpoint,
+            host,
+            relay,
+            access,
+        })
+    }
+
+    /// Mutual TLS from PEM files, checking the server's name against the
+    /// configured host (not the relay's address).
+    pub(super) fn mtls(
+        &mut self,
+        config: WorkerConfig,
+        cert: &Path,
+        key: &Path,
+        ca: &Path,
+    ) -> Result<WorkerConfig> {
+        let mut tls = crate::tls::client(cert, key, ca)?;
+        if let Some(host) = &self.host {
+            tls = tls.domain_name(host.clone());
+        }
+        self.access.tls = Some(tls.clone());
+        Ok(config.with_tls(tls))
+    }
+}
