@@ -702,6 +702,52 @@ BlazenFuture *blazen_controlplane_client_drain_worker(const BlazenControlPlaneCl
                                                       bool immediate);
 
 /**
+ * The id of the run `ctx` (borrowed) belongs to.
+ *
+ * The returned string is caller-owned (free with `blazen_string_free`); NULL when absent or on invalid arguments.
+ */
+char *blazen_assignment_context_run_id(const BlazenAssignmentContext *ctx);
+
+/**
+ * Which attempt at the run this assignment is (as the control plane
+ * counts them).
+ */
+uint32_t blazen_assignment_context_attempt(const BlazenAssignmentContext *ctx);
+
+/**
+ * True once the run has been cancelled (by the orchestrator, a drain or
+ * the worker's shutdown): the handler should stop and return.
+ */
+bool blazen_assignment_context_is_cancelled(const BlazenAssignmentContext *ctx);
+
+/**
+ * Emits the event `event_type` with `data_json` (both borrowed; a JSON
+ * value) on the run of `ctx` (borrowed), to its subscribers.
+ *
+ * Blocks the calling thread. Returns 0, or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`; `out_err` may be NULL).
+ */
+int32_t blazen_assignment_context_emit_event(const BlazenAssignmentContext *ctx,
+                                             const char *event_type,
+                                             const char *data_json,
+                                             BlazenError **out_err);
+
+/**
+ * Asks the orchestrator for input: emits `input.request` `{request_id,
+ * prompt, metadata}` on the run of `ctx` (borrowed) and waits for
+ * `blazen_controlplane_client_respond_to_input`, the run's cancellation,
+ * or `timeout_ms` (0: no limit). `prompt` and `metadata_json` (a JSON
+ * value) are borrowed; the answer is stored in `*out_json`.
+ *
+ * Blocks the calling thread. Returns 0 and stores a caller-owned JSON string in `*out_json` (free with `blazen_string_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.
+ */
+int32_t blazen_assignment_context_request_input_blocking(const BlazenAssignmentContext *ctx,
+                                                         const char *prompt,
+                                                         const char *metadata_json,
+                                                         uint64_t timeout_ms,
+                                                         char **out_json,
+                                                         BlazenError **out_err);
+
+/**
  * The error's kind, one of the `BLAZEN_ERROR_KIND_*` constants; 0 when
  * `err` is NULL. `err` is borrowed.
  */
@@ -1208,6 +1254,27 @@ int32_t blazen_controlplane_worker_new_with_mtls_blocking(const char *endpoint,
                                                           BlazenError **out_err);
 
 /**
+ * Creates a worker from `options_json` (borrowed; NULL or an object with
+ * any of `capabilities` `[{"kind", "version"}]`, `tags` and `labels`
+ * `{"k": "v"}`, `admission` `{"mode": "Fixed", "max_in_flight": n}` |
+ * `{"mode": "VramBudget", "max_vram_mb": n}` | `{"mode": "Reactive"}`,
+ * `bearer_token`, `cert_path` + `key_path` + `ca_path`, `heartbeat_ms`,
+ * `retry` `{"max_attempts", "initial_backoff_ms", "max_backoff_ms"}`
+ * (without `retry` the worker reconnects forever); other keys are a
+ * VALIDATION error). `vtable.handle` also receives the run's
+ * `BlazenAssignmentContext`. The library owns `vtable.user_data` from this
+ * call on, on every path, and calls `drop_user_data` once.
+ *
+ * Blocks the calling thread. Returns 0 and stores a new caller-owned `BlazenControlPlaneWorker` in `*out_worker` (free it with its `_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.
+ */
+int32_t blazen_controlplane_worker_new_with_options_blocking(const char *endpoint,
+                                                             const char *node_id,
+                                                             const char *options_json,
+                                                             BlazenContextHandlerVTable vtable,
+                                                             BlazenControlPlaneWorker **out_worker,
+                                                             BlazenError **out_err);
+
+/**
  * Connects and serves assignments until `blazen_controlplane_worker_shutdown`
  * (then 0), a drain, or a failure the retry policy gives up on (then -1).
  * `worker` is borrowed and must outlive the call; `run` may be called once
@@ -1238,73 +1305,6 @@ BlazenFuture *blazen_controlplane_worker_run(const BlazenControlPlaneWorker *wor
  * No new callback starts after this returns. Idempotent.
  */
 void blazen_controlplane_worker_shutdown(const BlazenControlPlaneWorker *worker);
-
-/**
- * Creates a worker from `options_json` (borrowed; NULL or an object with
- * any of `capabilities` `[{"kind", "version"}]`, `tags` and `labels`
- * `{"k": "v"}`, `admission` `{"mode": "Fixed", "max_in_flight": n}` |
- * `{"mode": "VramBudget", "max_vram_mb": n}` | `{"mode": "Reactive"}`,
- * `bearer_token`, `cert_path` + `key_path` + `ca_path`, `heartbeat_ms`,
- * `retry` `{"max_attempts", "initial_backoff_ms", "max_backoff_ms"}`
- * (without `retry` the worker reconnects forever); other keys are a
- * VALIDATION error). `vtable.handle` also receives the run's
- * `BlazenAssignmentContext`. The library owns `vtable.user_data` from this
- * call on, on every path, and calls `drop_user_data` once.
- *
- * Blocks the calling thread. Returns 0 and stores a new caller-owned `BlazenControlPlaneWorker` in `*out_worker` (free it with its `_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.
- */
-int32_t blazen_controlplane_worker_new_with_options_blocking(const char *endpoint,
-                                                             const char *node_id,
-                                                             const char *options_json,
-                                                             BlazenContextHandlerVTable vtable,
-                                                             BlazenControlPlaneWorker **out_worker,
-                                                             BlazenError **out_err);
-
-/**
- * The id of the run `ctx` (borrowed) belongs to.
- *
- * The returned string is caller-owned (free with `blazen_string_free`); NULL when absent or on invalid arguments.
- */
-char *blazen_assignment_context_run_id(const BlazenAssignmentContext *ctx);
-
-/**
- * Which attempt at the run this assignment is (as the control plane
- * counts them).
- */
-uint32_t blazen_assignment_context_attempt(const BlazenAssignmentContext *ctx);
-
-/**
- * True once the run has been cancelled (by the orchestrator, a drain or
- * the worker's shutdown): the handler should stop and return.
- */
-bool blazen_assignment_context_is_cancelled(const BlazenAssignmentContext *ctx);
-
-/**
- * Emits the event `event_type` with `data_json` (both borrowed; a JSON
- * value) on the run of `ctx` (borrowed), to its subscribers.
- *
- * Blocks the calling thread. Returns 0, or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`; `out_err` may be NULL).
- */
-int32_t blazen_assignment_context_emit_event(const BlazenAssignmentContext *ctx,
-                                             const char *event_type,
-                                             const char *data_json,
-                                             BlazenError **out_err);
-
-/**
- * Asks the orchestrator for input: emits `input.request` `{request_id,
- * prompt, metadata}` on the run of `ctx` (borrowed) and waits for
- * `blazen_controlplane_client_respond_to_input`, the run's cancellation,
- * or `timeout_ms` (0: no limit). `prompt` and `metadata_json` (a JSON
- * value) are borrowed; the answer is stored in `*out_json`.
- *
- * Blocks the calling thread. Returns 0 and stores a caller-owned JSON string in `*out_json` (free with `blazen_string_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.
- */
-int32_t blazen_assignment_context_request_input_blocking(const BlazenAssignmentContext *ctx,
-                                                         const char *prompt,
-                                                         const char *metadata_json,
-                                                         uint64_t timeout_ms,
-                                                         char **out_json,
-                                                         BlazenError **out_err);
 
 #ifdef __cplusplus
 }  // extern "C"

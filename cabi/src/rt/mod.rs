@@ -17,6 +17,7 @@ pub mod call;
 pub mod callbacks;
 mod error;
 pub mod future;
+pub mod logging;
 pub mod panic;
 pub mod ret;
 mod sigpipe;
@@ -32,7 +33,7 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
         // Logging (BLAZEN_LOG, a host's sink) starts with the runtime.
-        crate::log::init();
+        logging::init();
         tokio::runtime::Builder::new_multi_thread()
             .thread_name("blazen-cabi")
             .on_thread_start(sigpipe::block_for_this_thread)
