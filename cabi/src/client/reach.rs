@@ -1,0 +1,105 @@
+//! Reaching a control plane: endpoint checks, and failures that name the
+//! endpoint and their cause.
+
+use blazen_controlplane::client::Client;
+use blazen_controlplane::ControlPlaneError;
+
+use crate::rt::{BlazenError, Result};
+
+/// Refuses an endpoint that is not an `http://` or `https://` URI with a
+/// host (VALIDATION naming `endpoint`), before anything connects.
+pub(crate) fn check_endpoint(endpoint: &str) -> Result<()> {
+    let bad = |why: String| BlazenError::invalid("endpoint", why);
+    let uri: tonic::transport::Uri = endpoint
+        .parse()
+        .map_err(|e| bad(format!("{endpoint:?} is not a URI ({e})")))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(()),
+        (None, _) => Err(bad(format!(
+            "{endpoint:?} has no scheme; use \"http://{endpoint}\" (or https:// for TLS)"
+        ))),
+        (Some(scheme @ ("http" | "https")), _) => {
+            Err(bad(format!("{endpoint:?} has no host after {scheme}://")))
+        }
+        (Some(scheme), _) => Err(bad(format!(
+            "{endpoint:?} has the scheme {scheme:?}; the control plane speaks http:// or https://"
+        ))),
+    }
+}
+
+/// `Client::connect` with the endpoint checked first and a failure that
+/// names the endpoint and its cause.
+pub(crate) async fn connect(
+    endpoint: String,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+    token: Option<String>,
+) -> Result<Client> {
+    check_endpoint(&endpoint)?;
+    match Client::connect(endpoint.clone(), tls.clone(), token).await {
+        Ok(c) => Ok(c),
+        Err(ControlPlaneError::Transport(_)) => Err(unreachable(&endpoint, tls).await),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Why `endpoint` cannot be reached: the crate reports only "transport
+/// error" (tonic's error shows its cause only through `source()`, which
+/// the crate's string conversion drops), so this connects once more and
+/// reads the cause chain. PEER, subkind `ControlPlaneTls` for certificate
+/// and handshake problems, `ControlPlaneTransport` otherwise (refused,
+/// DNS, timeout).
+pub(crate) async fn unreachable(
+    endpoint: &str,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> BlazenError {
+    let transport = |cause: &str| {
+        BlazenError::peer(
+            "ControlPlaneTransport",
+            format!("cannot reach the control plane at {endpoint}: {cause}"),
+        )
+    };
+    let Ok(mut probe) = tonic::transport::Endpoint::from_shared(endpoint.to_string()) else {
+        return transport("the endpoint is not a valid URI");
+    };
+    probe = probe.connect_timeout(std::time::Duration::from_secs(5));
+    if let Some(tls) = tls {
+        match probe.tls_config(tls) {
+            Ok(p) => probe = p,
+            Err(e) => return BlazenError::peer("ControlPlaneTls", cause_chain(&e)),
+        }
+    }
+    let cause = match probe.connect().await {
+        Ok(_) => "the connection failed, then succeeded when retried".to_string(),
+        Err(e) => cause_chain(&e),
+    };
+    let lower = cause.to_ascii_lowercase();
+    if ["certificate", "tls", "handshake", "alert"]
+        .iter()
+        .any(|w| lower.contains(w))
+    {
+        return BlazenError::peer(
+            "ControlPlaneTls",
+            format!("TLS with the control plane at {endpoint} failed: {cause}"),
+        );
+    }
+    transport(&cause)
+}
+
+/// An error's causes as one line, `outer: inner: ...`, leaving out tonic's
+/// uninformative "transport error" and repeats.
+fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if text != "transport error" && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = err.source();
+    }
+    if parts.is_empty() {
+        "transport error (no further detail)".to_string()
+    } else {
+        parts.join(": ")
+    }
+}
