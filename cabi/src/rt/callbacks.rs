@@ -5,10 +5,7 @@
 use std::ffi::{c_char, c_void, CString};
 use std::sync::Arc;
 
-use serde_json::Value;
-
-use super::strings::take_string;
-use super::{BlazenError, ErrorKind};
+use super::BlazenError;
 
 /// The run an assignment handler is working on, for the
 /// `blazen_assignment_context_*` functions. Borrowed by `handle` for the
@@ -126,7 +123,7 @@ pub struct BlazenRunEventSinkVTable {
 }
 
 /// A borrowed C string for the duration of a callback.
-fn cstr(s: &str) -> CString {
+pub(super) fn cstr(s: &str) -> CString {
     CString::new(s.replace('\0', "")).unwrap_or_default()
 }
 
@@ -134,7 +131,7 @@ macro_rules! owner {
     ($owner:ident, $vtable:ident) => {
         /// Owns a callback table: calls `drop_user_data` once on drop.
         pub struct $owner {
-            vt: $vtable,
+            pub(crate) vt: $vtable,
         }
 
         // SAFETY: the C contract: callbacks may be called from any thread
@@ -167,154 +164,6 @@ pub(crate) use owner;
 owner!(AssignmentHandler, BlazenAssignmentHandlerVTable);
 owner!(ContextHandler, BlazenContextHandlerVTable);
 owner!(EventSink, BlazenRunEventSinkVTable);
-
-/// What a worker needs from a handler table, whichever kind it is.
-pub trait Handler: Send + Sync {
-    /// Calls `handle`; `Ok` is the run's output, `Err` its failure message.
-    fn handle(
-        &self,
-        ctx: &mut BlazenAssignmentContext,
-        run_id: &str,
-        workflow_name: &str,
-        input_json: &[u8],
-    ) -> Result<Value, String>;
-    /// Calls `on_cancel` if set.
-    fn on_cancel(&self, run_id: &str);
-    /// Calls `on_drain` if set.
-    fn on_drain(&self, immediate: bool);
-}
-
-/// The C strings of one `handle` call and the handler's answer.
-struct Call {
-    run_id: CString,
-    workflow_name: CString,
-    input: CString,
-    out: *mut c_char,
-    err: *mut BlazenError,
-}
-
-impl Call {
-    fn new(run_id: &str, workflow_name: &str, input_json: &[u8]) -> Result<Self, String> {
-        Ok(Self {
-            run_id: cstr(run_id),
-            workflow_name: cstr(workflow_name),
-            input: CString::new(input_json.to_vec())
-                .map_err(|_| ErrorKind::Validation.tag("assignment input contains a NUL byte"))?,
-            out: std::ptr::null_mut(),
-            err: std::ptr::null_mut(),
-        })
-    }
-
-    /// Turns the handler's status and out-slots into the run's result,
-    /// taking ownership of what it stored (both slots are freed whatever
-    /// the status). A failure is the run's error text, tagged with its
-    /// kind (see [`ErrorKind::tag`]). An error in `out_err` fails the run
-    /// even when the status is 0: the error wins and the output is dropped.
-    fn finish(self, rc: i32) -> Result<Value, String> {
-        // SAFETY: the contract: `out` is NULL or made by blazen_string_alloc.
-        let out = unsafe { take_string(self.out) };
-        // SAFETY: `err` is NULL or a BlazenError made by this library.
-        let err = (!self.err.is_null()).then(|| *unsafe { Box::from_raw(self.err) });
-        if let Some(e) = err {
-            return Err(e.kind.tag(&e.message));
-        }
-        if rc != 0 {
-            return Err(ErrorKind::Workflow.tag(&format!(
-                "the handler failed with status {rc} and gave no error"
-            )));
-        }
-        let invalid = |why: String| ErrorKind::Validation.tag(&why);
-        match out {
-            None => Ok(Value::Null),
-            Some(bytes) => {
-                let text = String::from_utf8(bytes).map_err(|_| {
-                    invalid("the handler returned output that is not UTF-8".to_string())
-                })?;
-                serde_json::from_str(&text).map_err(|e| {
-                    invalid(format!(
-                        "the handler returned output that is not JSON ({e})"
-                    ))
-                })
-            }
-        }
-    }
-}
-
-const NO_HANDLE: &str = "[Validation] the handler vtable has no `handle` function";
-
-macro_rules! notifications {
-    () => {
-        fn on_cancel(&self, run_id: &str) {
-            if let Some(f) = self.vt.on_cancel {
-                let run_id = cstr(run_id);
-                // SAFETY: valid string for the call.
-                unsafe { f(self.vt.user_data, run_id.as_ptr()) };
-            }
-        }
-
-        fn on_drain(&self, immediate: bool) {
-            if let Some(f) = self.vt.on_drain {
-                // SAFETY: plain call with the host's pointer.
-                unsafe { f(self.vt.user_data, immediate) };
-            }
-        }
-    };
-}
-
-impl Handler for AssignmentHandler {
-    fn handle(
-        &self,
-        _ctx: &mut BlazenAssignmentContext,
-        run_id: &str,
-        workflow_name: &str,
-        input_json: &[u8],
-    ) -> Result<Value, String> {
-        let f = self.vt.handle.ok_or(NO_HANDLE)?;
-        let mut c = Call::new(run_id, workflow_name, input_json)?;
-        // SAFETY: valid NUL-terminated strings and out-slots for the call.
-        let rc = unsafe {
-            f(
-                self.vt.user_data,
-                c.run_id.as_ptr(),
-                c.workflow_name.as_ptr(),
-                c.input.as_ptr(),
-                &mut c.out,
-                &mut c.err,
-            )
-        };
-        c.finish(rc)
-    }
-
-    notifications!();
-}
-
-impl Handler for ContextHandler {
-    fn handle(
-        &self,
-        ctx: &mut BlazenAssignmentContext,
-        run_id: &str,
-        workflow_name: &str,
-        input_json: &[u8],
-    ) -> Result<Value, String> {
-        let f = self.vt.handle.ok_or(NO_HANDLE)?;
-        let mut c = Call::new(run_id, workflow_name, input_json)?;
-        // SAFETY: as above; `ctx` outlives the call.
-        let rc = unsafe {
-            f(
-                self.vt.user_data,
-                ctx,
-                c.run_id.as_ptr(),
-                c.workflow_name.as_ptr(),
-                c.input.as_ptr(),
-                &mut c.out,
-                &mut c.err,
-            )
-        };
-        c.finish(rc)
-    }
-
-    notifications!();
-}
 
 impl EventSink {
     /// Calls `on_event` if set.

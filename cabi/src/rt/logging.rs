@@ -4,13 +4,11 @@
 
 use std::cell::Cell;
 use std::ffi::{c_char, c_void, CStr, CString};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
+use tracing::{Event, Subscriber};
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
@@ -20,16 +18,11 @@ use tracing_subscriber::reload;
 use super::arg::FromCStr;
 use super::{BlazenError, Result};
 
-/// Log level of an error record.
-pub const BLAZEN_LOG_LEVEL_ERROR: u32 = 1;
-/// Log level of a warning record.
-pub const BLAZEN_LOG_LEVEL_WARN: u32 = 2;
-/// Log level of an informational record.
-pub const BLAZEN_LOG_LEVEL_INFO: u32 = 3;
-/// Log level of a debugging record.
-pub const BLAZEN_LOG_LEVEL_DEBUG: u32 = 4;
-/// Log level of a tracing (most verbose) record.
-pub const BLAZEN_LOG_LEVEL_TRACE: u32 = 5;
+use super::log_record::{level_number, Text};
+pub use super::log_record::{
+    BLAZEN_LOG_LEVEL_DEBUG, BLAZEN_LOG_LEVEL_ERROR, BLAZEN_LOG_LEVEL_INFO, BLAZEN_LOG_LEVEL_TRACE,
+    BLAZEN_LOG_LEVEL_WARN,
+};
 
 /// Receives the library's log records (see `blazen_log_set_sink`).
 /// `on_log` gets the record's level (`BLAZEN_LOG_LEVEL_*`), its target
@@ -237,48 +230,6 @@ fn call(record: &Record) {
     drop(sink);
 }
 
-fn level_number(level: &Level) -> u32 {
-    match *level {
-        Level::ERROR => BLAZEN_LOG_LEVEL_ERROR,
-        Level::WARN => BLAZEN_LOG_LEVEL_WARN,
-        Level::INFO => BLAZEN_LOG_LEVEL_INFO,
-        Level::DEBUG => BLAZEN_LOG_LEVEL_DEBUG,
-        Level::TRACE => BLAZEN_LOG_LEVEL_TRACE,
-    }
-}
-
-/// Formats a record's fields: the message, then ` key=value` for the rest
-/// (leaving out the `log.*` fields a `log` record carries).
-#[derive(Default)]
-struct Text {
-    message: String,
-    fields: String,
-}
-
-impl Visit for Text {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        match field.name() {
-            "message" => self.message.push_str(value),
-            n if n.starts_with("log.") => {}
-            n => {
-                let _ = write!(self.fields, " {n}={value}");
-            }
-        }
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        match field.name() {
-            "message" => {
-                let _ = write!(self.message, "{value:?}");
-            }
-            n if n.starts_with("log.") => {}
-            n => {
-                let _ = write!(self.fields, " {n}={value:?}");
-            }
-        }
-    }
-}
-
 /// Queues the records the sink's filter lets through.
 struct SinkLayer;
 
@@ -352,6 +303,8 @@ pub fn clear_sink() {
 
 #[cfg(test)]
 mod tests {
+    use tracing::Level;
+
     use super::*;
 
     #[test]

@@ -17,6 +17,8 @@ pub mod call;
 pub mod callbacks;
 mod error;
 pub mod future;
+pub mod handler;
+mod log_record;
 pub mod logging;
 pub mod panic;
 pub mod ret;

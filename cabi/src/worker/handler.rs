@@ -11,14 +11,15 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::rt::callbacks::{self, BlazenAssignmentContext};
+use crate::rt::callbacks::BlazenAssignmentContext;
+use crate::rt::handler as rt_handler;
 use crate::rt::{lock, ErrorKind};
 
 /// The control plane's handler trait, served by the C callback table. Each
 /// callback runs on a blocking-pool thread, never on an executor thread.
 #[derive(Clone)]
 pub(super) struct CHandler {
-    pub(super) vt: Arc<dyn callbacks::Handler>,
+    pub(super) vt: Arc<dyn rt_handler::Handler>,
     /// The runs whose `handle` call has started and not yet returned.
     pub(super) in_flight: Arc<Mutex<HashMap<Uuid, CancellationToken>>>,
     /// The worker's stop signal: once set, no new callback starts.
@@ -64,7 +65,7 @@ impl CHandler {
     /// being delivered" and may complete after `shutdown` returns).
     async fn off_executor<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&dyn callbacks::Handler) -> T + Send + 'static,
+        f: impl FnOnce(&dyn rt_handler::Handler) -> T + Send + 'static,
     ) -> std::result::Result<T, String> {
         self.off_executor_holding((), f).await
     }
@@ -74,7 +75,7 @@ impl CHandler {
     async fn off_executor_holding<T: Send + 'static, H: Send + 'static>(
         &self,
         held: H,
-        f: impl FnOnce(&dyn callbacks::Handler) -> T + Send + 'static,
+        f: impl FnOnce(&dyn rt_handler::Handler) -> T + Send + 'static,
     ) -> std::result::Result<T, String> {
         let vt = self.vt.clone();
         let stop = self.stop.clone();

@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::relay::Relay;
 use crate::rt::arg::{Capabilities, Options, StringMap};
-use crate::rt::callbacks::{self, BlazenAssignmentHandlerVTable, BlazenContextHandlerVTable};
+use crate::rt::callbacks::{BlazenAssignmentHandlerVTable, BlazenContextHandlerVTable};
+use crate::rt::handler::Handler;
 use crate::rt::{lock, BlazenError, Result};
 
 pub use config::WorkerOptions;
@@ -93,7 +94,7 @@ impl Cell {
 
 fn build(
     config: WorkerConfig,
-    vt: Arc<dyn callbacks::Handler>,
+    vt: Arc<dyn Handler>,
     route: Route,
 ) -> Result<BlazenControlPlaneWorker> {
     let permits = match config.admission {
@@ -131,7 +132,7 @@ async fn make(
     node_id: String,
     options: WorkerOptions,
     capabilities_param: &'static str,
-    vt: Arc<dyn callbacks::Handler>,
+    vt: Arc<dyn Handler>,
 ) -> Result<BlazenControlPlaneWorker> {
     options.check_kinds(capabilities_param)?;
     let mut route = Route::new(endpoint).await?;
