@@ -28,6 +28,13 @@
 #include <stdlib.h>
 #include <stddef.h>
 
+/* The version of blazen-cabi this header belongs to; `blazen_version()`
+ * returns BLAZEN_VERSION_STRING of the library actually loaded. */
+#define BLAZEN_VERSION_MAJOR 0
+#define BLAZEN_VERSION_MINOR 7
+#define BLAZEN_VERSION_PATCH 0
+#define BLAZEN_VERSION_STRING "0.7.0"
+
 /**
  * Run status: waiting for a worker.
  */
@@ -149,6 +156,31 @@
 #define BLAZEN_ERROR_KIND_CALLER 19
 
 /**
+ * Log level of an error record.
+ */
+#define BLAZEN_LOG_LEVEL_ERROR 1
+
+/**
+ * Log level of a warning record.
+ */
+#define BLAZEN_LOG_LEVEL_WARN 2
+
+/**
+ * Log level of an informational record.
+ */
+#define BLAZEN_LOG_LEVEL_INFO 3
+
+/**
+ * Log level of a debugging record.
+ */
+#define BLAZEN_LOG_LEVEL_DEBUG 4
+
+/**
+ * Log level of a tracing (most verbose) record.
+ */
+#define BLAZEN_LOG_LEVEL_TRACE 5
+
+/**
  * The run an assignment handler is working on, for the
  * `blazen_assignment_context_*` functions. Borrowed by `handle` for the
  * duration of the call; never freed by the caller.
@@ -214,6 +246,22 @@ typedef struct BlazenWorkerInfo BlazenWorkerInfo;
  * `blazen_worker_info_list_free`.
  */
 typedef struct BlazenWorkerInfoList BlazenWorkerInfoList;
+
+/**
+ * Receives the library's log records (see `blazen_log_set_sink`).
+ * `on_log` gets the record's level (`BLAZEN_LOG_LEVEL_*`), its target
+ * (where it comes from, e.g. `blazen_controlplane::server::session`) and
+ * its message followed by its fields as ` key=value`; both strings are
+ * borrowed for the call. It runs on one library thread, a record at a
+ * time, never while a library lock is held, and may call any library
+ * function (a record the library produces on that thread during the call
+ * is dropped). `on_log` and `drop_user_data` may be NULL.
+ */
+typedef struct {
+  void *user_data;
+  void (*drop_user_data)(void *user_data);
+  void (*on_log)(void *user_data, uint32_t level, const char *target, const char *message);
+} BlazenLogSinkVTable;
 
 /**
  * Receives a subscription's events: `on_event` with borrowed strings in
@@ -741,6 +789,30 @@ BlazenFuture *blazen_ping(void);
 int32_t blazen_shutdown(void);
 
 /**
+ * Sends the library's log records that pass `filter` (borrowed; an
+ * env-filter string as for `BLAZEN_LOG`, e.g. `info` or
+ * `warn,blazen_controlplane=debug`; NULL means `info`; a malformed one is
+ * a VALIDATION error naming `filter`) to `sink`, replacing the sink set
+ * before. The library owns `sink.user_data` from this call on, on every
+ * path, and calls `drop_user_data` once: after the sink's last callback,
+ * when it is replaced or cleared (a callback in flight then finishes
+ * first, on the log thread; nothing waits for it). May be called from
+ * `on_log` itself.
+ *
+ * Blocks the calling thread. Returns 0, or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`; `out_err` may be NULL).
+ */
+int32_t blazen_log_set_sink(BlazenLogSinkVTable sink,
+                            const char *filter,
+                            BlazenError **out_err);
+
+/**
+ * Stops sending log records to the sink set with `blazen_log_set_sink`
+ * and releases it (`drop_user_data` as described there). Without a sink
+ * it does nothing; logging to stderr under `BLAZEN_LOG` goes on.
+ */
+void blazen_log_clear_sink(void);
+
+/**
  * Takes the result of a future that yields a `BlazenRunStateSnapshot`. Exactly once, after the future is ready: returns 0 and stores a caller-owned `BlazenRunStateSnapshot` in `*out_snapshot`, or -1 and stores a caller-owned `BlazenError` (the operation's error; INTERNAL for a pending future, a second take, or a future of another type). The future stays owned by the caller. Out-pointers may be NULL.
  */
 int32_t blazen_future_take_run_state_snapshot(BlazenFuture *fut,
@@ -999,7 +1071,8 @@ uint16_t blazen_controlplane_server_port(const BlazenControlPlaneServer *server)
 /**
  * Stops the server (borrowed): new connections are refused, open streams
  * get up to two seconds to finish and are then closed. Returns once it has
- * stopped. Idempotent; the handle must still be freed.
+ * stopped. Blocks the calling thread (for the network only, never for a
+ * callback). Idempotent; the handle must still be freed.
  */
 void blazen_controlplane_server_shutdown(const BlazenControlPlaneServer *server);
 

@@ -54,6 +54,7 @@ impl BlazenControlPlaneClient {
 /// `http://127.0.0.1:7400`, in plaintext. Gives up after 10 seconds.
 #[export]
 async fn blazen_controlplane_client_connect(endpoint: String) -> Result<BlazenControlPlaneClient> {
+    tracing::debug!(%endpoint, "connecting to the control plane");
     let inner = connect(endpoint, None, None).await?;
     Ok(BlazenControlPlaneClient::new(inner))
 }
@@ -166,6 +167,7 @@ async fn blazen_controlplane_client_connect_with_mtls(
     key_path: String,
     ca_path: String,
 ) -> Result<BlazenControlPlaneClient> {
+    tracing::debug!(%endpoint, "connecting to the control plane (mutual TLS)");
     let (cert, key, ca) = (cert_path.as_ref(), key_path.as_ref(), ca_path.as_ref());
     let tls = blazen_controlplane::tls::load_client_tls(cert, key, ca)
         .map_err(|e| BlazenError::peer("ControlPlaneTls", e.to_string()))?;
@@ -227,6 +229,7 @@ async fn blazen_controlplane_client_connect_with_options(
     options_json: Options<ConnectOptions>,
 ) -> Result<BlazenControlPlaneClient> {
     let o = options_json.0;
+    tracing::debug!(%endpoint, "connecting to the control plane (with options)");
     let tls = match pem_paths(&o.cert_path, &o.key_path, &o.ca_path)
         .map_err(|e| BlazenError::invalid("options_json", e))?
     {

@@ -19,6 +19,7 @@
 
 pub mod client;
 pub mod error;
+pub mod log;
 pub mod records;
 mod relay;
 pub mod rt;

@@ -71,6 +71,7 @@ impl Running {
             let _ = stop.send(());
         }
         if let Some(mut task) = task {
+            tracing::info!(addr = %self.addr, "embedded control plane stopping");
             let kill = self.kill.clone();
             let _ = crate::rt::call::run_blocking("server shutdown", async move {
                 if tokio::time::timeout(GRACE, &mut task).await.is_err() {
@@ -308,6 +309,7 @@ async fn start(bind_addr: &str, options: ServerOptions) -> Result<BlazenControlP
             })
             .await;
     });
+    tracing::info!(endpoint = %format!("{scheme}://{addr}"), "embedded control plane started");
     Ok(BlazenControlPlaneServer {
         inner: Arc::new(Running {
             addr,
@@ -356,8 +358,9 @@ fn blazen_controlplane_server_port(server: &BlazenControlPlaneServer) -> u16 {
 
 /// Stops the server (borrowed): new connections are refused, open streams
 /// get up to two seconds to finish and are then closed. Returns once it has
-/// stopped. Idempotent; the handle must still be freed.
-#[export]
+/// stopped. Blocks the calling thread (for the network only, never for a
+/// callback). Idempotent; the handle must still be freed.
+#[export(waits)]
 fn blazen_controlplane_server_shutdown(server: &BlazenControlPlaneServer) {
     server.inner.stop()
 }

@@ -46,6 +46,12 @@ static BlazenRunEventSinkVTable vt_BlazenRunEventSinkVTable(void) {
     return v;
 }
 
+static BlazenLogSinkVTable vt_BlazenLogSinkVTable(void) {
+    BlazenLogSinkVTable v = {NULL, vt_drop, NULL};
+    vt_made++;
+    return v;
+}
+
 #define CASE_BEGIN(label) (current_case = (label))
 #define CASE_END() CHECK(vt_made == vt_dropped, "%s: user_data released once (%d made, %d dropped)", \
                          current_case, vt_made, vt_dropped)

@@ -268,9 +268,11 @@ static void worker_mid_handler(int round) {
     for (int i = 0; i < 500 && id == NULL; i++) {
         BlazenRunStateSnapshot *snap = NULL;
         int rc;
-        HOST(rc = blazen_controlplane_client_submit_workflow_blocking(client, wf, "{}", NULL, true, &snap, NULL));
+        /* Refused until the worker has registered (a run queued before the
+         * worker's session starts can miss its first drain in 0.7.0). */
+        HOST(rc = blazen_controlplane_client_submit_workflow_blocking(client, wf, "{}", NULL, false, &snap, NULL));
         if (rc == 0) HOST(id = blazen_run_state_snapshot_run_id(snap); blazen_run_state_snapshot_free(snap));
-        else t_sleep_ms(5); /* the worker has not registered yet */
+        else t_sleep_ms(5);
     }
     CHECK(id != NULL, "round %d: submitted", round);
     CHECK(t_wait_until(&t.entered, 1, 10000), "round %d: handler entered", round);
@@ -358,7 +360,7 @@ static void server_and_client(int round) {
 
 int main(void) {
     const char *tool = getenv("BLAZEN_UNDER_TOOL");
-    int rounds = tool == NULL ? 300 : strcmp(tool, "valgrind") == 0 ? 12 : 60;
+    int rounds = tool == NULL ? 300 : strcmp(tool, "valgrind") == 0 ? 30 : 150;
     if (getenv("BLAZEN_TEARDOWN_ROUNDS")) rounds = atoi(getenv("BLAZEN_TEARDOWN_ROUNDS"));
     int rc;
     HOST(rc = blazen_controlplane_server_start_blocking("127.0.0.1:0", &server, NULL));

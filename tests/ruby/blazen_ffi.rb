@@ -21,259 +21,33 @@
 # the library promises they never wait for a callback.
 
 require "ffi"
+require "blazen"
 require "io/wait"
 require "json"
 
 module BlazenFFI
-  extend FFI::Library
+  # The gem's generated attachments (functions, constants, callback
+  # tables), loaded from the gem as installed: nothing is attached here.
+  extend Blazen::Native
+  # The generated constants and struct classes, visible to the nested
+  # helper classes' lexical lookup too.
+  Blazen::Native.constants.each { |c| const_set(c, Blazen::Native.const_get(c)) }
+  LIBRARY_PATH = Blazen::Native::LIBRARY_PATH
 
-  REPO_ROOT = File.expand_path("../..", __dir__)
-  LIBRARY_PATH = ENV.fetch("BLAZEN_CABI_LIB") do
-    File.join(REPO_ROOT, "target", "debug", "libblazen_cabi.so")
-  end
-  ffi_lib LIBRARY_PATH
-
-  # BLAZEN_ERROR_KIND_*
-  ERROR_KINDS = {
-    1 => :auth, 2 => :rate_limit, 3 => :timeout, 4 => :validation,
-    5 => :content_policy, 6 => :unsupported, 7 => :compute, 8 => :media,
-    9 => :provider, 10 => :workflow, 11 => :tool, 12 => :peer, 13 => :persist,
-    14 => :prompt, 15 => :memory, 16 => :cache, 17 => :cancelled,
-    18 => :internal, 19 => :caller
-  }.freeze
+  # Error kinds by number, from the generated ERROR_KIND_* constants.
+  ERROR_KINDS = Blazen::Native.constants.grep(/\AERROR_KIND_/).to_h do |c|
+    [Blazen::Native.const_get(c), c.to_s.delete_prefix("ERROR_KIND_").downcase.to_sym]
+  end.freeze
   # The kind names blazen_error_from_json accepts, by kind number.
-  ERROR_KIND_JSON_NAMES = {
-    1 => "Auth", 2 => "RateLimit", 3 => "Timeout", 4 => "Validation",
-    5 => "ContentPolicy", 6 => "Unsupported", 7 => "Compute", 8 => "Media",
-    9 => "Provider", 10 => "Workflow", 11 => "Tool", 12 => "Peer", 13 => "Persist",
-    14 => "Prompt", 15 => "Memory", 16 => "Cache", 17 => "Cancelled",
-    18 => "Internal", 19 => "CallerError"
-  }.freeze
-  ERROR_KIND_TIMEOUT = 3
-  ERROR_KIND_VALIDATION = 4
-  ERROR_KIND_WORKFLOW = 10
-  ERROR_KIND_PEER = 12
-  ERROR_KIND_CANCELLED = 17
-  ERROR_KIND_INTERNAL = 18
-
-  # BLAZEN_RUN_STATUS_*
-  RUN_STATUS_PENDING = 0
-  RUN_STATUS_RUNNING = 1
-  RUN_STATUS_COMPLETED = 2
-  RUN_STATUS_FAILED = 3
-  RUN_STATUS_CANCELLED = 4
+  ERROR_KIND_JSON_NAMES = ERROR_KINDS.transform_values do |k|
+    name = k.to_s.split("_").map(&:capitalize).join
+    name == "Caller" ? "CallerError" : name
+  end.freeze
 
   # Admission modes of blazen_controlplane_worker_new_blocking.
   ADMISSION_FIXED = 0
   ADMISSION_VRAM_BUDGET = 1
   ADMISSION_REACTIVE = 2
-
-  # ---- callback types and the two vtables (passed by value) -------------
-
-  callback :blazen_drop_user_data_fn, [:pointer], :void
-  callback :blazen_handle_fn,
-           %i[pointer string string string pointer pointer], :int32
-  callback :blazen_context_handle_fn,
-           %i[pointer pointer string string string pointer pointer], :int32
-  callback :blazen_on_cancel_fn, %i[pointer string], :void
-  callback :blazen_on_drain_fn, %i[pointer bool], :void
-  callback :blazen_on_event_fn, %i[pointer string string string uint64], :void
-  callback :blazen_on_close_fn, [:pointer], :void
-  callback :blazen_on_error_fn, %i[pointer string], :void
-
-  # typedef struct { void *user_data; drop_user_data; handle; on_cancel;
-  #                  on_drain; } BlazenAssignmentHandlerVTable;
-  class BlazenAssignmentHandlerVTable < FFI::Struct
-    layout :user_data, :pointer,
-           :drop_user_data, :blazen_drop_user_data_fn,
-           :handle, :blazen_handle_fn,
-           :on_cancel, :blazen_on_cancel_fn,
-           :on_drain, :blazen_on_drain_fn
-  end
-
-  # typedef struct { void *user_data; drop_user_data; on_event; on_close;
-  #                  on_error; } BlazenRunEventSinkVTable;
-  class BlazenRunEventSinkVTable < FFI::Struct
-    layout :user_data, :pointer,
-           :drop_user_data, :blazen_drop_user_data_fn,
-           :on_event, :blazen_on_event_fn,
-           :on_close, :blazen_on_close_fn,
-           :on_error, :blazen_on_error_fn
-  end
-
-  # typedef struct { void *user_data; drop_user_data; handle (with a
-  #                  BlazenAssignmentContext *); on_cancel; on_drain; }
-  #   BlazenContextHandlerVTable;
-  class BlazenContextHandlerVTable < FFI::Struct
-    layout :user_data, :pointer,
-           :drop_user_data, :blazen_drop_user_data_fn,
-           :handle, :blazen_context_handle_fn,
-           :on_cancel, :blazen_on_cancel_fn,
-           :on_drain, :blazen_on_drain_fn
-  end
-
-  HandlerVT = BlazenAssignmentHandlerVTable.by_value
-  ContextHandlerVT = BlazenContextHandlerVTable.by_value
-  SinkVT = BlazenRunEventSinkVTable.by_value
-
-  # ---- futures -------------------------------------------------------------
-
-  attach_function :blazen_future_poll, [:pointer], :int32
-  attach_function :blazen_future_wait, [:pointer], :int32, blocking: true
-  attach_function :blazen_future_fd, [:pointer], :int64
-  # Cancelling or freeing a future drops the work behind it, which may hold
-  # callback tables; let those callbacks run.
-  attach_function :blazen_future_cancel, [:pointer], :void
-  attach_function :blazen_future_free, [:pointer], :void
-  attach_function :blazen_future_take_unit, %i[pointer pointer], :int32
-  attach_function :blazen_future_take_controlplane_client, %i[pointer pointer pointer], :int32
-  attach_function :blazen_future_take_controlplane_server, %i[pointer pointer pointer], :int32
-  attach_function :blazen_future_take_run_state_snapshot, %i[pointer pointer pointer], :int32
-  attach_function :blazen_future_take_worker_info_list, %i[pointer pointer pointer], :int32
-
-  # ---- strings, errors, library ----------------------------------------------
-
-  attach_function :blazen_string_alloc, [:string], :pointer
-  attach_function :blazen_string_free, [:pointer], :void
-  attach_function :blazen_string_array_free, %i[pointer size_t], :void
-
-  attach_function :blazen_error_free, [:pointer], :void
-  attach_function :blazen_error_kind, [:pointer], :uint32
-  attach_function :blazen_error_message, [:pointer], :pointer
-  attach_function :blazen_error_subkind, [:pointer], :pointer
-  attach_function :blazen_error_retry_after_ms, [:pointer], :int64
-  attach_function :blazen_error_elapsed_ms, [:pointer], :uint64
-  attach_function :blazen_error_status, [:pointer], :int32
-  attach_function :blazen_error_provider, [:pointer], :pointer
-  attach_function :blazen_error_endpoint, [:pointer], :pointer
-  attach_function :blazen_error_request_id, [:pointer], :pointer
-  attach_function :blazen_error_detail, [:pointer], :pointer
-  attach_function :blazen_error_name, [:pointer], :pointer
-  attach_function :blazen_error_properties_json, [:pointer], :pointer
-  attach_function :blazen_error_from_json, [:string], :pointer
-
-  attach_function :blazen_version, [], :pointer
-  attach_function :blazen_init, [], :int32
-  attach_function :blazen_shutdown, [], :int32
-
-  # ---- client ----------------------------------------------------------------
-
-  attach_function :blazen_controlplane_client_free, [:pointer], :void
-  attach_function :blazen_controlplane_client_connect_blocking,
-                  %i[string pointer pointer], :int32, blocking: true
-  attach_function :blazen_controlplane_client_connect, [:string], :pointer
-  attach_function :blazen_controlplane_client_connect_with_mtls_blocking,
-                  %i[string string string string pointer pointer], :int32, blocking: true
-  attach_function :blazen_controlplane_client_connect_with_mtls,
-                  %i[string string string string], :pointer
-  attach_function :blazen_controlplane_client_connect_with_options_blocking,
-                  %i[string string pointer pointer], :int32, blocking: true
-  attach_function :blazen_controlplane_client_connect_with_options, %i[string string], :pointer
-  attach_function :blazen_controlplane_client_submit_workflow_blocking,
-                  %i[pointer string string string bool pointer pointer], :int32, blocking: true
-  attach_function :blazen_controlplane_client_submit_workflow,
-                  %i[pointer string string string bool], :pointer
-  attach_function :blazen_controlplane_client_submit_workflow_with_options_blocking,
-                  %i[pointer string string string bool string pointer pointer], :int32,
-                  blocking: true
-  attach_function :blazen_controlplane_client_submit_workflow_with_options,
-                  %i[pointer string string string bool string], :pointer
-  attach_function :blazen_controlplane_client_respond_to_input_blocking,
-                  %i[pointer string string string pointer], :int32, blocking: true
-  attach_function :blazen_controlplane_client_respond_to_input,
-                  %i[pointer string string string], :pointer
-  attach_function :blazen_controlplane_client_cancel_workflow_blocking,
-                  %i[pointer string pointer pointer], :int32, blocking: true
-  attach_function :blazen_controlplane_client_cancel_workflow, %i[pointer string], :pointer
-  attach_function :blazen_controlplane_client_describe_workflow_blocking,
-                  %i[pointer string pointer pointer], :int32, blocking: true
-  attach_function :blazen_controlplane_client_describe_workflow, %i[pointer string], :pointer
-  attach_function :blazen_controlplane_client_list_workers_blocking,
-                  %i[pointer pointer pointer], :int32, blocking: true
-  attach_function :blazen_controlplane_client_list_workers, [:pointer], :pointer
-  attach_function :blazen_controlplane_client_drain_worker_blocking,
-                  %i[pointer string bool pointer], :int32, blocking: true
-  attach_function :blazen_controlplane_client_drain_worker, %i[pointer string bool], :pointer
-
-  # ---- records -----------------------------------------------------------------
-
-  attach_function :blazen_run_state_snapshot_free, [:pointer], :void
-  attach_function :blazen_run_state_snapshot_run_id, [:pointer], :pointer
-  attach_function :blazen_run_state_snapshot_status, [:pointer], :uint32
-  attach_function :blazen_run_state_snapshot_started_at_ms, [:pointer], :uint64
-  attach_function :blazen_run_state_snapshot_completed_at_ms, %i[pointer pointer pointer], :int32
-  attach_function :blazen_run_state_snapshot_assigned_to, [:pointer], :pointer
-  attach_function :blazen_run_state_snapshot_last_event_at_ms, %i[pointer pointer pointer], :int32
-  attach_function :blazen_run_state_snapshot_output_json, [:pointer], :pointer
-  attach_function :blazen_run_state_snapshot_error, [:pointer], :pointer
-
-  attach_function :blazen_worker_info_free, [:pointer], :void
-  attach_function :blazen_worker_info_node_id, [:pointer], :pointer
-  attach_function :blazen_worker_info_capabilities_json, [:pointer], :pointer
-  attach_function :blazen_worker_info_tags_json, [:pointer], :pointer
-  attach_function :blazen_worker_info_admission_json, [:pointer], :pointer
-  attach_function :blazen_worker_info_in_flight, [:pointer], :uint32
-  attach_function :blazen_worker_info_connected_at_ms, [:pointer], :uint64
-  attach_function :blazen_worker_info_list_free, [:pointer], :void
-  attach_function :blazen_worker_info_list_count, [:pointer], :size_t
-  attach_function :blazen_worker_info_list_get, %i[pointer size_t], :pointer
-
-  attach_function :blazen_run_event_free, [:pointer], :void
-  attach_function :blazen_run_event_run_id, [:pointer], :pointer
-  attach_function :blazen_run_event_event_type, [:pointer], :pointer
-  attach_function :blazen_run_event_data_json, [:pointer], :pointer
-  attach_function :blazen_run_event_timestamp_ms, [:pointer], :uint64
-
-  # ---- server ------------------------------------------------------------------
-
-  attach_function :blazen_controlplane_server_free, [:pointer], :void
-  attach_function :blazen_controlplane_server_start_blocking,
-                  %i[string pointer pointer], :int32, blocking: true
-  attach_function :blazen_controlplane_server_start, [:string], :pointer
-  attach_function :blazen_controlplane_server_start_with_options_blocking,
-                  %i[string string pointer pointer], :int32, blocking: true
-  attach_function :blazen_controlplane_server_start_with_options, %i[string string], :pointer
-  attach_function :blazen_controlplane_server_endpoint, [:pointer], :pointer
-  attach_function :blazen_controlplane_server_port, [:pointer], :uint16
-  attach_function :blazen_controlplane_server_shutdown, [:pointer], :void, blocking: true
-
-  # ---- subscriptions -----------------------------------------------------------
-
-  attach_function :blazen_controlplane_subscription_free, [:pointer], :void
-  attach_function :blazen_controlplane_client_subscribe_run_events,
-                  [:pointer, :string, SinkVT, :pointer, :pointer], :int32, blocking: true
-  attach_function :blazen_controlplane_client_subscribe_all,
-                  [:pointer, :string, SinkVT, :pointer, :pointer], :int32, blocking: true
-  # Waits for a callback in progress, so it must release the GVL too.
-  attach_function :blazen_controlplane_subscription_cancel, [:pointer], :void
-
-  # ---- workers -----------------------------------------------------------------
-
-  attach_function :blazen_controlplane_worker_free, [:pointer], :void
-  attach_function :blazen_controlplane_worker_new_blocking,
-                  [:string, :string, :string, :string, :uint32, :uint64, HandlerVT,
-                   :pointer, :pointer], :int32, blocking: true
-  attach_function :blazen_controlplane_worker_new_with_mtls_blocking,
-                  [:string, :string, :string, :string, :uint32, :uint64,
-                   :string, :string, :string, HandlerVT, :pointer, :pointer],
-                  :int32, blocking: true
-  attach_function :blazen_controlplane_worker_new_with_options_blocking,
-                  [:string, :string, :string, ContextHandlerVT, :pointer, :pointer],
-                  :int32, blocking: true
-  attach_function :blazen_controlplane_worker_run_blocking, %i[pointer pointer], :int32,
-                  blocking: true
-  attach_function :blazen_controlplane_worker_run, [:pointer], :pointer
-  attach_function :blazen_controlplane_worker_shutdown, [:pointer], :void
-
-  # ---- assignment context (valid only inside a context handler's call) ----
-
-  attach_function :blazen_assignment_context_run_id, [:pointer], :pointer
-  attach_function :blazen_assignment_context_attempt, [:pointer], :uint32
-  attach_function :blazen_assignment_context_is_cancelled, [:pointer], :bool
-  attach_function :blazen_assignment_context_emit_event,
-                  %i[pointer string string pointer], :int32, blocking: true
-  attach_function :blazen_assignment_context_request_input_blocking,
-                  %i[pointer string string uint64 pointer pointer], :int32, blocking: true
 
   # ===========================================================================
   # Helpers
@@ -505,37 +279,21 @@ module BlazenFFI
 
   # ---- callbacks -----------------------------------------------------------------
   #
-  # `user_data` is a small integer key into REGISTRY, never a Ruby object
-  # address, so a stale pointer can never reach a collected object. The
-  # FFI::Function objects are module constants: they live as long as the
-  # process, so the GC cannot free a function the library may still call.
+  # `user_data` is a key of the gem's callback registry (a small integer,
+  # never a Ruby object address, so a stale pointer can never reach a
+  # collected object). The FFI::Function objects are module constants: they
+  # live as long as the process, so the GC cannot free a function the
+  # library may still call.
 
-  REGISTRY = {}
-  REGISTRY_LOCK = Mutex.new
-  @next_key = 0
+  REGISTRY = Blazen::ControlPlane::FFISupport
 
   # Exceptions raised inside callbacks (they must not unwind into C).
   CALLBACK_ERRORS = Queue.new
 
-  def register(obj)
-    REGISTRY_LOCK.synchronize do
-      @next_key += 1
-      REGISTRY[@next_key] = obj
-      FFI::Pointer.new(@next_key)
-    end
-  end
-
-  def lookup(user_data)
-    REGISTRY_LOCK.synchronize { REGISTRY[user_data.address] }
-  end
-
-  def unregister(user_data)
-    REGISTRY_LOCK.synchronize { REGISTRY.delete(user_data.address) }
-  end
-
-  def registered_count
-    REGISTRY_LOCK.synchronize { REGISTRY.size }
-  end
+  def register(obj) = REGISTRY.register(obj)
+  def lookup(user_data) = REGISTRY.lookup(user_data)
+  def unregister(user_data) = REGISTRY.unregister(user_data)
+  def registered_count = REGISTRY.registered_count
 
   # Runs a callback body; an exception is recorded, never propagated.
   def guard(where, fallback = nil)

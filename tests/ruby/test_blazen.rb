@@ -518,6 +518,7 @@ class BlazenCabiTest < Minitest::Test
     Lib.blazen_controlplane_subscription_cancel(sub)
     Lib.blazen_controlplane_subscription_cancel(sub) # idempotent
     free_subscription(sub)
+    assert Lib.wait_until(TIMEOUT) { sink.drops >= 1 }, "drop_user_data follows the free"
     assert_equal 1, sink.drops
     assert_equal 0, sink.closes, "a cancelled subscription gets no on_close"
     assert_equal 0, sink.errors

@@ -180,6 +180,7 @@ class BlazenCabiTest
     assert_equal JSON.parse(second_answer),
                  JSON.parse(events2.find { |e| e[0] == run2 && e[1] == "status.completed" }[2])["output"]
     free_subscription(sub2)
+    assert Lib.wait_until(TIMEOUT) { sink2.drops >= 1 }, "drop_user_data follows the free"
     assert_equal 1, sink2.drops
     assert_equal 0, sink2.closes, "a freed subscribe_all gets no on_close"
 

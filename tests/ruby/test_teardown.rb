@@ -8,6 +8,9 @@
 # Loaded at the end of test_blazen.rb (it reuses that file's helpers).
 
 class BlazenTeardownTest < BlazenCabiTest
+  # Only the helpers are inherited, not the tests.
+  BlazenCabiTest.public_instance_methods(false).grep(/\Atest_/).each { |m| undef_method m }
+
   ROUNDS = 20
   BOUND = 1.0 # seconds a teardown call may take under the VM lock
 

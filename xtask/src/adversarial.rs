@@ -97,6 +97,14 @@ fn text_values(ty: &Type) -> Result<(String, Vec<(String, &'static str)>)> {
                 bad.into_iter().filter(|(v, _)| v != "NULL").collect(),
             )
         }
+        "LogFilter" => (
+            c_str("info"),
+            vec![
+                null,
+                utf8,
+                (c_str("blazen=notalevel"), "malformed log filter"),
+            ],
+        ),
         // Raw bytes: anything goes; NULL gives the documented NULL result.
         "Bytes" => (c_str("x"), vec![]),
         other => bail!(

@@ -44,6 +44,61 @@ pub fn stubs(root: &Path) -> Result<String> {
     Ok(format!("use std::ffi::c_char;\n{tokens}\n"))
 }
 
+/// The library crate's version as cargo resolves it (`version.workspace`
+/// included), e.g. "0.7.0".
+pub fn crate_version(root: &Path) -> Result<String> {
+    let out = crate::cargo()
+        .args(["pkgid", "-p", "blazen-cabi"])
+        .current_dir(root)
+        .output()
+        .context("running cargo pkgid")?;
+    if !out.status.success() {
+        bail!(
+            "cargo pkgid -p blazen-cabi failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // path+file:///.../cabi#blazen-cabi@0.7.0 (or ...#0.7.0)
+    let id = String::from_utf8(out.stdout)?;
+    let version = id
+        .trim()
+        .rsplit(['@', '#'])
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    if version.split('.').count() < 3 {
+        bail!("cannot read a version from cargo pkgid output {id:?}");
+    }
+    Ok(version)
+}
+
+/// `MAJOR.MINOR.PATCH[-pre][+build]` as its three numbers.
+pub fn version_numbers(version: &str) -> Result<(u64, u64, u64)> {
+    let core = version.split(['-', '+']).next().unwrap_or_default();
+    let nums: Vec<u64> = core
+        .split('.')
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| format!("version {version:?} is not MAJOR.MINOR.PATCH"))?;
+    match nums[..] {
+        [major, minor, patch] => Ok((major, minor, patch)),
+        _ => bail!("version {version:?} is not MAJOR.MINOR.PATCH"),
+    }
+}
+
+/// The version macros placed after the includes.
+fn version_macros(version: &str) -> Result<String> {
+    let (major, minor, patch) = version_numbers(version)?;
+    Ok(format!(
+        "/* The version of blazen-cabi this header belongs to; `blazen_version()`\n \
+         * returns BLAZEN_VERSION_STRING of the library actually loaded. */\n\
+         #define BLAZEN_VERSION_MAJOR {major}\n\
+         #define BLAZEN_VERSION_MINOR {minor}\n\
+         #define BLAZEN_VERSION_PATCH {patch}\n\
+         #define BLAZEN_VERSION_STRING \"{version}\""
+    ))
+}
+
 /// The header as cbindgen makes it now.
 pub fn generate(root: &Path) -> Result<String> {
     let dir = root.join("target/header");
@@ -82,6 +137,7 @@ pub fn generate(root: &Path) -> Result<String> {
              * Event types and their data: see BlazenRunEventSinkVTable. */"
                 .into(),
         ),
+        after_includes: Some(format!("\n{}", version_macros(&crate_version(root)?)?)),
         usize_is_size_t: false,
         ..Default::default()
     };
@@ -98,18 +154,5 @@ pub fn generate(root: &Path) -> Result<String> {
 }
 
 pub fn run(root: &Path, check: bool) -> Result<()> {
-    let fresh = generate(root)?;
-    let path = root.join(HEADER);
-    if check {
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        if committed != fresh {
-            bail!("{HEADER} is stale: run `cargo xtask header` and commit it");
-        }
-        println!("header: {HEADER} is up to date");
-    } else {
-        std::fs::create_dir_all(path.parent().unwrap())?;
-        std::fs::write(&path, fresh)?;
-        println!("header: wrote {HEADER}");
-    }
-    Ok(())
+    crate::write_or_check(root, HEADER, &generate(root)?, check, "header")
 }

@@ -1,8 +1,17 @@
-//! Project tasks: `cargo xtask <header [--check] | test | demo | bench | abi>`.
+//! Project tasks: `cargo xtask <header [--check] | ruby [--check] | gem | test | demo | bench
+//! | abi | adversarial | consumers | install --prefix DIR [--strip]>`.
 
+mod abi;
 mod adversarial;
-mod csuite;
+mod bench;
+mod cc;
+mod consumers;
+mod demo;
+mod gem;
 mod header;
+mod install;
+mod ruby;
+mod test;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,19 +28,24 @@ fn main() {
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = root();
+    let invoked_from = std::env::current_dir()?;
     std::env::set_current_dir(&root)?;
     link_protoc(&root)?;
     match args.first().map(String::as_str) {
         Some("header") => header::run(&root, args.iter().any(|a| a == "--check")),
-        Some("test") => csuite::test_all(&root),
-        Some("demo") => csuite::demo(&root),
-        Some("bench") => csuite::bench(&root),
-        Some("abi") => csuite::abi_check(&root),
+        Some("ruby") => ruby::run(&root, args.iter().any(|a| a == "--check")),
+        Some("gem") => gem::build(&root).map(drop),
+        Some("test") => test::test_all(&root),
+        Some("demo") => demo::demo(&root),
+        Some("bench") => bench::bench(&root),
+        Some("abi") => abi::abi_check(&root),
+        Some("consumers") => consumers::run(&root),
+        Some("install") => install::run(&root, &invoked_from, &args[1..]),
         Some("adversarial") => adversarial::generate(&root).map(|(path, n)| {
             println!("adversarial: {n} cases in {}", path.display());
         }),
         _ => {
-            bail!("usage: cargo xtask <header [--check] | test | demo | bench | abi | adversarial>")
+            bail!("usage: cargo xtask <header [--check] | ruby [--check] | gem | test | demo | bench | abi | adversarial | consumers | install --prefix DIR [--strip]>")
         }
     }
 }
@@ -72,4 +86,22 @@ pub fn sh(cmd: &mut Command) -> Result<()> {
 /// `cargo` with the same toolchain that runs this xtask.
 pub fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Writes a generated file (`cargo xtask TASK`), or with `check` fails when
+/// the committed copy differs from what the generator makes now.
+pub fn write_or_check(root: &Path, rel: &str, fresh: &str, check: bool, task: &str) -> Result<()> {
+    let path = root.join(rel);
+    if check {
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        if committed != fresh {
+            bail!("{rel} is stale: run `cargo xtask {task}` and commit it");
+        }
+        println!("{task}: {rel} is up to date");
+    } else {
+        std::fs::create_dir_all(path.parent().context("a file has a folder")?)?;
+        std::fs::write(&path, fresh)?;
+        println!("{task}: wrote {rel}");
+    }
+    Ok(())
 }

@@ -13,6 +13,7 @@ fn panic_error(label: &str, payload: Box<dyn std::any::Any + Send>) -> BlazenErr
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".into());
+    tracing::error!("{label} panicked: {msg}");
     BlazenError::internal(format!("{label} panicked: {msg}"))
 }
 

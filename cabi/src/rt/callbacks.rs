@@ -134,7 +134,7 @@ macro_rules! owner {
             }
         }
 
-        impl super::arg::Callbacks for $vtable {
+        impl $crate::rt::arg::Callbacks for $vtable {
             type Owner = $owner;
             fn own(self) -> $owner {
                 $owner { vt: self }
@@ -142,6 +142,9 @@ macro_rules! owner {
         }
     };
 }
+
+// For callback tables declared beside the code that uses them (log.rs).
+pub(crate) use owner;
 
 owner!(AssignmentHandler, BlazenAssignmentHandlerVTable);
 owner!(ContextHandler, BlazenContextHandlerVTable);

@@ -30,6 +30,8 @@ pub use future::BlazenFuture;
 pub fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
+        // Logging (BLAZEN_LOG, a host's sink) starts with the runtime.
+        crate::log::init();
         tokio::runtime::Builder::new_multi_thread()
             .thread_name("blazen-cabi")
             .on_thread_start(sigpipe::block_for_this_thread)

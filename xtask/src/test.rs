@@ -1,80 +1,14 @@
-//! `cargo xtask test` and `cargo xtask demo`: build the library, then
-//! compile and run the C, C++ (and Ruby) consumers against it.
+//! `cargo xtask test`: every suite, in the order a failure is cheapest to
+//! find: Rust tests, header checks, the C suites (gcc, clang, valgrind,
+//! ASan+LSan), abi-check, then the Ruby suites through the installed gem.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
+use crate::cc::{build_library, compile, need, suites, C_COMPILERS};
 use crate::{cargo, sh};
-
-/// Compilers every C consumer is built with.
-const C_COMPILERS: [&str; 2] = ["gcc", "clang"];
-
-fn need(tool: &str) -> Result<()> {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found {
-        bail!("`{tool}` is not installed (run `.ci/install-deps` or see the README)");
-    }
-    Ok(())
-}
-
-fn build_library(root: &Path, release: bool) -> Result<PathBuf> {
-    let mut cmd = cargo();
-    cmd.args(["build", "-p", "blazen-cabi"]);
-    if release {
-        cmd.arg("--release");
-    }
-    sh(&mut cmd)?;
-    Ok(root
-        .join("target")
-        .join(if release { "release" } else { "debug" }))
-}
-
-/// Compiles one consumer program against include/ and the cdylib in `lib`.
-fn compile(
-    root: &Path,
-    cc: &str,
-    src: &Path,
-    lib: &Path,
-    out: &Path,
-    extra: &[&str],
-) -> Result<()> {
-    let mut cmd = Command::new(cc);
-    cmd.args(extra)
-        .arg("-I")
-        .arg(root.join("include"))
-        .arg("-I")
-        .arg(root.join("tests/c"))
-        .arg("-I")
-        .arg(root.join("target/generated"))
-        .arg(src)
-        .arg("-o")
-        .arg(out)
-        .arg(format!("-L{}", lib.display()))
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .arg("-Wl,--disable-new-dtags")
-        .args(["-lblazen_cabi", "-lpthread", "-lm", "-ldl"]);
-    sh(&mut cmd).with_context(|| format!("compiling {} with {cc}", src.display()))
-}
-
-/// `tests/<dir>/test_*.<ext>` in name order.
-fn suites(root: &Path, dir: &str, ext: &str) -> Result<Vec<PathBuf>> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(root.join("tests").join(dir))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().is_some_and(|e| e == ext)
-                && p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("test_"))
-        })
-        .collect();
-    v.sort();
-    Ok(v)
-}
 
 /// The header on its own compiles warning-free as C99 and C++11.
 fn header_compiles(root: &Path, lib: &Path, bin: &Path) -> Result<()> {
@@ -183,26 +117,9 @@ fn c_suites(root: &Path, lib: &Path, bin: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs the reference-surface check from ../shared.
-pub fn abi_check(root: &Path) -> Result<()> {
-    let lib = build_library(root, false)?;
-    run_abi_check(root, &lib)
-}
-
-fn run_abi_check(root: &Path, lib: &Path) -> Result<()> {
-    let tool = root.join("../shared/tools/abi-check");
-    if !tool.exists() {
-        bail!("{} not found", tool.display());
-    }
-    sh(Command::new("python3")
-        .arg(&tool)
-        .arg(root.join("include/blazen.h"))
-        .arg(lib.join("libblazen_cabi.so")))
-}
-
 pub fn test_all(root: &Path) -> Result<()> {
     sh(Command::new("bash").arg(root.join(".ci/install-deps")))?;
-    for tool in ["gcc", "clang", "g++", "valgrind"] {
+    for tool in ["gcc", "clang", "g++", "valgrind", "cmake", "pkg-config"] {
         need(tool)?;
     }
     println!("== cargo test");
@@ -214,15 +131,21 @@ pub fn test_all(root: &Path) -> Result<()> {
     header_compiles(root, &lib, &bin)?;
     c_suites(root, &lib, &bin)?;
     println!("== abi-check");
-    run_abi_check(root, &lib)?;
-    ruby_suite(root, &lib)?;
+    crate::abi::run_abi_check(root, &lib)?;
+    println!("== consumers of the installed library (pkg-config, CMake)");
+    crate::consumers::run(root)?;
+    crate::ruby::run(root, true)?;
+    ruby_suite(root)?;
     println!("xtask test: all suites passed");
     Ok(())
 }
 
-/// The Ruby (ffi gem) consumer suite. Outside CI a machine without Ruby
-/// skips it with a note; under CI a missing Ruby or ffi gem is a failure.
-fn ruby_suite(root: &Path, lib: &Path) -> Result<()> {
+/// The Ruby suites, through the gem as a user installs it: `cargo xtask
+/// gem`, installed into an empty GEM_HOME, then the gem's own minitest
+/// suite and the consumer suite (tests/ruby) run from outside the
+/// repository against it. Outside CI a machine without Ruby skips them
+/// with a note; under CI a missing Ruby or ffi gem is a failure.
+fn ruby_suite(root: &Path) -> Result<()> {
     let has_ffi = Command::new("ruby")
         .args(["-e", "require 'ffi'; require 'minitest'"])
         .status()
@@ -232,55 +155,30 @@ fn ruby_suite(root: &Path, lib: &Path) -> Result<()> {
         if std::env::var_os("CI").is_some() {
             bail!("ruby with the ffi and minitest gems is required under CI");
         }
-        println!("== Ruby suite SKIPPED: ruby, ruby-ffi or ruby-minitest is not installed");
+        println!("== Ruby suites SKIPPED: ruby, ruby-ffi or ruby-minitest is not installed");
         return Ok(());
     }
-    println!("== Ruby suite (ffi gem, minitest)");
-    sh(Command::new("ruby")
-        .arg(root.join("tests/ruby/test_blazen.rb"))
-        .env("BLAZEN_CABI_LIB", lib.join("libblazen_cabi.so"))
-        .current_dir(root))
-}
-
-pub fn demo(root: &Path) -> Result<()> {
-    need("cc")?;
-    crate::header::run(root, true)?;
-    let lib = build_library(root, false)?;
-    let bin = root.join("target/consumers");
-    std::fs::create_dir_all(&bin)?;
-    let out = bin.join("demo");
-    compile(
-        root,
-        "cc",
-        &root.join("examples/demo.c"),
-        &lib,
-        &out,
-        &["-std=c11", "-Wall", "-Wextra", "-pthread"],
-    )?;
-    sh(&mut Command::new(&out))
-}
-
-/// `cargo xtask bench`: release builds, the C driver at -O2, then the
-/// side-by-side run (see bench/src/main.rs).
-pub fn bench(root: &Path) -> Result<()> {
-    need("cc")?;
-    let lib = build_library(root, true)?;
-    sh(cargo().args(["build", "--release", "-p", "blazen-cabi-bench"]))?;
-    let dir = root.join("target/bench");
-    std::fs::create_dir_all(&dir)?;
-    let driver = dir.join("bench_c");
-    compile(
-        root,
-        "cc",
-        &root.join("bench/bench.c"),
-        &lib,
-        &driver,
-        &["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-pthread"],
-    )?;
-    // `cargo run` puts target/debug/deps on LD_LIBRARY_PATH, which would win
-    // over the driver's RUNPATH and load the debug library.
-    sh(Command::new(lib.join("blazen-cabi-bench"))
-        .env_remove("LD_LIBRARY_PATH")
-        .arg(&driver)
-        .arg(dir.join("report.json")))
+    let gem = crate::gem::build(root)?;
+    let home = root.join("target/gem-home");
+    crate::gem::install(&gem, &home)?;
+    let outside = std::env::temp_dir().join("blazen-gem-consumer");
+    std::fs::create_dir_all(&outside)?;
+    let certs = root.join("target/test-certs");
+    for (name, script) in [
+        (
+            "the gem's suite",
+            root.join("bindings/ruby/test/test_control_plane.rb"),
+        ),
+        ("consumer suite", root.join("tests/ruby/test_blazen.rb")),
+    ] {
+        println!("== Ruby {name} (installed gem, ffi, minitest)");
+        sh(Command::new("ruby")
+            .arg(&script)
+            .env("GEM_HOME", &home)
+            .env_remove("BLAZEN_CABI_LIB")
+            .env_remove("RUBYLIB")
+            .env("BLAZEN_TEST_CERTS", &certs)
+            .current_dir(&outside))?;
+    }
+    Ok(())
 }

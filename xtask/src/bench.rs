@@ -1,0 +1,34 @@
+//! `cargo xtask bench`: the benchmarks (bench/).
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::cc::{build_library, compile, need};
+use crate::{cargo, sh};
+
+/// `cargo xtask bench`: release builds, the C driver at -O2, then the
+/// side-by-side run (see bench/src/main.rs).
+pub fn bench(root: &Path) -> Result<()> {
+    need("cc")?;
+    let lib = build_library(root, true)?;
+    sh(cargo().args(["build", "--release", "-p", "blazen-cabi-bench"]))?;
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let driver = dir.join("bench_c");
+    compile(
+        root,
+        "cc",
+        &root.join("bench/bench.c"),
+        &lib,
+        &driver,
+        &["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-pthread"],
+    )?;
+    // `cargo run` puts target/debug/deps on LD_LIBRARY_PATH, which would win
+    // over the driver's RUNPATH and load the debug library.
+    sh(Command::new(lib.join("blazen-cabi-bench"))
+        .env_remove("LD_LIBRARY_PATH")
+        .arg(&driver)
+        .arg(dir.join("report.json")))
+}
