@@ -67,6 +67,10 @@ const RESWEEP: Duration = Duration::from_millis(200);
 /// the 2-core machine).
 const QUEUE_PRIORITY: u8 = 0;
 
+/// How often the drainer routes queued runs for every connected worker
+/// whatever happened (see [`drainer`]).
+const SWEEP: Duration = Duration::from_secs(1);
+
 /// The longest a result waits for its run's routing to be recorded
 /// (see [`Plane::routing_recorded`]), in milliseconds.
 const ROUTING_WAIT_MS: u32 = 2000;
@@ -88,6 +92,8 @@ struct Plane {
     /// Runs failed by their deadline, with the error they failed with: a
     /// late result or a late routing of one of them keeps it failed.
     expired: Mutex<HashMap<Uuid, String>>,
+    /// The drain key of every connected session, for the drainer's sweep.
+    sessions: Mutex<HashMap<Uuid, DrainKey>>,
 }
 
 type DrainKey = (String, Vec<WorkerCapability>);
@@ -95,15 +101,17 @@ type DrainKey = (String, Vec<WorkerCapability>);
 impl Service {
     pub(crate) fn new(shared: Arc<SharedState>) -> Self {
         let (drain, requests) = mpsc::unbounded_channel();
-        tokio::spawn(drainer(Arc::downgrade(&shared), requests));
+        let cp = Arc::new(Plane {
+            shared: shared.clone(),
+            drain,
+            registering: Mutex::new(()),
+            expired: Mutex::default(),
+            sessions: Mutex::default(),
+        });
+        tokio::spawn(drainer(Arc::downgrade(&cp), requests));
         Self {
-            inner: ControlPlaneService::new(shared.clone()),
-            cp: Arc::new(Plane {
-                shared,
-                drain,
-                registering: Mutex::new(()),
-                expired: Mutex::default(),
-            }),
+            inner: ControlPlaneService::new(shared),
+            cp,
         }
     }
 }
@@ -114,16 +122,37 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Routes queued runs, one request at a time (concurrent drains would each
 /// route on the same stale in-flight counts). Requests that arrive while a
-/// drain runs are merged. Ends when the server and its sessions are gone.
-async fn drainer(shared: Weak<SharedState>, mut requests: mpsc::UnboundedReceiver<DrainKey>) {
-    while let Some(first) = requests.recv().await {
-        let mut keys: HashSet<DrainKey> = HashSet::from([first]);
+/// drain runs are merged. Every [`SWEEP`] it also drains for every
+/// connected worker, so a run queued in a race with the event that should
+/// have routed it (the crate decides to queue a submission, then queues
+/// it, with no lock between) waits at most that long. Ends with the
+/// server.
+async fn drainer(plane: Weak<Plane>, mut requests: mpsc::UnboundedReceiver<DrainKey>) {
+    let mut sweep = tokio::time::interval(SWEEP);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let mut keys: HashSet<DrainKey> = HashSet::new();
+        tokio::select! {
+            request = requests.recv() => match request {
+                Some(k) => {
+                    keys.insert(k);
+                }
+                None => return,
+            },
+            _ = sweep.tick() => {
+                let Some(cp) = plane.upgrade() else {
+                    return;
+                };
+                keys.extend(lock(&cp.sessions).values().cloned());
+            }
+        }
         while let Ok(k) = requests.try_recv() {
             keys.insert(k);
         }
-        let Some(shared) = shared.upgrade() else {
+        let Some(cp) = plane.upgrade() else {
             return;
         };
+        let shared = &cp.shared;
         for (place, caps) in keys {
             shared
                 .queue
@@ -291,6 +320,7 @@ impl Plane {
             snapshot: Mutex::default(),
         });
         let (out_tx, out_rx) = mpsc::unbounded_channel::<ServerToWorker>();
+        lock(&self.sessions).insert(id, session.drain_key());
         tokio::spawn(self.clone().forward(session.clone(), rx, out_tx));
         tokio::spawn(self.clone().pump(session.clone(), incoming));
         self.request_drain(session.drain_key());
@@ -359,6 +389,7 @@ impl Plane {
             self.frame(&session, frame).await;
         }
         self.shared.registry.unregister(session.id);
+        lock(&self.sessions).remove(&session.id);
         let lost = self.still_running(&session);
         self.shared.queue.surrender_session(session.id).await;
         self.announce_requeued(&session, &lost);
@@ -429,9 +460,10 @@ impl Plane {
                         let error = match r.error.as_deref() {
                             // The crate worker's own deadline (counted from
                             // when it received the run).
-                            Some("deadline exceeded") => {
-                                ErrorKind::Timeout.tag("deadline exceeded")
-                            }
+                            Some("deadline exceeded") => ErrorKind::Timeout.tag(
+                                "the run's deadline_ms passed while it was RUNNING \
+                                 (reported by its worker)",
+                            ),
                             Some(e) => e.to_string(),
                             None => ErrorKind::Workflow.tag("the worker reported no error"),
                         };

@@ -78,7 +78,11 @@ int main(void) {
 
     /* ---- unreachable endpoints ------------------------------------------- */
     unreachable("http://127.0.0.1:1", NULL, "ControlPlaneTransport", "refused");
-    unreachable("http://no-such-host.invalid:7400", NULL, "ControlPlaneTransport", "dns");
+    /* glibc's resolver keeps state of its own that valgrind counts as
+     * lost once the lookup thread has exited, so not under valgrind. */
+    const char *tool = getenv("BLAZEN_UNDER_TOOL");
+    if (!tool || strcmp(tool, "valgrind") != 0)
+        unreachable("http://no-such-host.invalid:7400", NULL, "ControlPlaneTransport", "dns");
 
     /* ---- a server to talk to --------------------------------------------- */
     BlazenControlPlaneServer *server = NULL;
