@@ -25,6 +25,7 @@ mod relay;
 pub mod rt;
 pub mod server;
 mod service;
+mod store;
 pub mod subscription;
 pub mod worker;
 

@@ -22,6 +22,10 @@
 //! - A second session for a node id already connected is refused
 //!   (ALREADY_EXISTS) instead of evicting the first.
 //! - A result for a run that is already terminal is ignored.
+//!
+//! With a durable store (`crate::store`), a submission is refused while
+//! the store cannot record it, and `DescribeWorkflow` falls back to the
+//! store for runs this process does not know (finished before a restart).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -31,9 +35,9 @@ use blazen_controlplane::auth::PeerIdentity;
 use blazen_controlplane::pb::blazen_control_plane_server::BlazenControlPlane;
 use blazen_controlplane::pb::{PostcardRequest, PostcardResponse};
 use blazen_controlplane::protocol::{
-    validate_envelope_version, Assignment, AssignmentStatus, CancelInstruction, KeyRequest,
-    KeyResponse, NodeSelectorWire, RunStateSnapshotWire, ServerToWorker, SubmitRequest, Welcome,
-    WorkerHello, WorkerToServer, DEFAULT_PLACE, ENVELOPE_VERSION,
+    validate_envelope_version, Assignment, AssignmentStatus, CancelInstruction, DescribeRequest,
+    KeyRequest, KeyResponse, NodeSelectorWire, RunStateSnapshotWire, ServerToWorker, SubmitRequest,
+    Welcome, WorkerHello, WorkerToServer, DEFAULT_PLACE, ENVELOPE_VERSION,
 };
 use blazen_controlplane::server::admission::{Decision, NoCandidateReason, RouteRequest};
 use blazen_controlplane::server::queue::SubmitOutcome;
@@ -51,6 +55,7 @@ use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
 use crate::rt::ErrorKind;
+use crate::store::Durable;
 
 /// How long after a session ends its runs are swept back into the queue a
 /// second time (a run routed to it while it was ending is only recorded
@@ -94,12 +99,14 @@ struct Plane {
     expired: Mutex<HashMap<Uuid, String>>,
     /// The drain key of every connected session, for the drainer's sweep.
     sessions: Mutex<HashMap<Uuid, DrainKey>>,
+    /// The durable store, when the server has one.
+    store: Option<Arc<Durable>>,
 }
 
 type DrainKey = (String, Vec<WorkerCapability>);
 
 impl Service {
-    pub(crate) fn new(shared: Arc<SharedState>) -> Self {
+    pub(crate) fn new(shared: Arc<SharedState>, store: Option<Arc<Durable>>) -> Self {
         let (drain, requests) = mpsc::unbounded_channel();
         let cp = Arc::new(Plane {
             shared: shared.clone(),
@@ -107,6 +114,7 @@ impl Service {
             registering: Mutex::new(()),
             expired: Mutex::default(),
             sessions: Mutex::default(),
+            store,
         });
         tokio::spawn(drainer(Arc::downgrade(&cp), requests));
         Self {
@@ -668,6 +676,14 @@ impl Service {
         let tags = core.required_tags;
         let wait = core.wait_for_worker
             || self.all_saturated(&place, &cap, &tags, core.resource_hint.as_ref());
+        if let Some(store) = &self.cp.store {
+            // Refused unless the store can record it (the queue itself
+            // only logs the store's errors).
+            store
+                .put_assignment(run_id, &assignment)
+                .await
+                .map_err(|e| Durable::status(&e))?;
+        }
         let shared = &self.cp.shared;
         let outcome = shared
             .queue
@@ -706,6 +722,36 @@ impl Service {
             .map_err(|e| Status::internal(format!("encode response: {e}")))?;
         Ok(Response::new(PostcardResponse { postcard_payload }))
     }
+
+    /// A run this process does not know, read from the store (a run that
+    /// ended before a restart, until its snapshot expires). The store
+    /// keeps no place: such runs are in the default place.
+    async fn describe_stored(
+        &self,
+        store: &Durable,
+        request: &Request<PostcardRequest>,
+    ) -> Option<Result<Response<PostcardResponse>, Status>> {
+        let req: DescribeRequest =
+            postcard::from_bytes(&request.get_ref().postcard_payload).ok()?;
+        if self.cp.shared.queue.describe(req.run_id).is_some()
+            || place_of(identity(request).as_ref(), None) != DEFAULT_PLACE
+        {
+            return None;
+        }
+        let snap = match store.get_state(req.run_id).await {
+            Ok(Some(snap)) => snap,
+            Ok(None) => return None,
+            Err(e) => return Some(Err(Durable::status(&e))),
+        };
+        let encoded = RunStateSnapshotWire::from_core(&snap)
+            .map_err(|e| Status::internal(format!("encode run state: {e}")))
+            .and_then(|mut wire| {
+                wire.place = DEFAULT_PLACE.to_string();
+                postcard::to_allocvec(&wire)
+                    .map_err(|e| Status::internal(format!("encode response: {e}")))
+            });
+        Some(encoded.map(|postcard_payload| Response::new(PostcardResponse { postcard_payload })))
+    }
 }
 
 #[tonic::async_trait]
@@ -740,6 +786,11 @@ impl BlazenControlPlane for Service {
         &self,
         request: Request<PostcardRequest>,
     ) -> Result<Response<PostcardResponse>, Status> {
+        if let Some(store) = &self.cp.store {
+            if let Some(answer) = self.describe_stored(store, &request).await {
+                return answer;
+            }
+        }
         self.inner.describe_workflow(request).await
     }
 
