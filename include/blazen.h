@@ -1116,7 +1116,14 @@ BlazenFuture *blazen_controlplane_server_start(const char *bind_addr);
  * As `server_start`, with `options_json` (borrowed; NULL or an object with
  * any of `bearer_token`, which every call must then present, overriding
  * `BLAZEN_PEER_TOKEN` for this server only; and `cert_path` + `key_path` +
- * `ca_path` to serve mutual TLS from PEM files; other keys are a
+ * `ca_path` to serve mutual TLS from PEM files; `store_url`
+ * (`redis://HOST:PORT/DB` or `unix://PATH`, a Redis or Valkey server) to
+ * keep queued, running and finished runs there so a new control plane
+ * on the same store resumes them (see the README's "A control plane that
+ * survives a restart"), with `finished_ttl_ms` (default 3,600,000, one
+ * hour; 0 keeps them; kept in whole seconds, rounded up) for how long
+ * finished runs stay describable there; a store not reached within 3 s
+ * fails the start with PEER / `ControlPlaneStore`; other keys are a
  * VALIDATION error).
  *
  * Blocks the calling thread. Returns 0 and stores a new caller-owned `BlazenControlPlaneServer` in `*out_server` (free it with its `_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.
@@ -1130,7 +1137,14 @@ int32_t blazen_controlplane_server_start_with_options_blocking(const char *bind_
  * As `server_start`, with `options_json` (borrowed; NULL or an object with
  * any of `bearer_token`, which every call must then present, overriding
  * `BLAZEN_PEER_TOKEN` for this server only; and `cert_path` + `key_path` +
- * `ca_path` to serve mutual TLS from PEM files; other keys are a
+ * `ca_path` to serve mutual TLS from PEM files; `store_url`
+ * (`redis://HOST:PORT/DB` or `unix://PATH`, a Redis or Valkey server) to
+ * keep queued, running and finished runs there so a new control plane
+ * on the same store resumes them (see the README's "A control plane that
+ * survives a restart"), with `finished_ttl_ms` (default 3,600,000, one
+ * hour; 0 keeps them; kept in whole seconds, rounded up) for how long
+ * finished runs stay describable there; a store not reached within 3 s
+ * fails the start with PEER / `ControlPlaneStore`; other keys are a
  * VALIDATION error).
  *
  * Non-blocking: returns a caller-owned `BlazenFuture` (never NULL) running the operation; await it with `blazen_future_poll`, `blazen_future_wait` or `blazen_future_fd`, collect it with the matching `blazen_future_take_*` for `BlazenControlPlaneServer`, and release it with `blazen_future_free`. Invalid arguments give an already-failed future.

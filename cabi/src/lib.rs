@@ -26,6 +26,7 @@ mod relay;
 pub mod rt;
 pub mod server;
 mod service;
+mod store;
 pub mod subscription;
 mod tls;
 pub mod worker;

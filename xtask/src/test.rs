@@ -119,7 +119,15 @@ fn c_suites(root: &Path, lib: &Path, bin: &Path) -> Result<()> {
 
 pub fn test_all(root: &Path) -> Result<()> {
     sh(Command::new("bash").arg(root.join(".ci/install-deps")))?;
-    for tool in ["gcc", "clang", "g++", "valgrind", "cmake", "pkg-config"] {
+    for tool in [
+        "gcc",
+        "clang",
+        "g++",
+        "valgrind",
+        "cmake",
+        "pkg-config",
+        "redis-server",
+    ] {
         need(tool)?;
     }
     println!("== cargo test");

@@ -106,6 +106,16 @@ class ControlPlaneTest < Minitest::Test
     assert_includes err.message, "bind_addr"
     err = assert_raises(Blazen::ValidationError) { CP::Server.start("127.0.0.1:0", colour: "red") }
     assert_includes err.message, "options_json"
+    err = assert_raises(Blazen::ValidationError) { CP::Server.start("127.0.0.1:0", store_url: "http://x") }
+    assert_includes err.message, "store_url"
+    err = assert_raises(Blazen::ValidationError) { CP::Server.start("127.0.0.1:0", finished_ttl_ms: 1000) }
+    assert_includes err.message, "store_url"
+  end
+
+  def test_server_unreachable_store
+    err = assert_raises(Blazen::PeerError) { CP::Server.start("127.0.0.1:0", store_url: "redis://127.0.0.1:1/0") }
+    assert_equal "ControlPlaneStore", err.subkind
+    assert_includes err.message, "127.0.0.1:1"
   end
 
   # ---- client ------------------------------------------------------------------

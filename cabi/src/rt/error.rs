@@ -237,6 +237,9 @@ impl From<ControlPlaneError> for BlazenError {
             ControlPlaneError::Workflow(w) => {
                 return BlazenError::from_workflow_text(w.to_string())
             }
+            ControlPlaneError::Transport(t) if store_error(t).is_some() => {
+                return store_error(t).unwrap_or_else(|| BlazenError::internal(t.clone()))
+            }
             ControlPlaneError::Transport(t) => match (grpc_code_in(t), status_message(t)) {
                 // A gRPC status: its code and the server's text, without
                 // tonic's rendering of the error source (a Rust debug dump).
@@ -252,14 +255,35 @@ impl From<ControlPlaneError> for BlazenError {
     }
 }
 
+/// An UNAVAILABLE status the embedded control plane's durable store
+/// caused, as PEER / `ControlPlaneStore` with the server's text.
+fn store_error(text: &str) -> Option<BlazenError> {
+    if grpc_code_in(text).as_deref() != Some("Unavailable") {
+        return None;
+    }
+    let at = text.find(STORE_STATUS_PREFIX)?;
+    let message = status_message(text).unwrap_or_else(|| text[at..].to_string());
+    Some(BlazenError::peer(STORE_SUBKIND, message))
+}
+
 impl BlazenError {
     fn from_workflow_text(text: String) -> Self {
+        if let Some(e) = store_error(&text) {
+            return e;
+        }
         match grpc_code_in(&text) {
             Some(code) => BlazenError::peer(subkind_for_code(&code), text),
             None => BlazenError::peer("ControlPlane", text),
         }
     }
 }
+
+/// Start of the message of every gRPC status caused by the store; the
+/// client turns such statuses into PEER / `ControlPlaneStore`.
+pub(crate) const STORE_STATUS_PREFIX: &str = "control plane store";
+
+/// The subkind of errors caused by the store.
+pub(crate) const STORE_SUBKIND: &str = "ControlPlaneStore";
 
 #[cfg(test)]
 mod tests {

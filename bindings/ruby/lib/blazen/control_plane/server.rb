@@ -11,10 +11,15 @@ module Blazen
       # Starts a control plane listening on `bind` ("IP:PORT"; port 0 picks one).
       # With a block, yields the server and shuts it down when the block ends.
       # @param bind [String]
-      # @param options [Hash] `bearer_token:`, `cert_path:`, `key_path:`, `ca_path:`
+      # @param options [Hash] `bearer_token:`, `cert_path:`, `key_path:`, `ca_path:`,
+      #   `store_url:` ("redis://HOST:PORT/DB": keep runs in Redis/Valkey so a new
+      #   control plane on the same store resumes them) and `finished_ttl_ms:`
+      #   (how long finished runs stay describable there; default one hour, 0 keeps them)
       # @yieldparam server [Server]
       # @return [Server, Object] the server, or the block's value
       # @raise [Blazen::ValidationError] for a bad address or option
+      # @raise [Blazen::PeerError] when the store cannot be reached within 3 s
+      #   (subkind "ControlPlaneStore")
       def self.start(bind = "127.0.0.1:0", **options)
         ControlPlane.ensure_available!
         fut = Native.blazen_controlplane_server_start_with_options(bind, S.json(options, null_as_nil: true))

@@ -8,20 +8,20 @@ use std::time::Duration;
 use blazen_cabi_macros::{export, handle};
 use blazen_controlplane::pb::blazen_control_plane_server::BlazenControlPlaneServer as GrpcServer;
 use blazen_controlplane::server::{
-    admission::Admission, key_store, queue::AssignmentQueue, registry::WorkerRegistry, SharedState,
+    admission::Admission, key_store, queue::AssignmentQueue, registry::WorkerRegistry,
+    store::AssignmentStore, SharedState,
 };
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use tokio::sync::{broadcast, oneshot};
 
 use futures_util::StreamExt;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
-use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+
+mod conn;
 
 use crate::rt::arg::Options;
 use crate::rt::{BlazenError, Result};
+use conn::{Auth, Killable};
 
 /// How long a shutdown waits for requests and streams in progress before it
 /// closes every connection.
@@ -101,123 +101,6 @@ impl Drop for Running {
     }
 }
 
-/// An accepted connection that fails every read and write once the server
-/// is being torn down, so no stream outlives a shutdown.
-struct Killable {
-    io: tokio::net::TcpStream,
-    killed: Pin<Box<WaitForCancellationFutureOwned>>,
-}
-
-impl Killable {
-    fn check(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
-        match self.killed.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(std::io::Error::new(
-                std::io::ErrorKind::ConnectionAborted,
-                "the control plane is shutting down",
-            )),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl AsyncRead for Killable {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if let Poll::Ready(e) = self.check(cx) {
-            return Poll::Ready(Err(e));
-        }
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Killable {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        if let Poll::Ready(e) = self.check(cx) {
-            return Poll::Ready(Err(e));
-        }
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        if let Poll::Ready(e) = self.check(cx) {
-            return Poll::Ready(Err(e));
-        }
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-impl Connected for Killable {
-    type ConnectInfo = TcpConnectInfo;
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.io.connect_info()
-    }
-}
-
-/// Checks the bearer token of every request against this server's own
-/// token (when it has one; otherwise the control plane's usual
-/// `BLAZEN_PEER_TOKEN` rule), then attaches the peer identity the
-/// control plane's handlers expect.
-#[derive(Clone)]
-struct Auth {
-    token: Option<Arc<str>>,
-}
-
-impl tonic::service::Interceptor for Auth {
-    fn call(
-        &mut self,
-        mut req: tonic::Request<()>,
-    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
-        let header = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        match &self.token {
-            Some(token) => {
-                let ok = header
-                    .as_deref()
-                    .and_then(|h| h.strip_prefix("Bearer "))
-                    .is_some_and(|t| t.as_bytes() == token.as_bytes());
-                if !ok {
-                    return Err(tonic::Status::unauthenticated(
-                        "missing or wrong bearer token",
-                    ));
-                }
-            }
-            None => blazen_controlplane::auth::validate_bearer(header.as_deref())
-                .map_err(tonic::Status::unauthenticated)?,
-        }
-        let identity = blazen_controlplane::auth::place_authenticator()
-            .authenticate(header.as_deref())
-            .map_err(tonic::Status::unauthenticated)?;
-        req.extensions_mut().insert(identity);
-        Ok(req)
-    }
-}
-
 /// Keys of `server_start_with_options`; unknown keys are refused.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -226,11 +109,32 @@ pub struct ServerOptions {
     cert_path: Option<String>,
     key_path: Option<String>,
     ca_path: Option<String>,
+    store_url: Option<String>,
+    finished_ttl_ms: Option<u64>,
+}
+
+impl ServerOptions {
+    /// The TTL of finished runs' snapshots in the store (`None`: kept).
+    fn finished_ttl(&self) -> Option<Duration> {
+        match self.finished_ttl_ms {
+            None => Some(crate::store::DEFAULT_FINISHED_TTL),
+            Some(0) => None,
+            // The store keeps whole seconds: round up.
+            Some(ms) => Some(Duration::from_secs(ms.div_ceil(1000))),
+        }
+    }
 }
 
 impl crate::rt::arg::CheckOptions for ServerOptions {
     fn check(&self) -> std::result::Result<(), String> {
-        crate::tls::pem_triple(&self.cert_path, &self.key_path, &self.ca_path).map(drop)
+        crate::tls::pem_triple(&self.cert_path, &self.key_path, &self.ca_path)?;
+        match &self.store_url {
+            Some(url) => crate::store::check_url(url),
+            None if self.finished_ttl_ms.is_some() => {
+                Err("`finished_ttl_ms` needs `store_url`".to_string())
+            }
+            None => Ok(()),
+        }
     }
 }
 
@@ -241,6 +145,7 @@ async fn start(bind_addr: &str, options: ServerOptions) -> Result<BlazenControlP
         None => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let ttl = options.finished_ttl();
     let token = options.bearer_token;
     let addr: SocketAddr = bind_addr.parse().map_err(|e| {
         BlazenError::invalid("bind_addr", format!("is not an IP:port address ({e})"))
@@ -251,23 +156,40 @@ async fn start(bind_addr: &str, options: ServerOptions) -> Result<BlazenControlP
     let addr = listener
         .local_addr()
         .map_err(|e| BlazenError::internal(format!("local_addr: {e}")))?;
+    let store = match &options.store_url {
+        Some(url) => Some(crate::store::connect(url, ttl).await?),
+        None => None,
+    };
+    let queue_store: Arc<dyn AssignmentStore> = match &store {
+        Some(s) => s.clone(),
+        None => Arc::new(crate::service::Volatile),
+    };
     let (events, _) = broadcast::channel(EVENT_BUS_CAPACITY);
     let shared = Arc::new(SharedState {
         registry: WorkerRegistry::new(),
-        queue: AssignmentQueue::with_events_and_store(
-            events.clone(),
-            Arc::new(crate::service::Volatile),
-        ),
+        queue: AssignmentQueue::with_events_and_store(events.clone(), queue_store),
         admission: Admission::new(),
         node_id: format!("blazen-cabi-{addr}"),
         events,
         key_store: key_store::default_key_store(),
     });
-    shared.queue.recover_from_store().await?;
+    match &store {
+        Some(store) => {
+            let found = crate::store::recover(&shared, store)
+                .await
+                .map_err(|e| BlazenError::peer(crate::store::SUBKIND, e.to_string()))?;
+            tracing::info!(
+                queued = found.queued,
+                rerun = found.rerun,
+                "embedded control plane recovered its runs from the store"
+            );
+        }
+        None => shared.queue.recover_from_store().await?,
+    }
     let auth = Auth {
         token: token.map(Arc::from),
     };
-    let service = GrpcServer::with_interceptor(crate::service::Service::new(shared), auth);
+    let service = GrpcServer::with_interceptor(crate::service::Service::new(shared, store), auth);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let kill = CancellationToken::new();
     let killer = kill.clone();
@@ -317,7 +239,14 @@ async fn blazen_controlplane_server_start(bind_addr: String) -> Result<BlazenCon
 /// As `server_start`, with `options_json` (borrowed; NULL or an object with
 /// any of `bearer_token`, which every call must then present, overriding
 /// `BLAZEN_PEER_TOKEN` for this server only; and `cert_path` + `key_path` +
-/// `ca_path` to serve mutual TLS from PEM files; other keys are a
+/// `ca_path` to serve mutual TLS from PEM files; `store_url`
+/// (`redis://HOST:PORT/DB` or `unix://PATH`, a Redis or Valkey server) to
+/// keep queued, running and finished runs there so a new control plane
+/// on the same store resumes them (see the README's "A control plane that
+/// survives a restart"), with `finished_ttl_ms` (default 3,600,000, one
+/// hour; 0 keeps them; kept in whole seconds, rounded up) for how long
+/// finished runs stay describable there; a store not reached within 3 s
+/// fails the start with PEER / `ControlPlaneStore`; other keys are a
 /// VALIDATION error).
 #[export]
 async fn blazen_controlplane_server_start_with_options(

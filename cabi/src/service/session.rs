@@ -1,0 +1,266 @@
+//! The worker session, rebuilt from the crate's public pieces (see the
+//! parent module for what it does differently).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use blazen_controlplane::auth::PeerIdentity;
+use blazen_controlplane::pb::{PostcardRequest, PostcardResponse};
+use blazen_controlplane::protocol::{
+    validate_envelope_version, ServerToWorker, Welcome, WorkerHello, WorkerToServer,
+    ENVELOPE_VERSION,
+};
+use blazen_controlplane::server::service::PostcardResponseStream;
+use blazen_controlplane::server::SharedState;
+use blazen_core::distributed::{
+    AdmissionSnapshot, RunEvent, RunStatus, WorkerCapability, WorkerTaint,
+};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tonic::{Response, Status, Streaming};
+use uuid::Uuid;
+
+use crate::rt::lock;
+
+use super::*;
+
+/// One worker session: the runs assigned to it and not yet answered.
+pub(super) struct Session {
+    pub(super) id: Uuid,
+    pub(super) node_id: String,
+    pub(super) place: String,
+    pub(super) caps: Vec<WorkerCapability>,
+    pub(super) assigned: Mutex<HashSet<Uuid>>,
+    /// The worker's last admission snapshot (from its heartbeats).
+    pub(super) snapshot: Mutex<Option<AdmissionSnapshot>>,
+}
+
+impl Session {
+    /// Publishes the number of runs assigned to the session as the
+    /// worker's in-flight count, which admission routes on.
+    pub(super) fn publish(&self, shared: &SharedState, assigned: usize) {
+        let snapshot = lock(&self.snapshot).clone();
+        let n = u32::try_from(assigned).unwrap_or(u32::MAX);
+        shared.registry.record_heartbeat(self.id, n, snapshot);
+    }
+
+    pub(super) fn assign(&self, shared: &SharedState, run_id: Uuid) {
+        let mut assigned = lock(&self.assigned);
+        assigned.insert(run_id);
+        self.publish(shared, assigned.len());
+    }
+
+    pub(super) fn resolve(&self, shared: &SharedState, run_id: Uuid) {
+        let mut assigned = lock(&self.assigned);
+        assigned.remove(&run_id);
+        self.publish(shared, assigned.len());
+    }
+
+    pub(super) fn drain_key(&self) -> DrainKey {
+        (self.place.clone(), self.caps.clone())
+    }
+}
+
+impl Plane {
+    pub(super) fn request_drain(&self, key: DrainKey) {
+        let _ = self.drain.send(key);
+    }
+
+    pub(super) fn expired_error(&self, run_id: Uuid) -> Option<String> {
+        lock(&self.expired).get(&run_id).cloned()
+    }
+
+    pub(super) async fn worker_session(
+        self: &Arc<Self>,
+        identity: Option<PeerIdentity>,
+        mut incoming: Streaming<PostcardRequest>,
+    ) -> Result<Response<PostcardResponseStream>, Status> {
+        let first = incoming
+            .next()
+            .await
+            .ok_or_else(|| Status::failed_precondition("worker session closed before Hello"))?
+            .map_err(|e| Status::internal(format!("recv failed: {}", e.message())))?;
+        let WorkerToServer::Hello(hello) = decode(&first.postcard_payload, "WorkerToServer")?
+        else {
+            return Err(Status::failed_precondition(
+                "first worker frame must be Hello",
+            ));
+        };
+        validate_envelope_version(hello.envelope_version)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let place = place_of(identity.as_ref(), hello.place.as_ref());
+        let agreement = verified_agreement_pubkey(&hello);
+        let mut labels = hello.labels.clone();
+        let mut tags = hello.tags.clone();
+        blazen_controlplane::seams::trust_sanitizer().sanitize(
+            identity.as_ref(),
+            &mut labels,
+            &mut tags,
+        );
+        let caps: Vec<WorkerCapability> = hello.capabilities.iter().map(Into::into).collect();
+        // Capacity 1: each frame the crate routes reaches the forwarder
+        // (which counts it) before the next one can be sent.
+        let (tx, rx) = mpsc::channel::<ServerToWorker>(1);
+        let id = {
+            let _guard = lock(&self.registering);
+            if self
+                .shared
+                .registry
+                .session_for_node(&hello.node_id)
+                .is_some()
+            {
+                return Err(Status::already_exists(format!(
+                    "node id `{}` is already connected to this control plane",
+                    hello.node_id
+                )));
+            }
+            self.shared.registry.register(
+                hello.node_id.clone(),
+                place.clone(),
+                caps.iter().cloned().collect(),
+                tags,
+                (&hello.admission).into(),
+                tx.clone(),
+                labels,
+                hello
+                    .taints
+                    .iter()
+                    .cloned()
+                    .map(WorkerTaint::from)
+                    .collect(),
+                hello.descriptors.clone(),
+            )
+        };
+        self.shared.registry.set_agreement_pubkey(id, agreement);
+        let negotiated = hello
+            .supported_envelope_versions
+            .iter()
+            .copied()
+            .filter(|v| *v <= ENVELOPE_VERSION)
+            .max()
+            .unwrap_or(ENVELOPE_VERSION);
+        let welcome = ServerToWorker::Welcome(Welcome {
+            envelope_version: ENVELOPE_VERSION,
+            session_id: id,
+            negotiated_envelope_version: negotiated,
+        });
+        // The channel is empty: this cannot wait.
+        let _ = tx.send(welcome).await;
+        drop(tx);
+        let session = Arc::new(Session {
+            id,
+            node_id: hello.node_id.clone(),
+            place,
+            caps,
+            assigned: Mutex::default(),
+            snapshot: Mutex::default(),
+        });
+        let (out_tx, out_rx) = mpsc::unbounded_channel::<ServerToWorker>();
+        lock(&self.sessions).insert(id, session.drain_key());
+        tokio::spawn(self.clone().forward(session.clone(), rx, out_tx));
+        tokio::spawn(self.clone().pump(session.clone(), incoming));
+        self.request_drain(session.drain_key());
+        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(out_rx).map(|frame| {
+            postcard::to_allocvec(&frame)
+                .map(|postcard_payload| PostcardResponse { postcard_payload })
+                .map_err(|e| Status::internal(format!("encode ServerToWorker: {e}")))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    /// Moves frames from the registry's channel to the response stream,
+    /// counting assignments. Runs whose deadline passed while they were
+    /// queued are not sent; they stay failed.
+    pub(super) async fn forward(
+        self: Arc<Self>,
+        session: Arc<Session>,
+        mut rx: mpsc::Receiver<ServerToWorker>,
+        out: mpsc::UnboundedSender<ServerToWorker>,
+    ) {
+        while let Some(frame) = rx.recv().await {
+            let run = match &frame {
+                ServerToWorker::Assignment(a) => Some(a.run_id),
+                ServerToWorker::Offer(o) => Some(o.assignment.run_id),
+                _ => None,
+            };
+            if let Some(run_id) = run {
+                if let Some(error) = self.expired_error(run_id) {
+                    tokio::spawn(self.clone().keep_expired(run_id, error));
+                    continue;
+                }
+                session.assign(&self.shared, run_id);
+            }
+            if out.send(frame).is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Reads the worker's frames until its stream ends, then re-queues its
+    /// runs.
+    pub(super) async fn pump(
+        self: Arc<Self>,
+        session: Arc<Session>,
+        mut incoming: Streaming<PostcardRequest>,
+    ) {
+        while let Some(Ok(req)) = incoming.next().await {
+            let Ok(frame) = postcard::from_bytes::<WorkerToServer>(&req.postcard_payload) else {
+                continue;
+            };
+            self.frame(&session, frame).await;
+        }
+        self.shared.registry.unregister(session.id);
+        lock(&self.sessions).remove(&session.id);
+        let lost = self.still_running(&session);
+        self.shared.queue.surrender_session(session.id).await;
+        self.announce_requeued(&session, &lost);
+        self.request_drain(session.drain_key());
+        tokio::time::sleep(RESWEEP).await;
+        let late = self.still_running(&session);
+        self.shared.queue.surrender_session(session.id).await;
+        self.announce_requeued(&session, &late);
+        self.request_drain(session.drain_key());
+    }
+
+    /// Takes the session's runs that are still RUNNING on it (those a
+    /// surrender puts back in the queue).
+    pub(super) fn still_running(&self, session: &Session) -> Vec<Uuid> {
+        let runs = std::mem::take(&mut *lock(&session.assigned));
+        runs.into_iter()
+            .filter(|r| {
+                self.shared.queue.describe(*r).is_some_and(|s| {
+                    s.status == RunStatus::Running
+                        && s.assigned_to.as_deref() == Some(session.node_id.as_str())
+                })
+            })
+            .collect()
+    }
+
+    /// Emits `status.requeued` `{"node_id", "reason": "worker_lost"}` for
+    /// each of `runs`.
+    pub(super) fn announce_requeued(&self, session: &Session, runs: &[Uuid]) {
+        for run_id in runs {
+            let _ = self.shared.events.send(RunEvent {
+                run_id: *run_id,
+                event_type: "status.requeued".to_string(),
+                data: serde_json::json!({"node_id": session.node_id, "reason": "worker_lost"}),
+                timestamp_ms: now_ms(),
+            });
+        }
+    }
+}
+
+/// The worker's agreement key when the installed verifier accepts its
+/// binding (the crate's rule at registration).
+fn verified_agreement_pubkey(hello: &WorkerHello) -> Option<[u8; 32]> {
+    let (Some(id), Some(pk), Some(sig)) = (
+        hello.identity_pubkey,
+        hello.agreement_pubkey,
+        hello.agreement_sig,
+    ) else {
+        return None;
+    };
+    blazen_controlplane::seams::agreement_verifier()
+        .verify(&id, &pk, &sig)
+        .then_some(pk)
+}
