@@ -262,6 +262,34 @@ impl Plane {
             &mut tags,
         );
         let caps: Vec<WorkerCapability> = hello.capabilities.iter().map(Into::into).collect();
+        let (session, out_rx) = self.open(&hello, place, caps, tags, labels, agreement)?;
+        tokio::spawn(self.clone().pump(session.clone(), incoming));
+        self.request_drain(session.drain_key());
+        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(out_rx).map(|frame| {
+            postcard::to_allocvec(&frame)
+                .map(|postcard_payload| PostcardResponse { postcard_payload })
+                .map_err(|e| Status::internal(format!("encode ServerToWorker: {e}")))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    /// Registers the worker and starts its forwarder, with Welcome already
+    /// queued on the response stream. Nothing here waits: a drain may route
+    /// a run to the session the moment it is registered, and the registry's
+    /// channel holds one frame, so a second routing waits for the forwarder.
+    /// Had this waited between the registration and the forwarder's start
+    /// (as sending Welcome through that channel did, when a run got there
+    /// first), the drainer would have waited for ever and no queued run
+    /// would have been routed again.
+    fn open(
+        self: &Arc<Self>,
+        hello: &WorkerHello,
+        place: String,
+        caps: Vec<WorkerCapability>,
+        tags: std::collections::BTreeMap<String, String>,
+        labels: std::collections::BTreeMap<String, String>,
+        agreement: Option<[u8; 32]>,
+    ) -> Result<(Arc<Session>, mpsc::UnboundedReceiver<ServerToWorker>), Status> {
         // Capacity 1: each frame the crate routes reaches the forwarder
         // (which counts it) before the next one can be sent.
         let (tx, rx) = mpsc::channel::<ServerToWorker>(1);
@@ -284,7 +312,7 @@ impl Plane {
                 caps.iter().cloned().collect(),
                 tags,
                 (&hello.admission).into(),
-                tx.clone(),
+                tx,
                 labels,
                 hello
                     .taints
@@ -308,9 +336,10 @@ impl Plane {
             session_id: id,
             negotiated_envelope_version: negotiated,
         });
-        // The channel is empty: this cannot wait.
-        let _ = tx.send(welcome).await;
-        drop(tx);
+        // First on the stream: the forwarder, which moves every routed
+        // frame, starts below.
+        let (out_tx, out_rx) = mpsc::unbounded_channel::<ServerToWorker>();
+        let _ = out_tx.send(welcome);
         let session = Arc::new(Session {
             id,
             node_id: hello.node_id.clone(),
@@ -319,17 +348,9 @@ impl Plane {
             assigned: Mutex::default(),
             snapshot: Mutex::default(),
         });
-        let (out_tx, out_rx) = mpsc::unbounded_channel::<ServerToWorker>();
         lock(&self.sessions).insert(id, session.drain_key());
         tokio::spawn(self.clone().forward(session.clone(), rx, out_tx));
-        tokio::spawn(self.clone().pump(session.clone(), incoming));
-        self.request_drain(session.drain_key());
-        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(out_rx).map(|frame| {
-            postcard::to_allocvec(&frame)
-                .map(|postcard_payload| PostcardResponse { postcard_payload })
-                .map_err(|e| Status::internal(format!("encode ServerToWorker: {e}")))
-        });
-        Ok(Response::new(Box::pin(stream)))
+        Ok((session, out_rx))
     }
 
     /// Moves frames from the registry's channel to the response stream,
@@ -850,5 +871,117 @@ impl AssignmentStore for Volatile {
         _: &HashSet<Uuid>,
     ) -> Result<Vec<Uuid>, ControlPlaneError> {
         Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use blazen_controlplane::protocol::{AdmissionModeWire, CapabilityWire};
+    use blazen_controlplane::server::{
+        admission::Admission, key_store, queue::AssignmentQueue, registry::WorkerRegistry,
+    };
+
+    /// A drain may route runs to a session the moment it is registered,
+    /// before its handler has returned the response stream. That routing
+    /// must not wait on the handler (the drainer once waited for ever on a
+    /// session whose Welcome was queued behind a run, and no queued run
+    /// was routed again), and Welcome must still be the first frame.
+    #[tokio::test(flavor = "current_thread")]
+    async fn routing_to_a_session_just_opened_does_not_wait_on_it() {
+        let (events, _) = tokio::sync::broadcast::channel(16);
+        let shared = Arc::new(SharedState {
+            registry: WorkerRegistry::new(),
+            queue: AssignmentQueue::with_events_and_store(events.clone(), Arc::new(Volatile)),
+            admission: Admission::new(),
+            node_id: "test".to_string(),
+            events,
+            key_store: key_store::default_key_store(),
+        });
+        let service = Service::new(shared.clone());
+        let cap = WorkerCapability {
+            kind: "workflow:w".to_string(),
+            version: 0,
+        };
+        let place = DEFAULT_PLACE.to_string();
+        let runs = 3;
+        for _ in 0..runs {
+            let run_id = Uuid::new_v4();
+            let assignment = Assignment {
+                envelope_version: ENVELOPE_VERSION,
+                run_id,
+                parent_run_id: None,
+                workflow_name: "w".to_string(),
+                workflow_version: None,
+                input_json: b"{}".to_vec(),
+                deadline_ms: None,
+                attempt: 0,
+                resource_hint: None,
+                priority: QUEUE_PRIORITY,
+                selector: NodeSelectorWire::default(),
+                tolerations: Vec::new(),
+            };
+            let outcome = shared
+                .queue
+                .submit(
+                    run_id,
+                    place.clone(),
+                    assignment,
+                    cap.clone(),
+                    Vec::new(),
+                    true,
+                    &shared.registry,
+                    &shared.admission,
+                )
+                .await;
+            assert!(matches!(outcome, SubmitOutcome::Queued { .. }));
+        }
+        let hello = WorkerHello {
+            envelope_version: ENVELOPE_VERSION,
+            node_id: "n".to_string(),
+            capabilities: vec![CapabilityWire {
+                kind: cap.kind.clone(),
+                version: 0,
+            }],
+            tags: Default::default(),
+            admission: AdmissionModeWire::Fixed { max_in_flight: 4 },
+            supported_envelope_versions: vec![ENVELOPE_VERSION],
+            labels: Default::default(),
+            taints: Vec::new(),
+            descriptors: Vec::new(),
+            place: None,
+            identity_pubkey: None,
+            agreement_pubkey: None,
+            agreement_sig: None,
+        };
+        let (session, mut out) = service
+            .cp
+            .open(
+                &hello,
+                place.clone(),
+                vec![cap.clone()],
+                Default::default(),
+                Default::default(),
+                None,
+            )
+            .unwrap();
+        // The session's handler has not run since: route now.
+        let drain = shared.queue.try_drain_for(
+            &place,
+            std::slice::from_ref(&cap),
+            &shared.registry,
+            &shared.admission,
+        );
+        tokio::time::timeout(Duration::from_secs(10), drain)
+            .await
+            .expect("routing waited on the session's handler");
+        assert!(matches!(out.recv().await, Some(ServerToWorker::Welcome(_))));
+        for _ in 0..runs {
+            assert!(matches!(
+                out.recv().await,
+                Some(ServerToWorker::Assignment(_))
+            ));
+        }
+        assert_eq!(lock(&session.assigned).len(), runs);
     }
 }
