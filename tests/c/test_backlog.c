@@ -190,12 +190,21 @@ int main(void) {
     BlazenControlPlaneSubscription *watcher = NULL;
     CHECK(blazen_controlplane_client_subscribe_all(client, NULL, sink, &watcher, NULL) == 0, "watcher");
 
+    /* BLAZEN_BACKLOG_CASE=RUNSxWORKERS (e.g. 1000x3) runs that case only. */
+    const char *only = getenv("BLAZEN_BACKLOG_CASE");
+    int only_runs = 0, only_workers = 0;
+    if (only && sscanf(only, "%dx%d", &only_runs, &only_workers) != 2) only_runs = 0;
     int workers = 0;
-    for (int s = 0; s < nsizes; s++)
-        for (int n = 1; n <= MAX_WORKERS; n += 2) {
-            backlog(client, ep, sizes[s], n);
-            workers += n;
-        }
+    if (only_runs > 0 && only_workers >= 1 && only_workers <= MAX_WORKERS) {
+        backlog(client, ep, only_runs, only_workers);
+        workers += only_workers;
+    } else {
+        for (int s = 0; s < nsizes; s++)
+            for (int n = 1; n <= MAX_WORKERS; n += 2) {
+                backlog(client, ep, sizes[s], n);
+                workers += n;
+            }
+    }
     CHECK(atomic_load(&failed_events) == 0, "no run failed (%d)", atomic_load(&failed_events));
     CHECK(t_settled(&drops, workers), "every worker's user_data dropped once");
 

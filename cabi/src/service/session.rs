@@ -98,6 +98,34 @@ impl Plane {
             &mut tags,
         );
         let caps: Vec<WorkerCapability> = hello.capabilities.iter().map(Into::into).collect();
+        let (session, out_rx) = self.open(&hello, place, caps, tags, labels, agreement)?;
+        tokio::spawn(self.clone().pump(session.clone(), incoming));
+        self.request_drain(session.drain_key());
+        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(out_rx).map(|frame| {
+            postcard::to_allocvec(&frame)
+                .map(|postcard_payload| PostcardResponse { postcard_payload })
+                .map_err(|e| Status::internal(format!("encode ServerToWorker: {e}")))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    /// Registers the worker and starts its forwarder, with Welcome already
+    /// queued on the response stream. Nothing here waits: a drain may route
+    /// a run to the session the moment it is registered, and the registry's
+    /// channel holds one frame, so a second routing waits for the forwarder.
+    /// Had this waited between the registration and the forwarder's start
+    /// (as sending Welcome through that channel did, when a run got there
+    /// first), the drainer would have waited for ever and no queued run
+    /// would have been routed again.
+    pub(super) fn open(
+        self: &Arc<Self>,
+        hello: &WorkerHello,
+        place: String,
+        caps: Vec<WorkerCapability>,
+        tags: std::collections::BTreeMap<String, String>,
+        labels: std::collections::BTreeMap<String, String>,
+        agreement: Option<[u8; 32]>,
+    ) -> Result<(Arc<Session>, mpsc::UnboundedReceiver<ServerToWorker>), Status> {
         // Capacity 1: each frame the crate routes reaches the forwarder
         // (which counts it) before the next one can be sent.
         let (tx, rx) = mpsc::channel::<ServerToWorker>(1);
@@ -120,7 +148,7 @@ impl Plane {
                 caps.iter().cloned().collect(),
                 tags,
                 (&hello.admission).into(),
-                tx.clone(),
+                tx,
                 labels,
                 hello
                     .taints
@@ -144,9 +172,10 @@ impl Plane {
             session_id: id,
             negotiated_envelope_version: negotiated,
         });
-        // The channel is empty: this cannot wait.
-        let _ = tx.send(welcome).await;
-        drop(tx);
+        // First on the stream: the forwarder, which moves every routed
+        // frame, starts below.
+        let (out_tx, out_rx) = mpsc::unbounded_channel::<ServerToWorker>();
+        let _ = out_tx.send(welcome);
         let session = Arc::new(Session {
             id,
             node_id: hello.node_id.clone(),
@@ -155,17 +184,9 @@ impl Plane {
             assigned: Mutex::default(),
             snapshot: Mutex::default(),
         });
-        let (out_tx, out_rx) = mpsc::unbounded_channel::<ServerToWorker>();
         lock(&self.sessions).insert(id, session.drain_key());
         tokio::spawn(self.clone().forward(session.clone(), rx, out_tx));
-        tokio::spawn(self.clone().pump(session.clone(), incoming));
-        self.request_drain(session.drain_key());
-        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(out_rx).map(|frame| {
-            postcard::to_allocvec(&frame)
-                .map(|postcard_payload| PostcardResponse { postcard_payload })
-                .map_err(|e| Status::internal(format!("encode ServerToWorker: {e}")))
-        });
-        Ok(Response::new(Box::pin(stream)))
+        Ok((session, out_rx))
     }
 
     /// Moves frames from the registry's channel to the response stream,
@@ -264,3 +285,7 @@ fn verified_agreement_pubkey(hello: &WorkerHello) -> Option<[u8; 32]> {
         .verify(&id, &pk, &sig)
         .then_some(pk)
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;
