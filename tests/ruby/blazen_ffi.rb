@@ -32,7 +32,6 @@ module BlazenFFI
   # The generated constants and struct classes, visible to the nested
   # helper classes' lexical lookup too.
   Blazen::Native.constants.each { |c| const_set(c, Blazen::Native.const_get(c)) }
-  LIBRARY_PATH = Blazen::Native::LIBRARY_PATH
 
   # Error kinds by number, from the generated ERROR_KIND_* constants.
   ERROR_KINDS = Blazen::Native.constants.grep(/\AERROR_KIND_/).to_h do |c|
