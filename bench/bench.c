@@ -5,7 +5,9 @@
  *   bench_c describe ENDPOINT RUN_ID CALLS CONNECTIONS
  *   bench_c ping CALLS
  *   bench_c submit ENDPOINT CALLS IN_FLIGHT CONNECTIONS
+ *   bench_c submit_queue ENDPOINT CALLS IN_FLIGHT CONNECTIONS
  *   bench_c describe_rate ENDPOINT RUN_IDS_FILE CALLS IN_FLIGHT CONNECTIONS
+ *   bench_c describe_rate_queue ENDPOINT RUN_IDS_FILE CALLS IN_FLIGHT CONNECTIONS
  *   bench_c sink ENDPOINT EVENTS
  *   bench_c emit ENDPOINT WORKERS SLOTS
  *   bench_c scale FUTURES [CONNECTIONS]
@@ -156,6 +158,44 @@ static void rate(const char *ep, char **ids, int n_ids, int calls, int in_flight
            calls / secs, calls / secs, calls, in_flight, connections, failed);
     close(efd);
     free(futs);
+    blazen_controlplane_client_free(c);
+}
+
+/* 3b. the same through one completion queue: each future is registered
+ * with its slot as the tag, and finished ones are taken in batches */
+static void rate_queue(const char *ep, char **ids, int n_ids, int calls, int in_flight, int connections) {
+    BlazenControlPlaneClient *c = connect_n(ep, connections);
+    BlazenCompletionQueue *q = blazen_completion_queue_new();
+    BlazenFuture **futs = calloc((size_t)in_flight, sizeof *futs);
+    uint64_t tags[256];
+    int issued = 0, done = 0, failed = 0;
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < in_flight && issued < calls; i++, issued++) {
+        futs[i] = next_call(c, ids, n_ids, issued);
+        blazen_future_notify(futs[i], q, (uint64_t)i);
+    }
+    while (done < calls) {
+        size_t n = blazen_completion_queue_next_blocking(q, tags, 256, 30000);
+        if (n == 0) die("blazen_completion_queue_next_blocking", NULL);
+        for (size_t k = 0; k < n; k++) {
+            int i = (int)tags[k];
+            BlazenRunStateSnapshot *s = NULL;
+            if (blazen_future_take_run_state_snapshot(futs[i], &s, NULL)) failed++;
+            blazen_run_state_snapshot_free(s);
+            blazen_future_free(futs[i]);
+            futs[i] = NULL;
+            done++;
+            if (issued < calls) {
+                futs[i] = next_call(c, ids, n_ids, issued++);
+                blazen_future_notify(futs[i], q, (uint64_t)i);
+            }
+        }
+    }
+    double secs = (double)(now_ns() - t0) / 1e9;
+    printf("{\"per_s\":%.1f,\"calls\":%d,\"in_flight\":%d,\"connections\":%d,\"failed\":%d}\n", calls / secs,
+           calls, in_flight, connections, failed);
+    free(futs);
+    blazen_completion_queue_free(q);
     blazen_controlplane_client_free(c);
 }
 
@@ -361,10 +401,15 @@ int main(int argc, char **argv) {
     else if (argc >= 3 && strcmp(argv[1], "ping") == 0) ping(atoi(argv[2]));
     else if (argc >= 6 && strcmp(argv[1], "submit") == 0)
         rate(argv[2], NULL, 0, atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
-    else if (argc >= 7 && strcmp(argv[1], "describe_rate") == 0) {
+    else if (argc >= 6 && strcmp(argv[1], "submit_queue") == 0)
+        rate_queue(argv[2], NULL, 0, atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
+    else if (argc >= 7 && strncmp(argv[1], "describe_rate", 13) == 0) {
         int n_ids = 0;
         char **ids = read_ids(argv[3], &n_ids);
-        rate(argv[2], ids, n_ids, atoi(argv[4]), atoi(argv[5]), atoi(argv[6]));
+        if (strcmp(argv[1], "describe_rate_queue") == 0)
+            rate_queue(argv[2], ids, n_ids, atoi(argv[4]), atoi(argv[5]), atoi(argv[6]));
+        else
+            rate(argv[2], ids, n_ids, atoi(argv[4]), atoi(argv[5]), atoi(argv[6]));
     } else if (argc >= 4 && strcmp(argv[1], "sink") == 0) sink(argv[2], atoi(argv[3]));
     else if (argc >= 5 && strcmp(argv[1], "emit") == 0) emit(argv[2], atoi(argv[3]), atoi(argv[4]));
     else if (argc >= 3 && strcmp(argv[1], "scale") == 0) scale(atoi(argv[2]), argc >= 4 ? atoi(argv[3]) : 0);

@@ -201,6 +201,12 @@
 typedef struct BlazenAssignmentContext BlazenAssignmentContext;
 
 /**
+ * A completion queue. Caller-owned; usable from many threads at once;
+ * freed with `blazen_completion_queue_free`.
+ */
+typedef struct BlazenCompletionQueue BlazenCompletionQueue;
+
+/**
  * A client of a control plane over one or more connections. Caller-owned;
  * usable from many threads at once; free with
  * `blazen_controlplane_client_free`.
@@ -390,6 +396,18 @@ int32_t blazen_future_wait(BlazenFuture *fut);
 int64_t blazen_future_fd(const BlazenFuture *fut);
 
 /**
+ * Registers `fut` (borrowed) on the completion queue `q` (borrowed): when
+ * the future finishes (at once, if it already has), `tag` (any value, e.g.
+ * an index, or a pointer cast through `uintptr_t`) is appended to `q`
+ * once. Each call registers once more. A cancelled future notifies as it
+ * finishes; freeing a future withdraws it: no tag of it is left in, or
+ * later reaches, any queue once `blazen_future_free` returns. The future
+ * stays caller-owned: take its result and free it as usual.
+ * Returns 0, or -1 when `fut` or `q` is NULL.
+ */
+int32_t blazen_future_notify(const BlazenFuture *fut, const BlazenCompletionQueue *q, uint64_t tag);
+
+/**
  * Cancels the work behind `fut` (borrowed): a pending future resolves at
  * once with a CANCELLED error; a finished one is unchanged. NULL is ignored.
  */
@@ -408,6 +426,53 @@ void blazen_future_free(BlazenFuture *fut);
  * type). `out_err` may be NULL; the future stays caller-owned.
  */
 int32_t blazen_future_take_unit(BlazenFuture *fut, BlazenError **out_err);
+
+/**
+ * Makes an empty completion queue. Returns a caller-owned queue (free it
+ * with `blazen_completion_queue_free`), or NULL if memory ran out.
+ */
+BlazenCompletionQueue *blazen_completion_queue_new(void);
+
+/**
+ * A descriptor of `q` (borrowed) that is readable exactly while tags wait
+ * in it, for `poll(2)`/`epoll`/`IO.select`: after waiting on it, take the
+ * tags with `blazen_completion_queue_drain`. It belongs to the queue: never
+ * read or close it; it is closed by `blazen_completion_queue_free`. Made on
+ * the first call only. Returns -1 when `q` is NULL or no descriptor could
+ * be made.
+ */
+int64_t blazen_completion_queue_fd(const BlazenCompletionQueue *q);
+
+/**
+ * Moves up to `max` tags of finished futures out of `q` (borrowed) into
+ * `tags` (caller-owned, room for `max` values), oldest first, and returns
+ * how many it moved: 0 when none waits (or `q` or `tags` is NULL). Never
+ * blocks.
+ */
+uintptr_t blazen_completion_queue_drain(const BlazenCompletionQueue *q,
+                                        uint64_t *tags,
+                                        uintptr_t max);
+
+/**
+ * Blocks until at least one tag waits in `q` (borrowed) or `timeout_ms`
+ * milliseconds passed (a negative `timeout_ms` waits without limit; 0 does
+ * not wait), then moves up to `max` tags into `tags` (caller-owned, room
+ * for `max` values), oldest first, and returns how many it moved (0 on
+ * timeout, or when `q` or `tags` is NULL or `max` is 0). Waits only for the
+ * library's own work, never for a host callback; safe to call from several
+ * threads at once; a queue freed meanwhile wakes it with 0.
+ */
+uintptr_t blazen_completion_queue_next_blocking(const BlazenCompletionQueue *q,
+                                                uint64_t *tags,
+                                                uintptr_t max,
+                                                int64_t timeout_ms);
+
+/**
+ * Releases a caller-owned queue at any time: tags still in it are dropped,
+ * and futures registered on it that finish later notify nobody (they are
+ * still the caller's to take and free). Returns promptly. NULL is ignored.
+ */
+void blazen_completion_queue_free(BlazenCompletionQueue *q);
 
 /**
  * Copies the NUL-terminated `input` (borrowed) into a new string owned by

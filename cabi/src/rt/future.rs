@@ -7,10 +7,11 @@
 //! descriptors.
 
 use std::any::Any;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::panic::{catch_async, guard};
+use super::queue::{eventfd_add, new_eventfd, BlazenCompletionQueue, Queue};
 use super::{BlazenError, Result};
 
 type Value = Box<dyn Any + Send>;
@@ -26,6 +27,9 @@ enum Slot {
 struct State {
     slot: Slot,
     fd: Option<OwnedFd>,
+    /// Completion queues to tell, with their tags (`blazen_future_notify`);
+    /// kept after they were told, so that a free can take the tags back.
+    notify: Vec<(Arc<Queue>, u64)>,
 }
 
 struct Shared {
@@ -44,17 +48,26 @@ impl Shared {
         if matches!(st.slot, Slot::Pending) {
             st.slot = Slot::Ready(result.map_err(Box::new));
             if let Some(fd) = &st.fd {
-                signal(fd);
+                eventfd_add(fd, 1);
             }
             self.ready.notify_all();
+            // Under this lock, so that a free either comes first (nothing
+            // is told) or takes the tags back; sleepers are woken after it.
+            let wake: Vec<Arc<Queue>> = st
+                .notify
+                .iter()
+                .filter(|(queue, tag)| queue.push(*tag, self.id()))
+                .map(|(queue, _)| queue.clone())
+                .collect();
+            drop(st);
+            wake.iter().for_each(|q| q.wake());
         }
     }
-}
 
-fn signal(fd: &OwnedFd) {
-    let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
-    unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    /// Tells a completion queue which future a tag is about.
+    fn id(&self) -> usize {
+        self as *const Self as usize
+    }
 }
 
 /// An operation in progress or finished. Owned by the caller; freed with
@@ -68,7 +81,11 @@ impl BlazenFuture {
     fn with_slot(slot: Slot) -> Self {
         Self {
             shared: Arc::new(Shared {
-                state: Mutex::new(State { slot, fd: None }),
+                state: Mutex::new(State {
+                    slot,
+                    fd: None,
+                    notify: Vec::new(),
+                }),
                 ready: Condvar::new(),
             }),
             task: None,
@@ -118,21 +135,24 @@ impl BlazenFuture {
         if let Some(fd) = &st.fd {
             return Ok(i64::from(fd.as_raw_fd()));
         }
-        // SAFETY: plain syscall; the result is checked before use.
-        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if raw < 0 {
-            return Err(BlazenError::internal(format!(
-                "eventfd failed: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        // SAFETY: `raw` is a fresh descriptor owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = new_eventfd()?;
         if !matches!(st.slot, Slot::Pending) {
-            signal(&fd);
+            eventfd_add(&fd, 1);
         }
+        let raw = fd.as_raw_fd();
         st.fd = Some(fd);
         Ok(i64::from(raw))
+    }
+
+    /// Puts `tag` on `queue` when this future finishes (now, if it has).
+    fn notify(&self, queue: &Arc<Queue>, tag: u64) {
+        let mut st = self.shared.lock();
+        let wake = !matches!(st.slot, Slot::Pending) && queue.push(tag, self.shared.id());
+        st.notify.push((queue.clone(), tag));
+        drop(st);
+        if wake {
+            queue.wake();
+        }
     }
 
     /// Stops the work and resolves the future as CANCELLED (if still pending).
@@ -179,8 +199,16 @@ impl Drop for BlazenFuture {
             task.abort();
         }
         // The descriptor closes now, not when the runtime gets round to
-        // dropping the aborted task (which shares this state).
-        drop(self.shared.lock().fd.take());
+        // dropping the aborted task (which shares this state), and no tag
+        // of this future stays in (or later reaches) a completion queue.
+        let mut st = self.shared.lock();
+        drop(st.fd.take());
+        let fired = !matches!(st.slot, Slot::Pending);
+        for (queue, _) in std::mem::take(&mut st.notify) {
+            if fired {
+                queue.withdraw(self.shared.id());
+            }
+        }
     }
 }
 
@@ -235,6 +263,30 @@ pub unsafe extern "C" fn blazen_future_wait(fut: *mut BlazenFuture) -> i32 {
 #[no_mangle]
 pub unsafe extern "C" fn blazen_future_fd(fut: *const BlazenFuture) -> i64 {
     with_future(fut, -1, |f| f.fd().unwrap_or(-1))
+}
+
+/// Registers `fut` (borrowed) on the completion queue `q` (borrowed): when
+/// the future finishes (at once, if it already has), `tag` (any value, e.g.
+/// an index, or a pointer cast through `uintptr_t`) is appended to `q`
+/// once. Each call registers once more. A cancelled future notifies as it
+/// finishes; freeing a future withdraws it: no tag of it is left in, or
+/// later reaches, any queue once `blazen_future_free` returns. The future
+/// stays caller-owned: take its result and free it as usual.
+/// Returns 0, or -1 when `fut` or `q` is NULL.
+#[no_mangle]
+pub unsafe extern "C" fn blazen_future_notify(
+    fut: *const BlazenFuture,
+    q: *const BlazenCompletionQueue,
+    tag: u64,
+) -> i32 {
+    // SAFETY: the C contract: NULL or a live queue made by this library.
+    let Some(q) = (unsafe { q.as_ref() }) else {
+        return -1;
+    };
+    with_future(fut, -1, |f| {
+        f.notify(&q.queue, tag);
+        0
+    })
 }
 
 /// Cancels the work behind `fut` (borrowed): a pending future resolves at

@@ -7,6 +7,7 @@
 //! - [`call`] runs an operation blocking or as a [`BlazenFuture`];
 //! - [`ret`] stores results into C out-parameters and frees handles;
 //! - [`future`] is the future handle and its C functions;
+//! - [`queue`] is the completion queue many futures can report to;
 //! - [`strings`] is the library's string allocator.
 //!
 //! One tokio runtime serves the whole process; it starts on first use.
@@ -21,6 +22,7 @@ pub mod handler;
 mod log_record;
 pub mod logging;
 pub mod panic;
+pub mod queue;
 pub mod ret;
 mod sigpipe;
 pub mod strings;

@@ -1,0 +1,286 @@
+//! `BlazenCompletionQueue`: one place to learn which of many futures have
+//! finished.
+//!
+//! A host with thousands of calls in flight registers each future on a
+//! queue with a tag of its choosing (`blazen_future_notify`); when a future
+//! finishes, its tag is appended to the queue. The host then waits on one
+//! descriptor (readable exactly while tags wait) or blocks in
+//! `blazen_completion_queue_next_blocking`, and takes tags in batches. No
+//! descriptor, `epoll_ctl` or `close` per future: the descriptor is written
+//! only when the queue goes from empty to non-empty, and read when a drain
+//! empties it.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::{BlazenError, Result};
+
+#[derive(Default)]
+struct State {
+    /// (tag, the future it is about) in the order they finished.
+    tags: VecDeque<(u64, usize)>,
+    /// Made on the first `blazen_completion_queue_fd`; readable exactly
+    /// while `tags` is not empty.
+    fd: Option<OwnedFd>,
+    /// Threads sleeping in `next_blocking` (a completion wakes them only
+    /// when there is one).
+    sleepers: usize,
+    /// Set by `blazen_completion_queue_free`: later completions are dropped.
+    closed: bool,
+}
+
+/// The shared part of a queue: held by the handle and by every future
+/// registered on it.
+#[derive(Default)]
+pub struct Queue {
+    state: Mutex<State>,
+    ready: Condvar,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        super::lock(&self.state)
+    }
+
+    /// Appends `tag` (the registered future `owner` finished). Returns
+    /// whether a thread sleeps in `next_blocking`: then the caller calls
+    /// `wake` once it let go of its own locks (a woken thread should not
+    /// find the future's lock still held).
+    #[must_use]
+    pub(super) fn push(&self, tag: u64, owner: usize) -> bool {
+        let mut st = self.lock();
+        if st.closed {
+            return false;
+        }
+        st.tags.push_back((tag, owner));
+        if st.tags.len() == 1 {
+            if let Some(fd) = &st.fd {
+                eventfd_add(fd, 1);
+            }
+        }
+        st.sleepers > 0
+    }
+
+    /// Wakes a thread sleeping in `next_blocking`.
+    pub(super) fn wake(&self) {
+        self.ready.notify_one();
+    }
+
+    /// Moves up to `out.len()` tags into `out`, oldest first.
+    fn drain_into(st: &mut State, out: &mut [u64]) -> usize {
+        let n = out.len().min(st.tags.len());
+        for (slot, (tag, _)) in out.iter_mut().zip(st.tags.drain(..n)) {
+            *slot = tag;
+        }
+        if n > 0 && st.tags.is_empty() {
+            if let Some(fd) = &st.fd {
+                eventfd_clear(fd);
+            }
+        }
+        n
+    }
+
+    /// Takes back the tags of `owner` not drained yet (it is being freed).
+    pub(super) fn withdraw(&self, owner: usize) {
+        let mut st = self.lock();
+        let before = st.tags.len();
+        st.tags.retain(|&(_, o)| o != owner);
+        if before > 0 && st.tags.is_empty() {
+            if let Some(fd) = &st.fd {
+                eventfd_clear(fd);
+            }
+        }
+    }
+
+    fn drain(&self, out: &mut [u64]) -> usize {
+        Self::drain_into(&mut self.lock(), out)
+    }
+
+    /// Waits until a tag is there or `timeout` passed (`None`: no limit),
+    /// then drains like `drain`.
+    fn next(&self, out: &mut [u64], timeout: Option<Duration>) -> usize {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = self.lock();
+        while st.tags.is_empty() && !st.closed {
+            let left = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => break,
+                },
+            };
+            st.sleepers += 1;
+            st = match left {
+                None => self.ready.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(left) => {
+                    self.ready
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+            st.sleepers -= 1;
+        }
+        Self::drain_into(&mut st, out)
+    }
+
+    fn fd(&self) -> Result<i64> {
+        let mut st = self.lock();
+        if let Some(fd) = &st.fd {
+            return Ok(i64::from(fd.as_raw_fd()));
+        }
+        let fd = new_eventfd()?;
+        if !st.tags.is_empty() {
+            eventfd_add(&fd, 1);
+        }
+        let raw = fd.as_raw_fd();
+        st.fd = Some(fd);
+        Ok(i64::from(raw))
+    }
+
+    fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        st.tags.clear();
+        st.fd = None;
+        self.ready.notify_all();
+    }
+}
+
+/// A fresh non-blocking eventfd (also the future's completion descriptor).
+pub(super) fn new_eventfd() -> Result<OwnedFd> {
+    // SAFETY: plain syscall; the result is checked before use.
+    let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if raw < 0 {
+        return Err(BlazenError::internal(format!(
+            "eventfd failed: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: `raw` is a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Makes an eventfd readable.
+pub(super) fn eventfd_add(fd: &OwnedFd, n: u64) {
+    // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
+    unsafe { libc::write(fd.as_raw_fd(), (&n as *const u64).cast(), 8) };
+}
+
+/// Makes an eventfd unreadable again (it is non-blocking: a read of an
+/// unreadable one just fails).
+fn eventfd_clear(fd: &OwnedFd) {
+    let mut n: u64 = 0;
+    // SAFETY: reads 8 bytes into a live u64 from an eventfd we own.
+    unsafe { libc::read(fd.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
+}
+
+/// A completion queue. Caller-owned; usable from many threads at once;
+/// freed with `blazen_completion_queue_free`.
+pub struct BlazenCompletionQueue {
+    pub(super) queue: Arc<Queue>,
+}
+
+fn with_queue<R>(
+    q: *const BlazenCompletionQueue,
+    neutral: R,
+    f: impl FnOnce(&BlazenCompletionQueue) -> R,
+) -> R {
+    // SAFETY: the C contract: NULL or a live queue made by this library.
+    match unsafe { q.as_ref() } {
+        None => neutral,
+        Some(q) => {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(q))).unwrap_or(neutral)
+        }
+    }
+}
+
+/// `tags`/`max` as a slice (empty when `tags` is NULL).
+///
+/// # Safety
+/// `tags` is NULL or points to `max` writable `uint64_t`.
+unsafe fn out_tags<'a>(tags: *mut u64, max: usize) -> &'a mut [u64] {
+    if tags.is_null() || max == 0 {
+        return &mut [];
+    }
+    // SAFETY: the caller's promise above.
+    unsafe { std::slice::from_raw_parts_mut(tags, max) }
+}
+
+/// Makes an empty completion queue. Returns a caller-owned queue (free it
+/// with `blazen_completion_queue_free`), or NULL if memory ran out.
+#[no_mangle]
+pub extern "C" fn blazen_completion_queue_new() -> *mut BlazenCompletionQueue {
+    std::panic::catch_unwind(|| {
+        Box::into_raw(Box::new(BlazenCompletionQueue {
+            queue: Arc::default(),
+        }))
+    })
+    .unwrap_or(std::ptr::null_mut())
+}
+
+/// A descriptor of `q` (borrowed) that is readable exactly while tags wait
+/// in it, for `poll(2)`/`epoll`/`IO.select`: after waiting on it, take the
+/// tags with `blazen_completion_queue_drain`. It belongs to the queue: never
+/// read or close it; it is closed by `blazen_completion_queue_free`. Made on
+/// the first call only. Returns -1 when `q` is NULL or no descriptor could
+/// be made.
+#[no_mangle]
+pub unsafe extern "C" fn blazen_completion_queue_fd(q: *const BlazenCompletionQueue) -> i64 {
+    with_queue(q, -1, |q| q.queue.fd().unwrap_or(-1))
+}
+
+/// Moves up to `max` tags of finished futures out of `q` (borrowed) into
+/// `tags` (caller-owned, room for `max` values), oldest first, and returns
+/// how many it moved: 0 when none waits (or `q` or `tags` is NULL). Never
+/// blocks.
+#[no_mangle]
+pub unsafe extern "C" fn blazen_completion_queue_drain(
+    q: *const BlazenCompletionQueue,
+    tags: *mut u64,
+    max: usize,
+) -> usize {
+    // SAFETY: the caller promises `max` writable values at `tags`.
+    let out = unsafe { out_tags(tags, max) };
+    with_queue(q, 0, |q| q.queue.drain(out))
+}
+
+/// Blocks until at least one tag waits in `q` (borrowed) or `timeout_ms`
+/// milliseconds passed (a negative `timeout_ms` waits without limit; 0 does
+/// not wait), then moves up to `max` tags into `tags` (caller-owned, room
+/// for `max` values), oldest first, and returns how many it moved (0 on
+/// timeout, or when `q` or `tags` is NULL or `max` is 0). Waits only for the
+/// library's own work, never for a host callback; safe to call from several
+/// threads at once; a queue freed meanwhile wakes it with 0.
+#[no_mangle]
+pub unsafe extern "C" fn blazen_completion_queue_next_blocking(
+    q: *const BlazenCompletionQueue,
+    tags: *mut u64,
+    max: usize,
+    timeout_ms: i64,
+) -> usize {
+    // SAFETY: the caller promises `max` writable values at `tags`.
+    let out = unsafe { out_tags(tags, max) };
+    if out.is_empty() {
+        return 0;
+    }
+    let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
+    // Its own reference: a free on another thread wakes this wait with 0
+    // instead of pulling the queue from under it.
+    let queue = with_queue(q, None, |q| Some(q.queue.clone()));
+    queue.map_or(0, |queue| queue.next(out, timeout))
+}
+
+/// Releases a caller-owned queue at any time: tags still in it are dropped,
+/// and futures registered on it that finish later notify nobody (they are
+/// still the caller's to take and free). Returns promptly. NULL is ignored.
+#[no_mangle]
+pub unsafe extern "C" fn blazen_completion_queue_free(q: *mut BlazenCompletionQueue) {
+    if !q.is_null() {
+        // SAFETY: the caller hands back a queue made by this library, once.
+        let q = unsafe { Box::from_raw(q) };
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || q.queue.close()));
+    }
+}
