@@ -458,7 +458,9 @@ uintptr_t blazen_completion_queue_drain(const BlazenCompletionQueue *q,
  * milliseconds passed (a negative `timeout_ms` waits without limit; 0 does
  * not wait), then moves up to `max` tags into `tags` (caller-owned, room
  * for `max` values), oldest first, and returns how many it moved (0 on
- * timeout, or when `q` or `tags` is NULL or `max` is 0). Waits only for the
+ * timeout, or when `q` or `tags` is NULL or `max` is 0). It first yields
+ * its CPU for up to 50 µs, looking for a tag, then sleeps (no wake-up is
+ * needed for a tag that comes meanwhile). Waits only for the
  * library's own work, never for a host callback; safe to call from several
  * threads at once; a queue freed meanwhile wakes it with 0.
  */

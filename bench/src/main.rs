@@ -544,23 +544,21 @@ fn main() -> Result<(), Error> {
     };
     let (submit_sweep, submit_k) = sweep(None);
     let (describe_sweep, describe_k) = sweep(Some(&describe_runs));
-    let c_rate = |mode: &str, calls: usize, conns: &str| -> Result<f64, Error> {
+    // `mode`: submit or describe; `queue`: the futures report to one
+    // completion queue (else each one's descriptor is watched by epoll).
+    let c_rate = |mode: &str, queue: bool, calls: usize, conns: &str| -> Result<f64, Error> {
         let calls = calls.to_string();
         let inflight = IN_FLIGHT.to_string();
         let v = if mode == "submit" {
-            driver(c_path, &["submit", &endpoint, &calls, &inflight, conns])?
+            let m = if queue { "submit_queue" } else { "submit" };
+            driver(c_path, &[m, &endpoint, &calls, &inflight, conns])?
         } else {
-            driver(
-                c_path,
-                &[
-                    "describe_rate",
-                    &endpoint,
-                    &ids_arg,
-                    &calls,
-                    &inflight,
-                    conns,
-                ],
-            )?
+            let m = if queue {
+                "describe_rate_queue"
+            } else {
+                "describe_rate"
+            };
+            driver(c_path, &[m, &endpoint, &ids_arg, &calls, &inflight, conns])?
         };
         if num(&v, "failed") > 0.0 {
             return Err(format!("bench_c {mode}: {v}").into());
@@ -570,12 +568,13 @@ fn main() -> Result<(), Error> {
     eprintln!("bench: 3/6 throughput: C ABI connection counts");
     let mut c_sweep = vec![];
     for n in C_SWEEP {
-        let s = c_rate("submit", SWEEP_CALLS, &n.to_string())?;
-        let d = c_rate("describe", SWEEP_CALLS, &n.to_string())?;
+        let s = c_rate("submit", true, SWEEP_CALLS, &n.to_string())?;
+        let d = c_rate("describe", true, SWEEP_CALLS, &n.to_string())?;
         c_sweep.push(json!({"connections": n, "submits_per_s": s, "describes_per_s": d}));
     }
     eprintln!("bench: 3/6 throughput: repeats");
-    let mut rates: [[Vec<f64>; 3]; 2] = Default::default(); // [submit, describe][one, capacity, c]
+    // [submit, describe][one native client, capacity, C queue, C descriptors]
+    let mut rates: [[Vec<f64>; 4]; 2] = Default::default();
     for r in 0..REPEATS {
         for (w, (mode, k, runs)) in [
             ("submit", submit_k, None),
@@ -584,7 +583,7 @@ fn main() -> Result<(), Error> {
         .into_iter()
         .enumerate()
         {
-            let mut steps = [0, 1, 2];
+            let mut steps = [0, 1, 2, 3];
             if r % 2 == 1 {
                 steps.reverse();
             }
@@ -592,7 +591,8 @@ fn main() -> Result<(), Error> {
                 let v = match step {
                     0 => rt.block_on(native_rate(&clients[..1], runs, RATE_CALLS)),
                     1 => rt.block_on(native_rate(&clients[..k], runs, RATE_CALLS)),
-                    _ => c_rate(mode, RATE_CALLS, &conn_arg)?,
+                    2 => c_rate(mode, true, RATE_CALLS, &conn_arg)?,
+                    _ => c_rate(mode, false, RATE_CALLS, &conn_arg)?,
                 };
                 rates[w][step].push(v);
             }
@@ -667,7 +667,7 @@ fn main() -> Result<(), Error> {
         json!({"points": pts.iter().map(|(k, r)| json!({"clients": k, "per_s": r})).collect::<Vec<_>>(),
                "clients": best})
     };
-    let [[sub_one, sub_cap, sub_c], [des_one, des_cap, des_c]] = &rate_s;
+    let [[sub_one, sub_cap, sub_c, sub_fd], [des_one, des_cap, des_c, des_fd]] = &rate_s;
     let report = json!({
         "machine": mach,
         "repeats": REPEATS,
@@ -700,9 +700,12 @@ fn main() -> Result<(), Error> {
         "async_submit": {
             "calls": RATE_CALLS, "in_flight": IN_FLIGHT, "connections": connections,
             "c_abi_runs_per_s": med(sub_c),
+            "c_abi_how": "futures registered on one completion queue (blazen_future_notify)",
+            "c_abi_fd_runs_per_s": med(sub_fd),
+            "c_abi_fd_how": "each future's descriptor in an epoll set",
             "native_runs_per_s": med(sub_one),
             "ratio": ratio(sub_c, sub_one),
-            "spread": {"c_abi_runs_per_s": sub_c, "native_runs_per_s": sub_one},
+            "spread": {"c_abi_runs_per_s": sub_c, "c_abi_fd_runs_per_s": sub_fd, "native_runs_per_s": sub_one},
             "limit": {"what": "control plane capacity: native clients, each its own connection",
                       "clients": submit_k, "runs_per_s": sub_cap,
                       "sweep": sweep_json(&submit_sweep, submit_k)},
@@ -712,9 +715,12 @@ fn main() -> Result<(), Error> {
         "async_describe": {
             "calls": RATE_CALLS, "in_flight": IN_FLIGHT, "runs": DESCRIBE_RUNS, "connections": connections,
             "c_abi_per_s": med(des_c),
+            "c_abi_how": "futures registered on one completion queue (blazen_future_notify)",
+            "c_abi_fd_per_s": med(des_fd),
+            "c_abi_fd_how": "each future's descriptor in an epoll set",
             "native_per_s": med(des_one),
             "ratio": ratio(des_c, des_one),
-            "spread": {"c_abi_per_s": des_c, "native_per_s": des_one},
+            "spread": {"c_abi_per_s": des_c, "c_abi_fd_per_s": des_fd, "native_per_s": des_one},
             "limit": {"what": "control plane capacity: native clients, each its own connection",
                       "clients": describe_k, "per_s": des_cap,
                       "sweep": sweep_json(&describe_sweep, describe_k)},
@@ -781,14 +787,24 @@ fn main() -> Result<(), Error> {
         ratio(&blocking_s, &bare_s), ratio(&future_s, &bare_s)
     );
     println!(
-        "| 3. submit, runs/s ({RATE_CALLS} calls, {IN_FLIGHT} in flight) | {} | {} | {} ({submit_k} clients) | {:.2} | {:.2} | ≥ 1.5 × native, ≥ 0.9 × limit |",
+        "| 3. submit, runs/s ({RATE_CALLS} calls, {IN_FLIGHT} in flight, one completion queue) | {} | {} | {} ({submit_k} clients) | {:.2} | {:.2} | ≥ 1.5 × native, ≥ 0.9 × limit |",
         fmt_spread(sub_c, 1.0, 0), fmt_spread(sub_one, 1.0, 0), fmt_spread(sub_cap, 1.0, 0),
         ratio(sub_c, sub_one), ratio(sub_c, sub_cap)
     );
     println!(
-        "| 4. describe, calls/s ({RATE_CALLS} calls, {IN_FLIGHT} in flight) | {} | {} | {} ({describe_k} clients) | {:.2} | {:.2} | ≥ 1.5 × native, ≥ 0.9 × limit |",
+        "| 4. describe, calls/s ({RATE_CALLS} calls, {IN_FLIGHT} in flight, one completion queue) | {} | {} | {} ({describe_k} clients) | {:.2} | {:.2} | ≥ 1.5 × native, ≥ 0.9 × limit |",
         fmt_spread(des_c, 1.0, 0), fmt_spread(des_one, 1.0, 0), fmt_spread(des_cap, 1.0, 0),
         ratio(des_c, des_one), ratio(des_c, des_cap)
+    );
+    println!(
+        "| 3b. submit, runs/s, a descriptor per future | {} | {} | {} ({submit_k} clients) | {:.2} | {:.2} | – |",
+        fmt_spread(sub_fd, 1.0, 0), fmt_spread(sub_one, 1.0, 0), fmt_spread(sub_cap, 1.0, 0),
+        ratio(sub_fd, sub_one), ratio(sub_fd, sub_cap)
+    );
+    println!(
+        "| 4b. describe, calls/s, a descriptor per future | {} | {} | {} ({describe_k} clients) | {:.2} | {:.2} | – |",
+        fmt_spread(des_fd, 1.0, 0), fmt_spread(des_one, 1.0, 0), fmt_spread(des_cap, 1.0, 0),
+        ratio(des_fd, des_one), ratio(des_fd, des_cap)
     );
     println!(
         "| 5. events delivered/s ({EVENTS} a burst, source {}) | {}, {} lost | {}, {} lost | {} (native stream) | {:.2} | {:.2} | ≥ 0.9 × native |",
