@@ -66,12 +66,12 @@
  * key). Chosen from `cargo xtask bench` on the 2-core development machine:
  * see README.md, Performance.
  */
-#define DEFAULT_CONNECTIONS 8
+#define BLAZEN_DEFAULT_CONNECTIONS 8
 
 /**
  * The largest `connections` value `connect_with_options` accepts.
  */
-#define MAX_CONNECTIONS 64
+#define BLAZEN_MAX_CONNECTIONS 64
 
 /**
  * Error kind `Auth`.

@@ -27,12 +27,12 @@ use uuid::Uuid;
 
 type Error = Box<dyn std::error::Error>;
 
-const REPEATS: usize = 3;
+const REPEATS: usize = 5;
 /// Blocking describe calls per repeat and side (after a tenth as warm-up).
 const DESCRIBE_CALLS: usize = 10_000;
 const PING_CALLS: usize = 200_000;
 /// Calls per throughput measurement, and how many are in flight.
-const RATE_CALLS: usize = 10_000;
+const RATE_CALLS: usize = 20_000;
 const SWEEP_CALLS: usize = 5_000;
 const IN_FLIGHT: usize = 1_000;
 /// Distinct runs the describe throughput workload cycles through (calls
@@ -379,7 +379,7 @@ fn main() -> Result<(), Error> {
     let connections: usize = std::env::var("BENCH_CONNECTIONS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(blazen_cabi::client::DEFAULT_CONNECTIONS);
+        .unwrap_or(blazen_cabi::client::BLAZEN_DEFAULT_CONNECTIONS);
     let conn_arg = connections.to_string();
     let mut server = Command::new(std::env::current_exe()?)
         .arg("serve")

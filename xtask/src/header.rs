@@ -150,7 +150,43 @@ pub fn generate(root: &Path) -> Result<String> {
         .context("cbindgen failed")?;
     let mut out = Vec::new();
     bindings.write(&mut out);
-    Ok(String::from_utf8(out)?)
+    let header = String::from_utf8(out)?;
+    check_namespace(&header)?;
+    Ok(header)
+}
+
+/// Every name the header gives a C program is the library's own: macros
+/// `BLAZEN_*`, types `Blazen*`, functions `blazen_*` (a bare
+/// `DEFAULT_CONNECTIONS` once slipped in from a `pub const`).
+fn check_namespace(header: &str) -> Result<()> {
+    let mut foreign = Vec::new();
+    for line in header.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let name = match words.as_slice() {
+            ["#define", name, ..] => Some((*name, "BLAZEN_")),
+            ["typedef", "struct", _, name] => Some((name.trim_end_matches(';'), "Blazen")),
+            _ => None,
+        };
+        if let Some((name, prefix)) = name {
+            if name != "BLAZEN_H" && !name.starts_with(prefix) {
+                foreign.push(name.to_string());
+            }
+        }
+        if !line.starts_with([' ', '*', '/', '#', '}', '{'])
+            && line.contains('(')
+            && !line.contains("(*")
+        {
+            let before = line.split('(').next().unwrap_or_default();
+            let func = before.rsplit([' ', '*']).next().unwrap_or_default();
+            if !func.is_empty() && !func.starts_with("blazen_") {
+                foreign.push(func.to_string());
+            }
+        }
+    }
+    if !foreign.is_empty() {
+        bail!("names outside the blazen namespace in the header: {foreign:?}");
+    }
+    Ok(())
 }
 
 pub fn run(root: &Path, check: bool) -> Result<()> {

@@ -23,10 +23,10 @@ pub(crate) use reach::{check_endpoint, unreachable};
 /// (`connect`, `connect_with_mtls`, and `connect_with_options` without the
 /// key). Chosen from `cargo xtask bench` on the 2-core development machine:
 /// see README.md, Performance.
-pub const DEFAULT_CONNECTIONS: usize = 8;
+pub const BLAZEN_DEFAULT_CONNECTIONS: usize = 8;
 
 /// The largest `connections` value `connect_with_options` accepts.
-pub const MAX_CONNECTIONS: usize = 64;
+pub const BLAZEN_MAX_CONNECTIONS: usize = 64;
 
 /// A client of a control plane over one or more connections. Caller-owned;
 /// usable from many threads at once; free with
@@ -47,7 +47,7 @@ pub struct BlazenControlPlaneClient {
 #[export]
 async fn blazen_controlplane_client_connect(endpoint: String) -> Result<BlazenControlPlaneClient> {
     tracing::debug!(%endpoint, "connecting to the control plane");
-    connect_pool(endpoint, None, None, DEFAULT_CONNECTIONS).await
+    connect_pool(endpoint, None, None, BLAZEN_DEFAULT_CONNECTIONS).await
 }
 
 /// Connects over mutual TLS with the client certificate, key and CA bundle
@@ -64,7 +64,7 @@ async fn blazen_controlplane_client_connect_with_mtls(
     tracing::debug!(%endpoint, "connecting to the control plane (mutual TLS)");
     let (cert, key, ca) = (cert_path.as_ref(), key_path.as_ref(), ca_path.as_ref());
     let tls = crate::tls::client(cert, key, ca)?;
-    connect_pool(endpoint, Some(tls), None, DEFAULT_CONNECTIONS).await
+    connect_pool(endpoint, Some(tls), None, BLAZEN_DEFAULT_CONNECTIONS).await
 }
 
 /// Connects with `options_json` (borrowed; NULL or an object with any of
@@ -90,7 +90,9 @@ async fn blazen_controlplane_client_connect_with_options(
     tracing::debug!(%endpoint, "connecting to the control plane (with options)");
     let tls = crate::tls::client_from_options(&o.cert_path, &o.key_path, &o.ca_path)?;
     let shown = endpoint.clone();
-    let n = o.connections.map_or(DEFAULT_CONNECTIONS, |n| n as usize);
+    let n = o
+        .connections
+        .map_or(BLAZEN_DEFAULT_CONNECTIONS, |n| n as usize);
     let connect = connect_pool(endpoint, tls, o.bearer_token, n);
     let inner = match o.connect_timeout_ms {
         None => connect.await?,

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::MAX_CONNECTIONS;
+use super::BLAZEN_MAX_CONNECTIONS;
 use crate::rt::arg::CheckOptions;
 
 /// Keys of `connect_with_options`; unknown keys are refused.
@@ -22,8 +22,8 @@ impl CheckOptions for ConnectOptions {
     fn check(&self) -> std::result::Result<(), String> {
         crate::tls::pem_triple(&self.cert_path, &self.key_path, &self.ca_path)?;
         match self.connections {
-            Some(n) if n == 0 || n > MAX_CONNECTIONS as u64 => Err(format!(
-                "`connections` must be from 1 to {MAX_CONNECTIONS}, not {n}"
+            Some(n) if n == 0 || n > BLAZEN_MAX_CONNECTIONS as u64 => Err(format!(
+                "`connections` must be from 1 to {BLAZEN_MAX_CONNECTIONS}, not {n}"
             )),
             _ => Ok(()),
         }

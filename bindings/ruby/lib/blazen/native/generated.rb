@@ -7,6 +7,8 @@
 
 module Blazen
   module Native
+    DEFAULT_CONNECTIONS = 8
+    MAX_CONNECTIONS = 64
     ERROR_KIND_AUTH = 1
     ERROR_KIND_RATE_LIMIT = 2
     ERROR_KIND_TIMEOUT = 3
