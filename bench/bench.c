@@ -365,15 +365,9 @@ static void scale(int n, int connections) {
     getrlimit(RLIMIT_NOFILE, &lim);
     lim.rlim_cur = 1024;
     setrlimit(RLIMIT_NOFILE, &lim);
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t l = sizeof a;
-    if (bind(s, (struct sockaddr *)&a, sizeof a) || listen(s, 16) || getsockname(s, (struct sockaddr *)&a, &l))
-        die("listen", NULL);
     char ep[64];
-    snprintf(ep, sizeof ep, "http://127.0.0.1:%d", ntohs(a.sin_port));
+    int s = t_silent_listener(ep, sizeof ep);
+    if (s < 0) die("listen", NULL);
     BlazenControlPlaneClient *c = connections > 0 ? connect_n(ep, connections) : connect_to(ep);
     /* warm the runtime's threads and allocator before measuring */
     BlazenFuture *warm = blazen_controlplane_client_list_workers(c);

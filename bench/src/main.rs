@@ -324,7 +324,9 @@ async fn native_sink(
 
 /// `native-rate ENDPOINT submit|describe|latency K CALLS` (for
 /// development): one capacity measurement with K native clients, or the
-/// blocking describe latency of one, printed as JSON.
+/// blocking describe latency of one, printed as JSON. Describes cycle
+/// through the run ids in the file named by `BENCH_RUN_IDS` when set,
+/// else through runs submitted first.
 fn native_rate_mode(endpoint: &str, what: &str, k: usize, calls: usize) -> Result<(), Error> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
@@ -349,7 +351,11 @@ fn native_rate_mode(endpoint: &str, what: &str, k: usize, calls: usize) -> Resul
             return Ok(());
         }
         let mut runs = vec![];
-        if what == "describe" {
+        if let (true, Ok(path)) = (what == "describe", std::env::var("BENCH_RUN_IDS")) {
+            for line in std::fs::read_to_string(path)?.lines() {
+                runs.push(line.parse()?);
+            }
+        } else if what == "describe" {
             for _ in 0..DESCRIBE_RUNS {
                 runs.push(
                     clients[0]

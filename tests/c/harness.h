@@ -7,11 +7,14 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -40,6 +43,25 @@ static int t_passed, t_failed;
 T_UNUSED static int t_finish(void) {
     printf("%d passed, %d failed\n", t_passed, t_failed);
     return t_failed == 0 ? 0 : 1;
+}
+
+/* A loopback listener that completes TCP handshakes (its backlog) and
+ * never speaks: calls to it stay pending. Writes its http:// endpoint into
+ * `endpoint`; returns the socket, or -1. */
+T_UNUSED static int t_silent_listener(char *endpoint, size_t len) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t l = sizeof a;
+    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) || listen(s, 64) ||
+        getsockname(s, (struct sockaddr *)&a, &l)) {
+        if (s >= 0) close(s);
+        return -1;
+    }
+    snprintf(endpoint, len, "http://127.0.0.1:%d", ntohs(a.sin_port));
+    return s;
 }
 
 /* Takes a string from the library, compares it with `want`, frees it. */

@@ -5,27 +5,13 @@
  * blocked waiter and leaves its futures usable; NULLs are refused. */
 #include "harness.h"
 
-#include <arpa/inet.h>
 #include <pthread.h>
-#include <sys/socket.h>
 
 static int readable(int64_t fd) {
     struct pollfd p = {.fd = (int)fd, .events = POLLIN};
     return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
 }
 
-/* a loopback port that accepts connections and never answers */
-static int silent_listener(char *endpoint, size_t len) {
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t l = sizeof a;
-    if (bind(s, (struct sockaddr *)&a, sizeof a) || listen(s, 64) || getsockname(s, (struct sockaddr *)&a, &l))
-        return -1;
-    snprintf(endpoint, len, "http://127.0.0.1:%d", ntohs(a.sin_port));
-    return s;
-}
 
 typedef struct {
     BlazenCompletionQueue *q;
@@ -163,7 +149,7 @@ int main(void) {
 
     /* pending futures: freed ones never report, cancelled ones do */
     char silent[64];
-    int listener = silent_listener(silent, sizeof silent);
+    int listener = t_silent_listener(silent, sizeof silent);
     BlazenControlPlaneClient *sc = NULL;
     CHECK(listener >= 0 && blazen_controlplane_client_connect_blocking(silent, &sc, NULL) == 0,
           "a client of a silent server");

@@ -5,12 +5,10 @@
  * future. */
 #include "harness.h"
 
-#include <arpa/inet.h>
 #include <dirent.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 
 /* Open descriptors of this process; with `eventfds_only`, just eventfds
  * (the kind a future makes). */
@@ -32,20 +30,6 @@ static int count_fds(int eventfds_only) {
 
 static int open_fds(void) { return count_fds(1); }
 
-/* A listener that completes TCP handshakes (backlog) and never speaks. */
-static int silent_listener(char *endpoint, size_t len) {
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t l = sizeof a;
-    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) || listen(s, 16) ||
-        getsockname(s, (struct sockaddr *)&a, &l))
-        return -1;
-    snprintf(endpoint, len, "http://127.0.0.1:%d", ntohs(a.sin_port));
-    return s;
-}
 
 typedef struct {
     BlazenFuture *f;
@@ -73,7 +57,7 @@ int main(void) {
     CHECK(setrlimit(RLIMIT_NOFILE, &lim) == 0, "descriptor limit lowered to 1024");
 
     char endpoint[64];
-    int listener = silent_listener(endpoint, sizeof endpoint);
+    int listener = t_silent_listener(endpoint, sizeof endpoint);
     CHECK(listener >= 0, "silent listener");
     BlazenControlPlaneClient *client = NULL;
     CHECK(blazen_controlplane_client_connect_blocking(endpoint, &client, NULL) == 0, "connect");
