@@ -27,6 +27,10 @@ enum Slot {
 struct State {
     slot: Slot,
     fd: Option<OwnedFd>,
+    /// Threads in `blazen_future_wait`: the condition variable is notified
+    /// only when there are some (a notify is a futex call even with no
+    /// waiter, once per completion).
+    waiters: u32,
     /// Completion queues to tell, with their tags (`blazen_future_notify`);
     /// kept after they were told, so that a free can take the tags back.
     notify: Vec<(Arc<Queue>, u64)>,
@@ -50,7 +54,9 @@ impl Shared {
             if let Some(fd) = &st.fd {
                 eventfd_add(fd, 1);
             }
-            self.ready.notify_all();
+            if st.waiters > 0 {
+                self.ready.notify_all();
+            }
             // Under this lock, so that a free either comes first (nothing
             // is told) or takes the tags back; sleepers are woken after it.
             let wake: Vec<Arc<Queue>> = st
@@ -84,6 +90,7 @@ impl BlazenFuture {
                 state: Mutex::new(State {
                     slot,
                     fd: None,
+                    waiters: 0,
                     notify: Vec::new(),
                 }),
                 ready: Condvar::new(),
@@ -122,11 +129,13 @@ impl BlazenFuture {
     fn wait(&self) {
         let mut st = self.shared.lock();
         while matches!(st.slot, Slot::Pending) {
+            st.waiters += 1;
             st = self
                 .shared
                 .ready
                 .wait(st)
                 .unwrap_or_else(|p| p.into_inner());
+            st.waiters -= 1;
         }
     }
 
