@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 
 use blazen_cabi_macros::{export, handle};
 use blazen_core::distributed::{OrchestratorClient, RunEvent, RunStateSnapshot, RunStatus};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -88,10 +88,16 @@ impl Gate {
 }
 
 enum Msg {
-    Event(RunEvent),
+    /// Events in server order: all the stream had ready at once (up to
+    /// `BATCH`), so that a busy stream costs one hand-off and at most one
+    /// wake-up of the event thread per batch, not per event.
+    Events(Vec<RunEvent>),
     Close,
     Error(String),
 }
+
+/// The most events one hand-off to the event thread carries.
+const BATCH: usize = 256;
 
 fn is_terminal(event_type: &str) -> bool {
     matches!(
@@ -149,7 +155,7 @@ async fn pump(
             Ok(snap) => {
                 if let Some(ev) = terminal_event(&snap) {
                     let _ = opened.send(Ok(()));
-                    let _ = tx.send(Msg::Event(ev));
+                    let _ = tx.send(Msg::Events(vec![ev]));
                     let _ = tx.send(Msg::Close);
                     return;
                 }
@@ -161,27 +167,40 @@ async fn pump(
         }
     }
     let _ = opened.send(Ok(()));
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(ev) => {
-                let end = run.is_some() && is_terminal(&ev.event_type);
-                if tx.send(Msg::Event(ev)).is_err() {
-                    return;
-                }
-                if end {
-                    let _ = tx.send(Msg::Close);
-                    return;
+    let ended = || Msg::Error("the control plane closed the event stream".into());
+    let mut next = stream.next().await;
+    loop {
+        // This item and whatever else is ready now, up to BATCH.
+        let mut batch = Vec::new();
+        let last = loop {
+            match next.take() {
+                None => break Some(ended()),
+                Some(Err(e)) => break Some(Msg::Error(e.to_string())),
+                Some(Ok(ev)) => {
+                    let end = run.is_some() && is_terminal(&ev.event_type);
+                    batch.push(ev);
+                    if end {
+                        break Some(Msg::Close);
+                    }
                 }
             }
-            Err(e) => {
-                let _ = tx.send(Msg::Error(e.to_string()));
-                return;
+            if batch.len() == BATCH {
+                break None;
             }
+            match stream.next().now_or_never() {
+                Some(item) => next = item,
+                None => break None,
+            }
+        };
+        if !batch.is_empty() && tx.send(Msg::Events(batch)).is_err() {
+            return;
         }
+        if let Some(msg) = last {
+            let _ = tx.send(msg);
+            return;
+        }
+        next = stream.next().await;
     }
-    let _ = tx.send(Msg::Error(
-        "the control plane closed the event stream".into(),
-    ));
 }
 
 /// The dispatcher thread: delivers until the stream ends or the gate
@@ -189,16 +208,18 @@ async fn pump(
 fn dispatch(state: Arc<State>, sink: EventSink, rx: mpsc::Receiver<Msg>) {
     for msg in rx {
         let (delivered, last) = match msg {
-            Msg::Event(ev) => {
-                let deliver = || {
-                    sink.on_event(
-                        &ev.run_id.to_string(),
-                        &ev.event_type,
-                        &ev.data.to_string(),
-                        ev.timestamp_ms,
-                    )
-                };
-                (state.gate.deliver(deliver), false)
+            Msg::Events(events) => {
+                let all = events.iter().all(|ev| {
+                    state.gate.deliver(|| {
+                        sink.on_event(
+                            &ev.run_id.to_string(),
+                            &ev.event_type,
+                            &ev.data.to_string(),
+                            ev.timestamp_ms,
+                        )
+                    })
+                });
+                (all, false)
             }
             Msg::Close => (state.gate.deliver(|| sink.on_close()), true),
             Msg::Error(m) => (state.gate.deliver(|| sink.on_error(&m)), true),
