@@ -192,8 +192,12 @@ static void rate_queue(const char *ep, char **ids, int n_ids, int calls, int in_
         }
     }
     double secs = (double)(now_ns() - t0) / 1e9;
-    printf("{\"per_s\":%.1f,\"calls\":%d,\"in_flight\":%d,\"connections\":%d,\"failed\":%d}\n", calls / secs,
-           calls, in_flight, connections, failed);
+    struct timespec cpu;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
+    double host_us = (cpu.tv_sec * 1e9 + cpu.tv_nsec) / 1e3 / calls;
+    printf("{\"per_s\":%.1f,\"calls\":%d,\"in_flight\":%d,\"connections\":%d,\"failed\":%d,"
+           "\"host_thread_cpu_us_per_call\":%.2f}\n",
+           calls / secs, calls, in_flight, connections, failed, host_us);
     free(futs);
     blazen_completion_queue_free(q);
     blazen_controlplane_client_free(c);

@@ -622,6 +622,7 @@ fn main() -> Result<(), Error> {
     let go = format!("go {EVENTS}\n");
     let (mut c_ev, mut n_ev, mut src_ev) = (vec![], vec![], vec![]);
     let (mut c_lost, mut n_lost) = (0usize, 0usize);
+    let (mut c_lost_each, mut n_lost_each) = (vec![], vec![]);
     for r in 0..REPEATS {
         let mut steps = ['c', 'n'];
         if r % 2 == 1 {
@@ -637,6 +638,7 @@ fn main() -> Result<(), Error> {
                 sink.finish()?;
                 c_ev.push(num(&v, "events_per_s"));
                 c_lost += num(&v, "lost") as usize;
+                c_lost_each.push(num(&v, "lost") as usize);
             } else {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let consumer = rt.spawn(native_sink(endpoint.clone(), tx));
@@ -646,6 +648,7 @@ fn main() -> Result<(), Error> {
                 let (n, rate) = rt.block_on(consumer)?;
                 n_ev.push(rate);
                 n_lost += EVENTS - n;
+                n_lost_each.push(EVENTS - n);
             }
         }
     }
@@ -740,9 +743,9 @@ fn main() -> Result<(), Error> {
                        "emitted_per_s": src_ev_s},
             "order": "C sink and native stream alone, alternating bursts",
             "c_abi": {"events_per_s": med(&c_ev_s), "delivered": (EVENTS * REPEATS - c_lost) as f64 / REPEATS as f64,
-                      "lost": c_lost as f64 / REPEATS as f64},
+                      "lost": c_lost as f64 / REPEATS as f64, "lost_per_repeat": c_lost_each},
             "native": {"events_per_s": med(&n_ev_s), "delivered": (EVENTS * REPEATS - n_lost) as f64 / REPEATS as f64,
-                       "lost": n_lost as f64 / REPEATS as f64},
+                       "lost": n_lost as f64 / REPEATS as f64, "lost_per_repeat": n_lost_each},
             "spread": {"c_abi_events_per_s": c_ev_s, "native_events_per_s": n_ev_s},
             "ratio": ratio(&c_ev_s, &n_ev_s),
             "limit": {"what": "delivery capacity: a native subscribe_all stream under the same saturating source",
