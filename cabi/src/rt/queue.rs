@@ -117,7 +117,8 @@ impl Queue {
     /// then drains like `drain`.
     fn next(&self, out: &mut [u64], timeout: Option<Duration>) -> usize {
         let start = Instant::now();
-        let deadline = timeout.map(|t| start + t);
+        // A timeout too long to represent waits without limit.
+        let deadline = timeout.and_then(|t| start.checked_add(t));
         let spin_until = start + YIELD_FOR.min(timeout.unwrap_or(YIELD_FOR));
         for _ in 0..YIELDS {
             if self.waiting.load(Ordering::Acquire) > 0 || Instant::now() >= spin_until {
