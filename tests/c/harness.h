@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -62,6 +63,77 @@ T_UNUSED static int t_silent_listener(char *endpoint, size_t len) {
     }
     snprintf(endpoint, len, "http://127.0.0.1:%d", ntohs(a.sin_port));
     return s;
+}
+
+/* An embedded control plane in a child process of its own, forked before
+ * this process first uses the library (a forked child must not inherit a
+ * started runtime). It serves until `t_stop_control_plane` closes `done`;
+ * a process forked after it must close `done` too. */
+typedef struct {
+    pid_t pid;
+    int done;
+    uint16_t port;
+    char endpoint[64];
+} TControlPlane;
+
+/* Forks the child and waits for its port. Returns 0, or -1. */
+T_UNUSED static int t_fork_control_plane(TControlPlane *cp) {
+    int port_pipe[2], done_pipe[2];
+    if (pipe(port_pipe)) return -1;
+    if (pipe(done_pipe)) {
+        close(port_pipe[0]);
+        close(port_pipe[1]);
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(port_pipe[0]);
+        close(done_pipe[1]);
+        BlazenControlPlaneServer *server = NULL;
+        if (blazen_controlplane_server_start_blocking("127.0.0.1:0", &server, NULL) != 0) _exit(1);
+        uint16_t port = blazen_controlplane_server_port(server);
+        if (write(port_pipe[1], &port, sizeof port) != sizeof port) _exit(1);
+        char b;
+        while (read(done_pipe[0], &b, 1) > 0) {
+        }
+        blazen_controlplane_server_free(server);
+        _exit(0);
+    }
+    close(port_pipe[1]);
+    close(done_pipe[0]);
+    cp->pid = pid;
+    cp->done = done_pipe[1];
+    cp->port = 0;
+    ssize_t got = pid < 0 ? -1 : read(port_pipe[0], &cp->port, sizeof cp->port);
+    close(port_pipe[0]);
+    if (got != (ssize_t)sizeof cp->port) return -1;
+    snprintf(cp->endpoint, sizeof cp->endpoint, "http://127.0.0.1:%u", cp->port);
+    return 0;
+}
+
+/* Stops the child; returns 1 when it exited cleanly. */
+T_UNUSED static int t_stop_control_plane(TControlPlane *cp) {
+    close(cp->done);
+    int status = 0;
+    return waitpid(cp->pid, &status, 0) == cp->pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+/* A worker's `drop_user_data` that counts its calls in `t_drops`. */
+T_UNUSED static atomic_int t_drops;
+T_UNUSED static void t_drop_ud(void *ud) {
+    (void)ud;
+    atomic_fetch_add(&t_drops, 1);
+}
+
+/* A handler that answers with its input. */
+T_UNUSED static int32_t t_echo(void *ud, const char *run_id, const char *wf, const char *input, char **out_json,
+                               BlazenError **out_err) {
+    (void)ud;
+    (void)run_id;
+    (void)wf;
+    (void)out_err;
+    *out_json = blazen_string_alloc(input);
+    return 0;
 }
 
 /* Takes a string from the library, compares it with `want`, frees it. */

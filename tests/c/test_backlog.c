@@ -11,7 +11,6 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
-#include <sys/wait.h>
 
 enum { MAX_IN_FLIGHT = 4, MAX_WORKERS = 3 };
 
@@ -30,12 +29,6 @@ static void on_event(void *ud, const char *run_id, const char *type, const char 
     if (strcmp(type, "status.failed") == 0) atomic_fetch_add(&failed_events, 1);
 }
 
-static atomic_int drops;
-static void drop_ud(void *ud) {
-    (void)ud;
-    atomic_fetch_add(&drops, 1);
-}
-
 static int32_t work(void *ud, const char *run_id, const char *wf, const char *input, char **out_json,
                     BlazenError **out_err) {
     (void)run_id;
@@ -51,19 +44,6 @@ static int32_t work(void *ud, const char *run_id, const char *wf, const char *in
     atomic_fetch_sub(&l->current, 1);
     *out_json = blazen_string_alloc(input);
     return 0;
-}
-
-/* The child: an embedded control plane until the parent closes the pipe. */
-static void serve(int port_pipe, int done_pipe) {
-    BlazenControlPlaneServer *server = NULL;
-    if (blazen_controlplane_server_start_blocking("127.0.0.1:0", &server, NULL) != 0) _exit(1);
-    uint16_t port = blazen_controlplane_server_port(server);
-    if (write(port_pipe, &port, sizeof port) != sizeof port) _exit(1);
-    char b;
-    while (read(done_pipe, &b, 1) > 0) {
-    }
-    blazen_controlplane_server_free(server);
-    _exit(0);
 }
 
 static int listed(BlazenControlPlaneClient *c) {
@@ -105,7 +85,7 @@ static void backlog(BlazenControlPlaneClient *client, const char *ep, int runs, 
         atomic_init(&load[i].handled, 0);
         char node[48];
         snprintf(node, sizeof node, "%s-w%d", wf, i);
-        BlazenAssignmentHandlerVTable vt = {&load[i], drop_ud, work, NULL, NULL};
+        BlazenAssignmentHandlerVTable vt = {&load[i], t_drop_ud, work, NULL, NULL};
         w[i] = NULL;
         CHECK(blazen_controlplane_worker_new_blocking(ep, node, caps, NULL, 0, MAX_IN_FLIGHT, vt, &w[i], NULL) == 0,
               "%s: worker %d created", wf, i);
@@ -169,20 +149,9 @@ int main(void) {
     const int full[] = {64, 1000, 10000}, small[] = {64, 200};
     const int *sizes = under_tool ? small : full;
     const int nsizes = under_tool ? 2 : 3;
-    int port_pipe[2], done_pipe[2];
-    if (pipe(port_pipe) || pipe(done_pipe)) return 1;
-    pid_t child = fork();
-    if (child == 0) {
-        close(port_pipe[0]);
-        close(done_pipe[1]);
-        serve(port_pipe[1], done_pipe[0]);
-    }
-    close(port_pipe[1]);
-    close(done_pipe[0]);
-    uint16_t port = 0;
-    if (read(port_pipe[0], &port, sizeof port) != sizeof port) return 1;
-    char ep[64];
-    snprintf(ep, sizeof ep, "http://127.0.0.1:%u", port);
+    TControlPlane cp;
+    if (t_fork_control_plane(&cp)) return 1;
+    const char *ep = cp.endpoint;
 
     BlazenControlPlaneClient *client = NULL;
     CHECK(blazen_controlplane_client_connect_blocking(ep, &client, NULL) == 0, "connect");
@@ -206,13 +175,10 @@ int main(void) {
             }
     }
     CHECK(atomic_load(&failed_events) == 0, "no run failed (%d)", atomic_load(&failed_events));
-    CHECK(t_settled(&drops, workers), "every worker's user_data dropped once");
+    CHECK(t_settled(&t_drops, workers), "every worker's user_data dropped once");
 
     blazen_controlplane_subscription_free(watcher);
     blazen_controlplane_client_free(client);
-    close(done_pipe[1]);
-    int status = 0;
-    waitpid(child, &status, 0);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "server process exited cleanly");
+    CHECK(t_stop_control_plane(&cp), "server process exited cleanly");
     return t_finish();
 }

@@ -46,12 +46,6 @@ static void unreachable(const char *ep, const char *opts, const char *subkind, c
     blazen_controlplane_client_free(c);
 }
 
-static atomic_int drops;
-static void drop_ud(void *ud) {
-    (void)ud;
-    atomic_fetch_add(&drops, 1);
-}
-
 int main(void) {
     alarm(240);
     /* ---- malformed endpoints --------------------------------------------- */
@@ -62,7 +56,7 @@ int main(void) {
         CHECK(blazen_controlplane_client_connect_blocking(malformed[i], &c, &err) == -1 &&
                   t_err_is(err, BLAZEN_ERROR_KIND_VALIDATION, "endpoint"),
               "client: %s is a VALIDATION error naming endpoint", malformed[i]);
-        BlazenAssignmentHandlerVTable vt = {NULL, drop_ud, NULL, NULL, NULL};
+        BlazenAssignmentHandlerVTable vt = {NULL, t_drop_ud, NULL, NULL, NULL};
         BlazenControlPlaneWorker *w = NULL;
         err = NULL;
         CHECK(blazen_controlplane_worker_new_blocking(malformed[i], "n", NULL, NULL, 0, 1, vt, &w, &err) == -1 &&
@@ -106,7 +100,7 @@ int main(void) {
     blazen_controlplane_client_free(c);
     blazen_controlplane_server_shutdown(server);
     blazen_controlplane_server_free(server);
-    BlazenContextHandlerVTable vt = {NULL, drop_ud, NULL, NULL, NULL};
+    BlazenContextHandlerVTable vt = {NULL, t_drop_ud, NULL, NULL, NULL};
     BlazenControlPlaneWorker *w = NULL;
     CHECK(blazen_controlplane_worker_new_with_options_blocking(
               ep, "gives-up",
@@ -145,7 +139,7 @@ int main(void) {
         printf("TLS case skipped: BLAZEN_TEST_CERTS is not set\n");
     }
 
-    CHECK(t_settled(&drops, 5), "every refused or finished worker's user_data dropped once");
+    CHECK(t_settled(&t_drops, 5), "every refused or finished worker's user_data dropped once");
     blazen_string_free(ep);
     return t_finish();
 }

@@ -11,7 +11,6 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <sys/wait.h>
 
 enum { WARMUP = 1000, WORKERS = 4, TABLE = 1 << 15 };
 
@@ -60,22 +59,6 @@ static void on_event(void *ud, const char *run_id, const char *type, const char 
     atomic_fetch_add(&total_terminal, 1);
 }
 
-static atomic_int drops;
-static void drop_ud(void *ud) {
-    (void)ud;
-    atomic_fetch_add(&drops, 1);
-}
-
-static int32_t echo(void *ud, const char *run_id, const char *wf, const char *input, char **out_json,
-                    BlazenError **out_err) {
-    (void)ud;
-    (void)run_id;
-    (void)wf;
-    (void)out_err;
-    *out_json = blazen_string_alloc(input);
-    return 0;
-}
-
 /* Submits `n` runs, recording their ids; returns how many were accepted. */
 static int submit_batch(BlazenControlPlaneClient *c, int n, char (*out)[37]) {
     int ok = 0;
@@ -102,37 +85,13 @@ static int wait_terminal(int n, int ms) {
     return atomic_load(&total_terminal) >= n;
 }
 
-/* The child: an embedded control plane until the parent closes the pipe. */
-static void serve(int port_pipe, int done_pipe) {
-    BlazenControlPlaneServer *server = NULL;
-    if (blazen_controlplane_server_start_blocking("127.0.0.1:0", &server, NULL) != 0) _exit(1);
-    uint16_t port = blazen_controlplane_server_port(server);
-    if (write(port_pipe, &port, sizeof port) != sizeof port) _exit(1);
-    char b;
-    while (read(done_pipe, &b, 1) > 0) {
-    }
-    blazen_controlplane_server_free(server);
-    _exit(0);
-}
-
 int main(void) {
     alarm(600);
     const int under_tool = getenv("BLAZEN_UNDER_TOOL") != NULL;
     const int runs = under_tool ? 500 : 10000;
-    int port_pipe[2], done_pipe[2];
-    if (pipe(port_pipe) || pipe(done_pipe)) return 1;
-    pid_t child = fork();
-    if (child == 0) {
-        close(port_pipe[0]);
-        close(done_pipe[1]);
-        serve(port_pipe[1], done_pipe[0]);
-    }
-    close(port_pipe[1]);
-    close(done_pipe[0]);
-    uint16_t port = 0;
-    if (read(port_pipe[0], &port, sizeof port) != sizeof port) return 1;
-    char ep[64];
-    snprintf(ep, sizeof ep, "http://127.0.0.1:%u", port);
+    TControlPlane cp;
+    if (t_fork_control_plane(&cp)) return 1;
+    const char *ep = cp.endpoint;
 
     BlazenControlPlaneClient *client = NULL;
     CHECK(blazen_controlplane_client_connect_blocking(ep, &client, NULL) == 0, "connect");
@@ -141,7 +100,7 @@ int main(void) {
     for (int i = 0; i < WORKERS; i++) {
         char node[32];
         snprintf(node, sizeof node, "load-%d", i);
-        BlazenAssignmentHandlerVTable vt = {NULL, drop_ud, echo, NULL, NULL};
+        BlazenAssignmentHandlerVTable vt = {NULL, t_drop_ud, t_echo, NULL, NULL};
         CHECK(blazen_controlplane_worker_new_blocking(ep, node, "[{\"kind\":\"workflow:load\",\"version\":0}]", NULL,
                                                       0, 16, vt, &w[i], NULL) == 0,
               "worker %d", i);
@@ -203,12 +162,9 @@ int main(void) {
         blazen_future_free(running[i]);
         blazen_controlplane_worker_free(w[i]);
     }
-    CHECK(t_settled(&drops, WORKERS), "every worker's user_data dropped once");
+    CHECK(t_settled(&t_drops, WORKERS), "every worker's user_data dropped once");
     blazen_controlplane_client_free(client);
     free(load_ids);
-    close(done_pipe[1]);
-    int status = 0;
-    waitpid(child, &status, 0);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "server process exited cleanly");
+    CHECK(t_stop_control_plane(&cp), "server process exited cleanly");
     return t_finish();
 }

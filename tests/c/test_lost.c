@@ -30,22 +30,6 @@ static void on_event(void *ud, const char *run_id, const char *type, const char 
     if (atomic_fetch_add(&requeued, 1) + 1 == RUNS) requeued_at = t_now();
 }
 
-static atomic_int drops;
-static void drop_ud(void *ud) {
-    (void)ud;
-    atomic_fetch_add(&drops, 1);
-}
-
-static int32_t echo(void *ud, const char *run_id, const char *wf, const char *input, char **out_json,
-                    BlazenError **out_err) {
-    (void)ud;
-    (void)run_id;
-    (void)wf;
-    (void)out_err;
-    *out_json = blazen_string_alloc(input);
-    return 0;
-}
-
 /* Worker A's handler: reports that it started, then never returns. */
 static int started_fd = -1;
 static int32_t stuck(void *ud, const char *run_id, const char *wf, const char *input, char **out_json,
@@ -60,19 +44,6 @@ static int32_t stuck(void *ud, const char *run_id, const char *wf, const char *i
     if (write(started_fd, &b, 1) != 1) _exit(3);
     for (;;) t_sleep_ms(1000);
     return 0;
-}
-
-/* The control plane child, until the parent closes `done`. */
-static void serve(int port_pipe, int done_pipe) {
-    BlazenControlPlaneServer *server = NULL;
-    if (blazen_controlplane_server_start_blocking("127.0.0.1:0", &server, NULL) != 0) _exit(1);
-    uint16_t port = blazen_controlplane_server_port(server);
-    if (write(port_pipe, &port, sizeof port) != sizeof port) _exit(1);
-    char b;
-    while (read(done_pipe, &b, 1) > 0) {
-    }
-    blazen_controlplane_server_free(server);
-    _exit(0);
 }
 
 /* Worker A's child: waits for the port, then serves until killed. */
@@ -113,30 +84,22 @@ static int wait_listed(BlazenControlPlaneClient *c, const char *node, int want) 
 
 int main(void) {
     alarm(300);
-    int port_pipe[2], done_pipe[2], a_pipe[2], started_pipe[2];
-    if (pipe(port_pipe) || pipe(done_pipe) || pipe(a_pipe) || pipe(started_pipe)) return 1;
-    pid_t server = fork();
-    if (server == 0) {
-        close(port_pipe[0]);
-        close(done_pipe[1]);
-        serve(port_pipe[1], done_pipe[0]);
-    }
-    close(port_pipe[1]);
-    close(done_pipe[0]);
+    int a_pipe[2], started_pipe[2];
+    if (pipe(a_pipe) || pipe(started_pipe)) return 1;
+    TControlPlane cp;
+    if (t_fork_control_plane(&cp)) return 1;
+    const char *ep = cp.endpoint;
+    uint16_t port = cp.port;
     pid_t a = fork();
     if (a == 0) {
         close(a_pipe[1]);
         close(started_pipe[0]);
-        close(done_pipe[1]);
+        close(cp.done);
         started_fd = started_pipe[1];
         worker_a(a_pipe[0]);
     }
     close(a_pipe[0]);
     close(started_pipe[1]);
-    uint16_t port = 0;
-    if (read(port_pipe[0], &port, sizeof port) != sizeof port) return 1;
-    char ep[64];
-    snprintf(ep, sizeof ep, "http://127.0.0.1:%u", port);
 
     BlazenControlPlaneClient *client = NULL;
     CHECK(blazen_controlplane_client_connect_blocking(ep, &client, NULL) == 0, "connect");
@@ -163,7 +126,7 @@ int main(void) {
     CHECK(started == RUNS, "worker A started %d handlers", started);
 
     /* Worker B connects with nothing queued, so it gets nothing yet. */
-    BlazenAssignmentHandlerVTable vt = {NULL, drop_ud, echo, NULL, NULL};
+    BlazenAssignmentHandlerVTable vt = {NULL, t_drop_ud, t_echo, NULL, NULL};
     BlazenControlPlaneWorker *wb = NULL;
     CHECK(blazen_controlplane_worker_new_blocking(ep, "lost-b", "[{\"kind\":\"workflow:slow\",\"version\":0}]", NULL, 0,
                                                   4, vt, &wb, NULL) == 0,
@@ -193,7 +156,7 @@ int main(void) {
            RUNS, (requeued_at - killed_at) * 1000.0);
 
     /* A second worker under B's node id is refused, and B stays. */
-    BlazenAssignmentHandlerVTable vt2 = {NULL, drop_ud, echo, NULL, NULL};
+    BlazenAssignmentHandlerVTable vt2 = {NULL, t_drop_ud, t_echo, NULL, NULL};
     BlazenControlPlaneWorker *dup = NULL;
     CHECK(blazen_controlplane_worker_new_blocking(ep, "lost-b", "[{\"kind\":\"workflow:slow\",\"version\":0}]", NULL, 0,
                                                   4, vt2, &dup, NULL) == 0,
@@ -214,12 +177,9 @@ int main(void) {
     blazen_future_wait(running_b);
     blazen_future_free(running_b);
     blazen_controlplane_worker_free(wb);
-    CHECK(t_settled(&drops, 2), "both workers' user_data dropped once");
+    CHECK(t_settled(&t_drops, 2), "both workers' user_data dropped once");
     blazen_controlplane_subscription_free(watcher);
     blazen_controlplane_client_free(client);
-    close(done_pipe[1]);
-    int status = 0;
-    waitpid(server, &status, 0);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "server process exited cleanly");
+    CHECK(t_stop_control_plane(&cp), "server process exited cleanly");
     return t_finish();
 }

@@ -16,21 +16,6 @@ static char *path(const char *name) {
     return buf[i];
 }
 
-static atomic_int drops;
-static void drop_ud(void *ud) {
-    (void)ud;
-    atomic_fetch_add(&drops, 1);
-}
-static int32_t echo(void *ud, const char *run_id, const char *wf, const char *input, char **out_json,
-                    BlazenError **out_err) {
-    (void)ud;
-    (void)run_id;
-    (void)wf;
-    (void)out_err;
-    *out_json = blazen_string_alloc(input);
-    return 0;
-}
-
 int main(void) {
     alarm(120);
     const char *d = getenv("BLAZEN_TEST_CERTS");
@@ -99,7 +84,7 @@ int main(void) {
     blazen_controlplane_client_free(c2);
 
     /* the reference mTLS worker runs a workflow */
-    BlazenAssignmentHandlerVTable vt = {NULL, drop_ud, echo, NULL, NULL};
+    BlazenAssignmentHandlerVTable vt = {NULL, t_drop_ud, t_echo, NULL, NULL};
     BlazenControlPlaneWorker *w = NULL;
     err = NULL;
     CHECK(blazen_controlplane_worker_new_with_mtls_blocking(ep, "tls-worker", "[{\"kind\":\"workflow:tls\",\"version\":0}]",
@@ -130,7 +115,7 @@ int main(void) {
     blazen_future_wait(run);
     blazen_future_free(run);
     blazen_controlplane_worker_free(w);
-    CHECK(t_settled(&drops, 1), "worker user_data dropped once");
+    CHECK(t_settled(&t_drops, 1), "worker user_data dropped once");
 
     blazen_controlplane_client_free(c);
     blazen_controlplane_server_free(server);
