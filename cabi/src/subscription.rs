@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 
 use blazen_cabi_macros::{export, handle};
 use blazen_core::distributed::{OrchestratorClient, RunEvent, RunStateSnapshot, RunStatus};
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -142,7 +142,7 @@ async fn pump(
             .map_err(BlazenError::from),
         None => client.subscribe_all(tags).await.map_err(BlazenError::from),
     };
-    let mut stream = match stream {
+    let stream = match stream {
         Ok(s) => s,
         Err(e) => {
             let _ = opened.send(Err(e));
@@ -167,31 +167,27 @@ async fn pump(
         }
     }
     let _ = opened.send(Ok(()));
-    let ended = || Msg::Error("the control plane closed the event stream".into());
-    let mut next = stream.next().await;
-    loop {
-        // This item and whatever else is ready now, up to BATCH.
-        let mut batch = Vec::new();
-        let last = loop {
-            match next.take() {
-                None => break Some(ended()),
-                Some(Err(e)) => break Some(Msg::Error(e.to_string())),
-                Some(Ok(ev)) => {
+    // Whatever the stream has ready at once, up to BATCH, crosses as one.
+    let mut chunks = stream.ready_chunks(BATCH);
+    while let Some(items) = chunks.next().await {
+        let mut batch = Vec::with_capacity(items.len());
+        let mut last = None;
+        for item in items {
+            match item {
+                Ok(ev) => {
                     let end = run.is_some() && is_terminal(&ev.event_type);
                     batch.push(ev);
                     if end {
-                        break Some(Msg::Close);
+                        last = Some(Msg::Close);
+                        break;
                     }
                 }
+                Err(e) => {
+                    last = Some(Msg::Error(e.to_string()));
+                    break;
+                }
             }
-            if batch.len() == BATCH {
-                break None;
-            }
-            match stream.next().now_or_never() {
-                Some(item) => next = item,
-                None => break None,
-            }
-        };
+        }
         if !batch.is_empty() && tx.send(Msg::Events(batch)).is_err() {
             return;
         }
@@ -199,8 +195,10 @@ async fn pump(
             let _ = tx.send(msg);
             return;
         }
-        next = stream.next().await;
     }
+    let _ = tx.send(Msg::Error(
+        "the control plane closed the event stream".into(),
+    ));
 }
 
 /// The dispatcher thread: delivers until the stream ends or the gate

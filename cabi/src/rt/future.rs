@@ -11,8 +11,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::panic::{catch_async, guard};
-use super::queue::{eventfd_add, new_eventfd, BlazenCompletionQueue, Queue};
-use super::{BlazenError, Result};
+use super::queue::{BlazenCompletionQueue, Queue};
+use super::{eventfd, BlazenError, Result};
 
 type Value = Box<dyn Any + Send>;
 
@@ -52,7 +52,7 @@ impl Shared {
         if matches!(st.slot, Slot::Pending) {
             st.slot = Slot::Ready(result.map_err(Box::new));
             if let Some(fd) = &st.fd {
-                eventfd_add(fd, 1);
+                eventfd::signal(fd);
             }
             if st.waiters > 0 {
                 self.ready.notify_all();
@@ -144,9 +144,9 @@ impl BlazenFuture {
         if let Some(fd) = &st.fd {
             return Ok(i64::from(fd.as_raw_fd()));
         }
-        let fd = new_eventfd()?;
+        let fd = eventfd::new()?;
         if !matches!(st.slot, Slot::Pending) {
-            eventfd_add(&fd, 1);
+            eventfd::signal(&fd);
         }
         let raw = fd.as_raw_fd();
         st.fd = Some(fd);
@@ -212,9 +212,9 @@ impl Drop for BlazenFuture {
         // of this future stays in (or later reaches) a completion queue.
         let mut st = self.shared.lock();
         drop(st.fd.take());
-        let fired = !matches!(st.slot, Slot::Pending);
-        for (queue, _) in std::mem::take(&mut st.notify) {
-            if fired {
+        let notify = std::mem::take(&mut st.notify);
+        if !matches!(st.slot, Slot::Pending) {
+            for (queue, _) in &notify {
                 queue.withdraw(self.shared.id());
             }
         }

@@ -17,6 +17,7 @@ mod arg_props;
 pub mod call;
 pub mod callbacks;
 mod error;
+mod eventfd;
 pub mod future;
 pub mod handler;
 mod log_record;

@@ -11,12 +11,12 @@
 //! empties it.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{BlazenError, Result};
+use super::{eventfd, Result};
 
 #[derive(Default)]
 struct State {
@@ -70,7 +70,7 @@ impl Queue {
         self.waiting.store(st.tags.len(), Ordering::Release);
         if st.tags.len() == 1 {
             if let Some(fd) = &st.fd {
-                eventfd_add(fd, 1);
+                eventfd::signal(fd);
             }
         }
         st.sleepers > 0
@@ -84,15 +84,11 @@ impl Queue {
     /// Moves up to `out.len()` tags into `out`, oldest first.
     fn drain_into(&self, st: &mut State, out: &mut [u64]) -> usize {
         let n = out.len().min(st.tags.len());
+        let before = st.tags.len();
         for (slot, (tag, _)) in out.iter_mut().zip(st.tags.drain(..n)) {
             *slot = tag;
         }
-        self.waiting.store(st.tags.len(), Ordering::Release);
-        if n > 0 && st.tags.is_empty() {
-            if let Some(fd) = &st.fd {
-                eventfd_clear(fd);
-            }
-        }
+        self.taken(st, before);
         n
     }
 
@@ -101,10 +97,16 @@ impl Queue {
         let mut st = self.lock();
         let before = st.tags.len();
         st.tags.retain(|&(_, o)| o != owner);
+        self.taken(&st, before);
+    }
+
+    /// After tags were taken out (`before` were there): the count for
+    /// lock-free looks, and the descriptor quiet once the queue is empty.
+    fn taken(&self, st: &State, before: usize) {
         self.waiting.store(st.tags.len(), Ordering::Release);
         if before > 0 && st.tags.is_empty() {
             if let Some(fd) = &st.fd {
-                eventfd_clear(fd);
+                eventfd::clear(fd);
             }
         }
     }
@@ -155,9 +157,9 @@ impl Queue {
         if let Some(fd) = &st.fd {
             return Ok(i64::from(fd.as_raw_fd()));
         }
-        let fd = new_eventfd()?;
+        let fd = eventfd::new()?;
         if !st.tags.is_empty() {
-            eventfd_add(&fd, 1);
+            eventfd::signal(&fd);
         }
         let raw = fd.as_raw_fd();
         st.fd = Some(fd);
@@ -172,34 +174,6 @@ impl Queue {
         st.fd = None;
         self.ready.notify_all();
     }
-}
-
-/// A fresh non-blocking eventfd (also the future's completion descriptor).
-pub(super) fn new_eventfd() -> Result<OwnedFd> {
-    // SAFETY: plain syscall; the result is checked before use.
-    let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if raw < 0 {
-        return Err(BlazenError::internal(format!(
-            "eventfd failed: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    // SAFETY: `raw` is a fresh descriptor owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
-}
-
-/// Makes an eventfd readable.
-pub(super) fn eventfd_add(fd: &OwnedFd, n: u64) {
-    // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
-    unsafe { libc::write(fd.as_raw_fd(), (&n as *const u64).cast(), 8) };
-}
-
-/// Makes an eventfd unreadable again (it is non-blocking: a read of an
-/// unreadable one just fails).
-fn eventfd_clear(fd: &OwnedFd) {
-    let mut n: u64 = 0;
-    // SAFETY: reads 8 bytes into a live u64 from an eventfd we own.
-    unsafe { libc::read(fd.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
 }
 
 /// A completion queue. Caller-owned; usable from many threads at once;
