@@ -110,84 +110,72 @@ static void ping(int calls) {
            (double)future / calls, calls);
 }
 
-/* 3. IN_FLIGHT futures outstanding, awaited with epoll(7) on their
- * descriptors (as a host with many would; poll(2) over a thousand
- * descriptors costs more than the calls); each finished one is replaced by
- * the next call. With `ids` the calls describe those runs in turn,
- * otherwise they submit. */
+/* 3. IN_FLIGHT futures outstanding; each finished one is replaced by the
+ * next call. With `ids` the calls describe those runs in turn, otherwise
+ * they submit. The host learns which finished either through one
+ * completion queue (`use_queue`: each future registered with its slot as
+ * the tag, finished ones taken in batches) or with epoll(7) on each
+ * future's descriptor (as a host with many would without the queue;
+ * poll(2) over a thousand descriptors costs more than the calls). */
 static BlazenFuture *next_call(BlazenControlPlaneClient *c, char **ids, int n_ids, int i) {
     if (ids) return blazen_controlplane_client_describe_workflow(c, ids[i % n_ids]);
     return blazen_controlplane_client_submit_workflow(c, "bench-submit", "{}", NULL, true);
 }
 
-static void watch(int ep, BlazenFuture *f, int slot) {
+typedef struct {
+    BlazenCompletionQueue *q; /* NULL: epoll on the descriptors */
+    int efd;
+} Waiter;
+
+static void watch(Waiter *w, BlazenFuture *f, int slot) {
+    if (w->q) {
+        blazen_future_notify(f, w->q, (uint64_t)slot);
+        return;
+    }
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)slot};
-    if (epoll_ctl(ep, EPOLL_CTL_ADD, (int)blazen_future_fd(f), &ev)) die("epoll_ctl", NULL);
+    if (epoll_ctl(w->efd, EPOLL_CTL_ADD, (int)blazen_future_fd(f), &ev)) die("epoll_ctl", NULL);
 }
 
-static void rate(const char *ep, char **ids, int n_ids, int calls, int in_flight, int connections) {
-    BlazenControlPlaneClient *c = connect_n(ep, connections);
-    BlazenFuture **futs = calloc((size_t)in_flight, sizeof *futs);
-    struct epoll_event evs[256];
-    int efd = epoll_create1(EPOLL_CLOEXEC);
-    int issued = 0, done = 0, failed = 0;
-    uint64_t t0 = now_ns();
-    for (int i = 0; i < in_flight && issued < calls; i++, issued++) {
-        futs[i] = next_call(c, ids, n_ids, issued);
-        watch(efd, futs[i], i);
-    }
-    while (done < calls) {
-        int n = epoll_wait(efd, evs, 256, 30000);
-        if (n <= 0) die("epoll_wait", NULL);
-        for (int k = 0; k < n; k++) {
-            int i = (int)evs[k].data.u32;
-            BlazenRunStateSnapshot *s = NULL;
-            if (blazen_future_take_run_state_snapshot(futs[i], &s, NULL)) failed++;
-            blazen_run_state_snapshot_free(s);
-            blazen_future_free(futs[i]); /* closes the descriptor, which leaves the epoll set */
-            futs[i] = NULL;
-            done++;
-            if (issued < calls) {
-                futs[i] = next_call(c, ids, n_ids, issued++);
-                watch(efd, futs[i], i);
-            }
-        }
-    }
-    double secs = (double)(now_ns() - t0) / 1e9;
-    printf("{\"per_s\":%.1f,\"runs_per_s\":%.1f,\"calls\":%d,\"in_flight\":%d,\"connections\":%d,\"failed\":%d}\n",
-           calls / secs, calls / secs, calls, in_flight, connections, failed);
-    close(efd);
-    free(futs);
-    blazen_controlplane_client_free(c);
-}
-
-/* 3b. the same through one completion queue: each future is registered
- * with its slot as the tag, and finished ones are taken in batches */
-static void rate_queue(const char *ep, char **ids, int n_ids, int calls, int in_flight, int connections) {
-    BlazenControlPlaneClient *c = connect_n(ep, connections);
-    BlazenCompletionQueue *q = blazen_completion_queue_new();
-    BlazenFuture **futs = calloc((size_t)in_flight, sizeof *futs);
-    uint64_t tags[256];
-    int issued = 0, done = 0, failed = 0;
-    uint64_t t0 = now_ns();
-    for (int i = 0; i < in_flight && issued < calls; i++, issued++) {
-        futs[i] = next_call(c, ids, n_ids, issued);
-        blazen_future_notify(futs[i], q, (uint64_t)i);
-    }
-    while (done < calls) {
-        size_t n = blazen_completion_queue_next_blocking(q, tags, 256, 30000);
+/* Waits for finished futures; writes up to 256 slots, returns how many. */
+static int finished(Waiter *w, int *slots) {
+    if (w->q) {
+        uint64_t tags[256];
+        size_t n = blazen_completion_queue_next_blocking(w->q, tags, 256, 30000);
         if (n == 0) die("blazen_completion_queue_next_blocking", NULL);
-        for (size_t k = 0; k < n; k++) {
-            int i = (int)tags[k];
+        for (size_t k = 0; k < n; k++) slots[k] = (int)tags[k];
+        return (int)n;
+    }
+    struct epoll_event evs[256];
+    int n = epoll_wait(w->efd, evs, 256, 30000);
+    if (n <= 0) die("epoll_wait", NULL);
+    for (int k = 0; k < n; k++) slots[k] = (int)evs[k].data.u32;
+    return n;
+}
+
+static void rate(const char *ep, char **ids, int n_ids, int calls, int in_flight, int connections, int use_queue) {
+    BlazenControlPlaneClient *c = connect_n(ep, connections);
+    Waiter w = {use_queue ? blazen_completion_queue_new() : NULL, use_queue ? -1 : epoll_create1(EPOLL_CLOEXEC)};
+    BlazenFuture **futs = calloc((size_t)in_flight, sizeof *futs);
+    int slots[256];
+    int issued = 0, done = 0, failed = 0;
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < in_flight && issued < calls; i++, issued++) {
+        futs[i] = next_call(c, ids, n_ids, issued);
+        watch(&w, futs[i], i);
+    }
+    while (done < calls) {
+        int n = finished(&w, slots);
+        for (int k = 0; k < n; k++) {
+            int i = slots[k];
             BlazenRunStateSnapshot *s = NULL;
             if (blazen_future_take_run_state_snapshot(futs[i], &s, NULL)) failed++;
             blazen_run_state_snapshot_free(s);
-            blazen_future_free(futs[i]);
+            blazen_future_free(futs[i]); /* closes its descriptor, which leaves the epoll set */
             futs[i] = NULL;
             done++;
             if (issued < calls) {
                 futs[i] = next_call(c, ids, n_ids, issued++);
-                blazen_future_notify(futs[i], q, (uint64_t)i);
+                watch(&w, futs[i], i);
             }
         }
     }
@@ -195,11 +183,12 @@ static void rate_queue(const char *ep, char **ids, int n_ids, int calls, int in_
     struct timespec cpu;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
     double host_us = (cpu.tv_sec * 1e9 + cpu.tv_nsec) / 1e3 / calls;
-    printf("{\"per_s\":%.1f,\"calls\":%d,\"in_flight\":%d,\"connections\":%d,\"failed\":%d,"
-           "\"host_thread_cpu_us_per_call\":%.2f}\n",
-           calls / secs, calls, in_flight, connections, failed, host_us);
+    printf("{\"per_s\":%.1f,\"runs_per_s\":%.1f,\"calls\":%d,\"in_flight\":%d,\"connections\":%d,"
+           "\"failed\":%d,\"host_thread_cpu_us_per_call\":%.2f}\n",
+           calls / secs, calls / secs, calls, in_flight, connections, failed, host_us);
+    if (w.q) blazen_completion_queue_free(w.q);
+    else close(w.efd);
     free(futs);
-    blazen_completion_queue_free(q);
     blazen_controlplane_client_free(c);
 }
 
@@ -397,17 +386,12 @@ static void scale(int n, int connections) {
 int main(int argc, char **argv) {
     if (argc >= 6 && strcmp(argv[1], "describe") == 0) describe(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]));
     else if (argc >= 3 && strcmp(argv[1], "ping") == 0) ping(atoi(argv[2]));
-    else if (argc >= 6 && strcmp(argv[1], "submit") == 0)
-        rate(argv[2], NULL, 0, atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
-    else if (argc >= 6 && strcmp(argv[1], "submit_queue") == 0)
-        rate_queue(argv[2], NULL, 0, atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
-    else if (argc >= 7 && strncmp(argv[1], "describe_rate", 13) == 0) {
+    else if (argc >= 6 && (strcmp(argv[1], "submit") == 0 || strcmp(argv[1], "submit_queue") == 0))
+        rate(argv[2], NULL, 0, atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), argv[1][6] != 0);
+    else if (argc >= 7 && (strcmp(argv[1], "describe_rate") == 0 || strcmp(argv[1], "describe_rate_queue") == 0)) {
         int n_ids = 0;
         char **ids = read_ids(argv[3], &n_ids);
-        if (strcmp(argv[1], "describe_rate_queue") == 0)
-            rate_queue(argv[2], ids, n_ids, atoi(argv[4]), atoi(argv[5]), atoi(argv[6]));
-        else
-            rate(argv[2], ids, n_ids, atoi(argv[4]), atoi(argv[5]), atoi(argv[6]));
+        rate(argv[2], ids, n_ids, atoi(argv[4]), atoi(argv[5]), atoi(argv[6]), argv[1][13] != 0);
     } else if (argc >= 4 && strcmp(argv[1], "sink") == 0) sink(argv[2], atoi(argv[3]));
     else if (argc >= 5 && strcmp(argv[1], "emit") == 0) emit(argv[2], atoi(argv[3]), atoi(argv[4]));
     else if (argc >= 3 && strcmp(argv[1], "scale") == 0) scale(atoi(argv[2]), argc >= 4 ? atoi(argv[3]) : 0);
