@@ -240,12 +240,7 @@ pub unsafe fn take<T: Send + 'static>(
 
 fn with_future<R>(fut: *const BlazenFuture, neutral: R, f: impl FnOnce(&BlazenFuture) -> R) -> R {
     // SAFETY: the C contract: NULL or a live future made by this library.
-    match unsafe { fut.as_ref() } {
-        None => neutral,
-        Some(fut) => {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(fut))).unwrap_or(neutral)
-        }
-    }
+    unsafe { super::ret::with_borrowed(fut, neutral, f) }
 }
 
 /// Reports whether `fut` (borrowed) has finished: 1 ready, 0 pending, -1 when
@@ -309,11 +304,8 @@ pub unsafe extern "C" fn blazen_future_cancel(fut: *const BlazenFuture) {
 /// cancelled, and an untaken result is dropped. NULL is ignored.
 #[no_mangle]
 pub unsafe extern "C" fn blazen_future_free(fut: *mut BlazenFuture) {
-    if !fut.is_null() {
-        // SAFETY: the caller hands back a future made by this library, once.
-        let fut = unsafe { Box::from_raw(fut) };
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(fut)));
-    }
+    // SAFETY: the caller hands back a future made by this library, once.
+    unsafe { super::ret::free("blazen_future_free", fut) }
 }
 
 /// Takes the result of a future whose operation yields nothing: returns 0,

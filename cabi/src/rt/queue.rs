@@ -188,11 +188,12 @@ fn with_queue<R>(
     f: impl FnOnce(&BlazenCompletionQueue) -> R,
 ) -> R {
     // SAFETY: the C contract: NULL or a live queue made by this library.
-    match unsafe { q.as_ref() } {
-        None => neutral,
-        Some(q) => {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(q))).unwrap_or(neutral)
-        }
+    unsafe { super::ret::with_borrowed(q, neutral, f) }
+}
+
+impl Drop for BlazenCompletionQueue {
+    fn drop(&mut self) {
+        self.queue.close();
     }
 }
 
@@ -279,9 +280,6 @@ pub unsafe extern "C" fn blazen_completion_queue_next_blocking(
 /// still the caller's to take and free). Returns promptly. NULL is ignored.
 #[no_mangle]
 pub unsafe extern "C" fn blazen_completion_queue_free(q: *mut BlazenCompletionQueue) {
-    if !q.is_null() {
-        // SAFETY: the caller hands back a queue made by this library, once.
-        let q = unsafe { Box::from_raw(q) };
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || q.queue.close()));
-    }
+    // SAFETY: the caller hands back a queue made by this library, once.
+    unsafe { super::ret::free("blazen_completion_queue_free", q) }
 }

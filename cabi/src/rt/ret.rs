@@ -100,6 +100,22 @@ pub unsafe fn optional<T>(
     }
 }
 
+/// Calls `f` with the handle behind `ptr`: `neutral` when `ptr` is NULL or
+/// `f` panicked (for the plain functions of the future and queue handles,
+/// which answer with a status or a count rather than an error).
+///
+/// # Safety
+/// `ptr` is NULL or a live handle of this type made by the library.
+pub unsafe fn with_borrowed<T, R>(ptr: *const T, neutral: R, f: impl FnOnce(&T) -> R) -> R {
+    // SAFETY: see above.
+    match unsafe { ptr.as_ref() } {
+        None => neutral,
+        Some(h) => {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(h))).unwrap_or(neutral)
+        }
+    }
+}
+
 /// Body of every generated `_free`.
 ///
 /// # Safety
