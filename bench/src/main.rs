@@ -555,16 +555,13 @@ fn main() -> Result<(), Error> {
     let c_rate = |mode: &str, queue: bool, calls: usize, conns: &str| -> Result<f64, Error> {
         let calls = calls.to_string();
         let inflight = IN_FLIGHT.to_string();
+        let suffix = if queue { "_queue" } else { "" };
         let v = if mode == "submit" {
-            let m = if queue { "submit_queue" } else { "submit" };
-            driver(c_path, &[m, &endpoint, &calls, &inflight, conns])?
+            let m = format!("submit{suffix}");
+            driver(c_path, &[&m, &endpoint, &calls, &inflight, conns])?
         } else {
-            let m = if queue {
-                "describe_rate_queue"
-            } else {
-                "describe_rate"
-            };
-            driver(c_path, &[m, &endpoint, &ids_arg, &calls, &inflight, conns])?
+            let m = format!("describe_rate{suffix}");
+            driver(c_path, &[&m, &endpoint, &ids_arg, &calls, &inflight, conns])?
         };
         if num(&v, "failed") > 0.0 {
             return Err(format!("bench_c {mode}: {v}").into());
