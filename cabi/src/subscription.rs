@@ -1,15 +1,16 @@
 //! Run-event subscriptions delivered to a C callback table.
 //!
 //! A task reads the control plane's event stream into a channel; one
-//! library thread per subscription calls the sink in server order and owns
-//! it, so `drop_user_data` runs on that thread after its last callback.
-//! Cancelling never waits for that thread: it flips a gate the thread
-//! passes before every callback (see [`Gate`]) and aborts the stream task,
-//! which ends the thread's channel.
+//! library thread per subscription calls the sink in server order. The
+//! sink lives in a slot the subscription shares with that thread (see
+//! [`State`]): the thread borrows it for one callback at a time, and the
+//! stream's end, `_cancel` or `_free` takes it out and releases it, so
+//! `drop_user_data` has run by the time the `_free` that ends a
+//! subscription returns (or right after a callback being delivered at
+//! that moment). Nothing ever waits for the event thread.
 
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use blazen_cabi_macros::{export, handle};
 use blazen_core::distributed::{OrchestratorClient, RunEvent, RunStateSnapshot, RunStatus};
@@ -20,7 +21,7 @@ use uuid::Uuid;
 use crate::client::{BlazenControlPlaneClient, StreamSlot};
 use crate::rt::arg::TagList;
 use crate::rt::callbacks::{BlazenRunEventSinkVTable, EventSink};
-use crate::rt::{BlazenError, Result};
+use crate::rt::{lock, BlazenError, Result};
 
 /// An open subscription. Caller-owned; free with
 /// `blazen_controlplane_subscription_free` (which cancels it first).
@@ -29,61 +30,42 @@ pub struct BlazenControlPlaneSubscription {
     state: Arc<State>,
 }
 
+/// What the subscription handle and its event thread share.
 struct State {
-    gate: Gate,
+    /// The sink until the stream ends or the subscription is cancelled.
+    /// Locked only to clone or take the `Arc`, never during a callback; a
+    /// callback holds its own clone, so whoever lets go last (the cancel,
+    /// or a callback in flight) calls `drop_user_data`.
+    sink: Mutex<Option<Arc<EventSink>>>,
     pump: OnceLock<tokio::task::AbortHandle>,
 }
 
 impl State {
-    /// Signals only: never waits for the dispatcher thread or a callback.
+    /// Ends delivery and releases the sink: once this returns no callback
+    /// starts, and `drop_user_data` has run here, unless a callback is in
+    /// flight (then right after it, on the event thread). Never waits.
     fn cancel(&self) {
-        self.gate.close();
+        let sink = lock(&self.sink).take();
         if let Some(p) = self.pump.get() {
             p.abort();
         }
+        drop(sink);
+    }
+
+    /// Calls `f` with the sink unless it has been released; false when it
+    /// had been (the event thread then stops).
+    fn deliver(&self, f: impl FnOnce(&EventSink)) -> bool {
+        let Some(sink) = lock(&self.sink).clone() else {
+            return false;
+        };
+        f(&sink);
+        true
     }
 }
 
 impl Drop for BlazenControlPlaneSubscription {
     fn drop(&mut self) {
         self.state.cancel();
-    }
-}
-
-/// Decides, without locks, whether the dispatcher may start a callback.
-/// The dispatcher moves `OPEN -> DELIVERING` before each callback and back
-/// after it; `close` moves any state to `CLOSED`. A callback whose
-/// transition won the race is "already being delivered" and completes;
-/// once `close` has returned no new one starts.
-struct Gate(AtomicU8);
-
-const OPEN: u8 = 0;
-const DELIVERING: u8 = 1;
-const CLOSED: u8 = 2;
-
-impl Gate {
-    fn new() -> Self {
-        Gate(AtomicU8::new(OPEN))
-    }
-
-    fn close(&self) {
-        self.0.store(CLOSED, Ordering::SeqCst);
-    }
-
-    /// Runs `f` unless the gate is closed; false when it was (or closed
-    /// while `f` ran), meaning the dispatcher should stop.
-    fn deliver(&self, f: impl FnOnce()) -> bool {
-        if self
-            .0
-            .compare_exchange(OPEN, DELIVERING, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-        {
-            return false;
-        }
-        f();
-        self.0
-            .compare_exchange(DELIVERING, OPEN, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
     }
 }
 
@@ -201,14 +183,14 @@ async fn pump(
     ));
 }
 
-/// The dispatcher thread: delivers until the stream ends or the gate
-/// closes, then drops `sink` (calling `drop_user_data`) as its last act.
-fn dispatch(state: Arc<State>, sink: EventSink, rx: mpsc::Receiver<Msg>) {
+/// The event thread: delivers until the stream ends or the subscription
+/// is cancelled, then releases the sink if nobody has yet.
+fn dispatch(state: Arc<State>, rx: mpsc::Receiver<Msg>) {
     for msg in rx {
         let (delivered, last) = match msg {
             Msg::Events(events) => {
                 let all = events.iter().all(|ev| {
-                    state.gate.deliver(|| {
+                    state.deliver(|sink| {
                         sink.on_event(
                             &ev.run_id.to_string(),
                             &ev.event_type,
@@ -219,13 +201,14 @@ fn dispatch(state: Arc<State>, sink: EventSink, rx: mpsc::Receiver<Msg>) {
                 });
                 (all, false)
             }
-            Msg::Close => (state.gate.deliver(|| sink.on_close()), true),
-            Msg::Error(m) => (state.gate.deliver(|| sink.on_error(&m)), true),
+            Msg::Close => (state.deliver(EventSink::on_close), true),
+            Msg::Error(m) => (state.deliver(|sink| sink.on_error(&m)), true),
         };
         if !delivered || last {
             break;
         }
     }
+    let sink = lock(&state.sink).take();
     drop(sink);
 }
 
@@ -240,7 +223,7 @@ async fn open(
     let slot = client.stream_slot(run);
     let task = tokio::spawn(pump(slot, run, tags, opened_tx, tx));
     let state = Arc::new(State {
-        gate: Gate::new(),
+        sink: Mutex::new(Some(Arc::new(sink))),
         pump: OnceLock::new(),
     });
     let _ = state.pump.set(task.abort_handle());
@@ -251,7 +234,7 @@ async fn open(
     // Detached: teardown never joins it (it may be inside a callback).
     std::thread::Builder::new()
         .name("blazen-events".into())
-        .spawn(move || dispatch(st, sink, rx))
+        .spawn(move || dispatch(st, rx))
         .map_err(|e| BlazenError::internal(format!("cannot start the event thread: {e}")))?;
     Ok(BlazenControlPlaneSubscription { state })
 }
@@ -260,7 +243,11 @@ async fn open(
 /// from now on, then calls `on_close` after the run's terminal `status.*`
 /// event (a run that has already ended gets one terminal event from its
 /// snapshot, then `on_close`). The library owns `sink.user_data` from this
-/// call on, on every path, and calls `drop_user_data` once. Blocks until
+/// call on, on every path, and calls `drop_user_data` once: when the
+/// stream ends (after `on_close`/`on_error`), or in the
+/// `blazen_controlplane_subscription_cancel`/`_free` that ends it (right
+/// after a callback being delivered at that moment, on the event thread),
+/// never later; a `_free` after the end calls nothing. Blocks until
 /// the stream is open; returns 0 and a caller-owned subscription in
 /// `*out_subscription`, or -1 and an error.
 #[export(status)]
@@ -285,13 +272,15 @@ async fn blazen_controlplane_client_subscribe_all(
     open(client, None, required_tags_json.0, sink).await
 }
 
-/// Stops delivery without waiting for anything: once this returns no new
-/// callback of the subscription starts (not even `on_close`/`on_error`); a
-/// callback already being delivered on the library's event thread may
-/// still complete. `drop_user_data` follows as the sink's last call, on
-/// that thread, once `sub` has been freed or the stream has ended. Safe to
-/// call from inside a callback and while holding a lock callbacks need.
-/// `sub` (borrowed) stays caller-owned; free it afterwards. Idempotent.
+/// Stops delivery and releases the sink without waiting for anything:
+/// once this returns no new callback of the subscription starts (not even
+/// `on_close`/`on_error`), and `drop_user_data` has been called on this
+/// thread, unless a callback is being delivered on the library's event
+/// thread at that moment: that one may still complete, and
+/// `drop_user_data` follows right after it, on that thread. Safe to call
+/// from inside a callback and while holding a lock callbacks need (but
+/// `drop_user_data` itself may run here). `sub` (borrowed) stays
+/// caller-owned; free it afterwards. Idempotent.
 #[export]
 fn blazen_controlplane_subscription_cancel(sub: &mut BlazenControlPlaneSubscription) {
     sub.state.cancel()

@@ -129,7 +129,8 @@ pub(super) fn cstr(s: &str) -> CString {
 
 macro_rules! owner {
     ($owner:ident, $vtable:ident) => {
-        /// Owns a callback table: calls `drop_user_data` once on drop.
+        /// Owns a callback table: calls `drop_user_data` once on drop
+        /// (unless `user_data` is NULL).
         pub struct $owner {
             pub(crate) vt: $vtable,
         }
@@ -142,6 +143,12 @@ macro_rules! owner {
 
         impl Drop for $owner {
             fn drop(&mut self) {
+                // A NULL `user_data` has nothing to release, and skipping
+                // the call spares a garbage-collected host (whose tables
+                // carry NULL) a call into a callback it may have freed.
+                if self.vt.user_data.is_null() {
+                    return;
+                }
                 if let Some(f) = self.vt.drop_user_data {
                     // SAFETY: called once, with the host's own pointer.
                     unsafe { f(self.vt.user_data) };

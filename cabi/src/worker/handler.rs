@@ -15,11 +15,30 @@ use crate::rt::callbacks::BlazenAssignmentContext;
 use crate::rt::handler as rt_handler;
 use crate::rt::{lock, ErrorKind};
 
+/// The worker's hold on its handler table, from `worker_new` until its run
+/// ends. A callback borrows the table for its own duration only, so once
+/// the worker lets go ([`CHandler::release`]) the table is released by
+/// whoever finishes last: the run's end, or a callback still in flight.
+/// Nothing else keeps it (the crate's tasks hold only this slot), so a
+/// `_free` after the run ended calls nothing of the host.
+pub(super) struct Table(Mutex<Option<Arc<dyn rt_handler::Handler>>>);
+
+impl Table {
+    pub(super) fn new(vt: Arc<dyn rt_handler::Handler>) -> Self {
+        Self(Mutex::new(Some(vt)))
+    }
+
+    /// The table for one callback, unless it has been released.
+    fn get(&self) -> Option<Arc<dyn rt_handler::Handler>> {
+        lock(&self.0).clone()
+    }
+}
+
 /// The control plane's handler trait, served by the C callback table. Each
 /// callback runs on a blocking-pool thread, never on an executor thread.
 #[derive(Clone)]
 pub(super) struct CHandler {
-    pub(super) vt: Arc<dyn rt_handler::Handler>,
+    pub(super) table: Arc<Table>,
     /// The runs whose `handle` call has started and not yet returned.
     pub(super) in_flight: Arc<Mutex<HashMap<Uuid, CancellationToken>>>,
     /// The worker's stop signal: once set, no new callback starts.
@@ -51,12 +70,38 @@ impl Drop for Started {
 }
 
 impl CHandler {
-    /// Cancels every assignment in progress and tells the handler.
+    /// Cancels every assignment in progress and tells the handler (when
+    /// the table is still held: a run that ended has none in progress).
     pub(super) fn cancel_all(&self) {
         let runs: Vec<(Uuid, CancellationToken)> = lock(&self.in_flight).drain().collect();
+        let vt = self.table.get();
         for (run_id, token) in runs {
             token.cancel();
-            self.vt.on_cancel(&run_id.to_string());
+            if let Some(vt) = &vt {
+                vt.on_cancel(&run_id.to_string());
+            }
+        }
+    }
+
+    /// Lets go of the handler table when the run ends: `drop_user_data`
+    /// runs now, on a blocking-pool thread (it may call the library), and
+    /// this returns after it, so the run's result is reported only once
+    /// the table is released; or, when a `handle` call is still in flight
+    /// (after a shutdown), right after that call returns, on its thread,
+    /// without anything waiting for it.
+    pub(super) async fn release(&self) {
+        let held = lock(&self.table.0).take();
+        if let Some(vt) = held {
+            let _ = tokio::task::spawn_blocking(move || drop(vt)).await;
+        }
+    }
+
+    /// As [`Self::release`] from a synchronous drop (the run's future was
+    /// dropped before it finished): the release is started, not awaited.
+    pub(super) fn release_later(&self) {
+        let held = lock(&self.table.0).take();
+        if let Some(vt) = held {
+            drop(crate::rt::runtime().spawn_blocking(move || drop(vt)));
         }
     }
 
@@ -77,13 +122,14 @@ impl CHandler {
         held: H,
         f: impl FnOnce(&dyn rt_handler::Handler) -> T + Send + 'static,
     ) -> std::result::Result<T, String> {
-        let vt = self.vt.clone();
+        let table = self.table.clone();
         let stop = self.stop.clone();
         tokio::task::spawn_blocking(move || {
             let _held = held;
-            if stop.is_cancelled() {
+            let vt = table.get().filter(|_| !stop.is_cancelled());
+            let Some(vt) = vt else {
                 return Err(ErrorKind::Cancelled.tag("the worker was shut down"));
-            }
+            };
             Ok(f(&*vt))
         })
         .await

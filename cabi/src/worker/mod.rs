@@ -26,7 +26,7 @@ use crate::rt::handler::Handler;
 use crate::rt::{lock, BlazenError, Result};
 
 pub use config::WorkerOptions;
-use handler::CHandler;
+use handler::{CHandler, Table};
 use route::{Access, Route};
 
 /// A worker and its handler. Caller-owned; free with
@@ -112,7 +112,7 @@ fn build(
             relay: route.relay,
             access: route.access,
             handler: CHandler {
-                vt,
+                table: Arc::new(Table::new(vt)),
                 in_flight: Arc::default(),
                 stop: stop.clone(),
                 permits,
@@ -236,8 +236,13 @@ async fn blazen_controlplane_worker_new_with_options(
 
 /// Connects and serves assignments until `blazen_controlplane_worker_shutdown`
 /// (then 0), a drain, or a failure the retry policy gives up on (then -1).
-/// `worker` is borrowed and must outlive the call; `run` may be called once
-/// per worker (a second call is a VALIDATION error).
+/// `worker` is borrowed and must outlive the call. When the run ends, and
+/// before this returns (or the future completes), the handler table is
+/// released: `drop_user_data` is called (on a library thread; or, if a
+/// `handle` call is still running after a shutdown, right after it
+/// returns), so a later `blazen_controlplane_worker_free` calls nothing of
+/// the host. A worker runs once: a second `run` is a VALIDATION error and
+/// calls nothing.
 #[export]
 async fn blazen_controlplane_worker_run(worker: &BlazenControlPlaneWorker) -> Result<()> {
     let cell = worker.inner.clone();
@@ -245,9 +250,18 @@ async fn blazen_controlplane_worker_run(worker: &BlazenControlPlaneWorker) -> Re
     let Some(w) = taken else {
         return Err(BlazenError::invalid("worker", "has already been run"));
     };
-    // Ends the session however the run ends, including when its future
-    // is cancelled or freed.
+    // Ends the session and lets go of the table however the run ends,
+    // including when its future is cancelled or freed.
     let _session = SessionGuard(cell.clone());
+    let result = serve(&cell, w).await;
+    cell.end_session();
+    cell.handler.release().await;
+    result
+}
+
+/// The run itself: the auth check, then the crate's worker loop until it
+/// ends or the worker is stopped.
+async fn serve(cell: &Arc<Cell>, w: Worker) -> Result<()> {
     if let Some(rejected) = cell.access.rejected(&cell.node_id).await {
         return Err(rejected);
     }
@@ -272,6 +286,7 @@ struct SessionGuard(Arc<Cell>);
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         self.0.end_session();
+        self.0.handler.release_later();
     }
 }
 
