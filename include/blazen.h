@@ -35,6 +35,10 @@
 #define BLAZEN_VERSION_PATCH 0
 #define BLAZEN_VERSION_STRING "0.7.0"
 
+/* The reference surface this header declares (v0.5: BLAZEN_SURFACE_V0_5);
+ * `blazen_surface()` returns the one the loaded library was built for. */
+#define BLAZEN_SURFACE 5
+
 /**
  * Run status: waiting for a worker.
  */
@@ -59,6 +63,20 @@
  * Run status: cancelled before it finished.
  */
 #define BLAZEN_RUN_STATUS_CANCELLED 4
+
+/**
+ * `blazen_surface()` of a library built for the 0.5.x reference surface
+ * (the default build).
+ */
+#define BLAZEN_SURFACE_V0_5 5
+
+/**
+ * `blazen_surface()` of a library built for the 0.6.x reference surface
+ * (`cargo xtask install --surface v0.6`): `bearer_token` arguments on the
+ * connect and worker_new functions, the context in the handler table's
+ * `handle`.
+ */
+#define BLAZEN_SURFACE_V0_6 6
 
 /**
  * The connection count of a client made without a `connections` option
@@ -287,9 +305,11 @@ typedef struct {
  * Receives a subscription's events: `on_event` with borrowed strings in
  * server order, then at most one of `on_close` (clean end) or `on_error`
  * (failure, borrowed message). Any function pointer may be NULL. All
- * calls come from the subscription's own library thread;
- * `drop_user_data` is the last of them, once the stream has ended or the
- * subscription has been cancelled and freed (never waited for by them).
+ * callbacks come from the subscription's own library thread;
+ * `drop_user_data` is the last call: after `on_close`/`on_error` on that
+ * thread, or in the `_cancel`/`_free` that ends the subscription (right
+ * after a callback being delivered then, on the event thread); never for
+ * NULL `user_data`.
  *
  * Event types and their `data_json`:
  * - `status.running` `{"node_id": str}`: routed to that worker.
@@ -332,8 +352,10 @@ typedef struct {
  * or non-zero and stores a `BlazenError` (made by the library, e.g. with
  * `blazen_error_from_json`) in `*out_err`; the library takes both.
  * `on_cancel` and `on_drain` are notifications and may be NULL, as may
- * `drop_user_data`, which is the table's last call: after the worker is
- * freed and every `handle` still running has returned. An error stored in
+ * `drop_user_data`, which is the table's last call, made when the
+ * worker's run ends (before `run` returns; after a `handle` still running
+ * then has returned), or by `blazen_controlplane_worker_free` for a worker
+ * never run; never for NULL `user_data`. An error stored in
  * `*out_err` fails the run even when `handle` returns 0 (the error wins;
  * anything in `*out_json` is freed), and its kind is recorded with the
  * run (`blazen_run_state_snapshot_error_kind`).
@@ -512,7 +534,9 @@ void blazen_controlplane_client_free(BlazenControlPlaneClient *handle);
  * Connects to the control plane at `endpoint` (borrowed), e.g.
  * `http://127.0.0.1:7400`, in plaintext, over the default number of
  * connections (8; see `connect_with_options`). Gives up after 10 seconds.
- * Yields a caller-owned client.
+ * In the 0.6.x surface (`BLAZEN_SURFACE == 6`) it also takes
+ * `bearer_token` (borrowed; NULL for none), sent on every call. Yields a
+ * caller-owned client.
  *
  * Blocks the calling thread. Returns 0 and stores a new caller-owned `BlazenControlPlaneClient` in `*out_client` (free it with its `_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.
  */
@@ -524,7 +548,9 @@ int32_t blazen_controlplane_client_connect_blocking(const char *endpoint,
  * Connects to the control plane at `endpoint` (borrowed), e.g.
  * `http://127.0.0.1:7400`, in plaintext, over the default number of
  * connections (8; see `connect_with_options`). Gives up after 10 seconds.
- * Yields a caller-owned client.
+ * In the 0.6.x surface (`BLAZEN_SURFACE == 6`) it also takes
+ * `bearer_token` (borrowed; NULL for none), sent on every call. Yields a
+ * caller-owned client.
  *
  * Non-blocking: returns a caller-owned `BlazenFuture` (never NULL) running the operation; await it with `blazen_future_poll`, `blazen_future_wait` or `blazen_future_fd`, collect it with the matching `blazen_future_take_*` for `BlazenControlPlaneClient`, and release it with `blazen_future_free`. Invalid arguments give an already-failed future.
  */
@@ -533,7 +559,8 @@ BlazenFuture *blazen_controlplane_client_connect(const char *endpoint);
 /**
  * Connects over mutual TLS with the client certificate, key and CA bundle
  * read from the PEM files at `cert_path`, `key_path` and `ca_path` (all
- * borrowed), over the default number of connections (8). Yields a
+ * borrowed), over the default number of connections (8). In the 0.6.x
+ * surface it also takes `bearer_token` (borrowed; NULL for none). Yields a
  * caller-owned client.
  *
  * Blocks the calling thread. Returns 0 and stores a new caller-owned `BlazenControlPlaneClient` in `*out_client` (free it with its `_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.
@@ -548,7 +575,8 @@ int32_t blazen_controlplane_client_connect_with_mtls_blocking(const char *endpoi
 /**
  * Connects over mutual TLS with the client certificate, key and CA bundle
  * read from the PEM files at `cert_path`, `key_path` and `ca_path` (all
- * borrowed), over the default number of connections (8). Yields a
+ * borrowed), over the default number of connections (8). In the 0.6.x
+ * surface it also takes `bearer_token` (borrowed; NULL for none). Yields a
  * caller-owned client.
  *
  * Non-blocking: returns a caller-owned `BlazenFuture` (never NULL) running the operation; await it with `blazen_future_poll`, `blazen_future_wait` or `blazen_future_fd`, collect it with the matching `blazen_future_take_*` for `BlazenControlPlaneClient`, and release it with `blazen_future_free`. Invalid arguments give an already-failed future.
@@ -803,9 +831,27 @@ int32_t blazen_assignment_context_emit_event(const BlazenAssignmentContext *ctx,
  * prompt, metadata}` on the run of `ctx` (borrowed) and waits for
  * `blazen_controlplane_client_respond_to_input`, the run's cancellation,
  * or `timeout_ms` (0: no limit). `prompt` and `metadata_json` (a JSON
- * value) are borrowed; the answer is stored in `*out_json`.
+ * value) are borrowed; the answer is stored in `*out_json`. A limit
+ * reached fails with TIMEOUT.
  *
- * Blocks the calling thread. Returns 0 and stores a caller-owned JSON string in `*out_json` (free with `blazen_string_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.
+ * Blocks the calling thread. Returns 0 and stores a caller-owned JSON string in `*out_json` (free with `blazen_string_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL. Also exported, same shape, as `blazen_assignment_context_request_input_blocking`.
+ */
+int32_t blazen_assignment_context_request_input(const BlazenAssignmentContext *ctx,
+                                                const char *prompt,
+                                                const char *metadata_json,
+                                                uint64_t timeout_ms,
+                                                char **out_json,
+                                                BlazenError **out_err);
+
+/**
+ * Asks the orchestrator for input: emits `input.request` `{request_id,
+ * prompt, metadata}` on the run of `ctx` (borrowed) and waits for
+ * `blazen_controlplane_client_respond_to_input`, the run's cancellation,
+ * or `timeout_ms` (0: no limit). `prompt` and `metadata_json` (a JSON
+ * value) are borrowed; the answer is stored in `*out_json`. A limit
+ * reached fails with TIMEOUT.
+ *
+ * Blocks the calling thread. Returns 0 and stores a caller-owned JSON string in `*out_json` (free with `blazen_string_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL. The same function as `blazen_assignment_context_request_input`.
  */
 int32_t blazen_assignment_context_request_input_blocking(const BlazenAssignmentContext *ctx,
                                                          const char *prompt,
@@ -931,6 +977,16 @@ int32_t blazen_ping_blocking(BlazenError **out_err);
  * Non-blocking: returns a caller-owned `BlazenFuture` (never NULL) running the operation; await it with `blazen_future_poll`, `blazen_future_wait` or `blazen_future_fd`, collect it with `blazen_future_take_unit`, and release it with `blazen_future_free`. Invalid arguments give an already-failed future.
  */
 BlazenFuture *blazen_ping(void);
+
+/**
+ * Which reference surface this build of the library implements:
+ * `BLAZEN_SURFACE_V0_5` or `BLAZEN_SURFACE_V0_6`. The header defines
+ * `BLAZEN_SURFACE` as the surface it declares; the functions whose shape
+ * differs between surfaces (the client connect and worker_new functions,
+ * `BlazenAssignmentHandlerVTable`) must only be called when the two agree.
+ * Every other function is the same in both builds.
+ */
+uint32_t blazen_surface(void);
 
 /**
  * Returns 0. The runtime lives as long as the process, so the library
@@ -1251,7 +1307,11 @@ void blazen_controlplane_subscription_free(BlazenControlPlaneSubscription *handl
  * from now on, then calls `on_close` after the run's terminal `status.*`
  * event (a run that has already ended gets one terminal event from its
  * snapshot, then `on_close`). The library owns `sink.user_data` from this
- * call on, on every path, and calls `drop_user_data` once. Blocks until
+ * call on, on every path, and calls `drop_user_data` once: when the
+ * stream ends (after `on_close`/`on_error`), or in the
+ * `blazen_controlplane_subscription_cancel`/`_free` that ends it (right
+ * after a callback being delivered at that moment, on the event thread),
+ * never later; a `_free` after the end calls nothing. Blocks until
  * the stream is open; returns 0 and a caller-owned subscription in
  * `*out_subscription`, or -1 and an error.
  *
@@ -1278,13 +1338,15 @@ int32_t blazen_controlplane_client_subscribe_all(const BlazenControlPlaneClient 
                                                  BlazenError **out_err);
 
 /**
- * Stops delivery without waiting for anything: once this returns no new
- * callback of the subscription starts (not even `on_close`/`on_error`); a
- * callback already being delivered on the library's event thread may
- * still complete. `drop_user_data` follows as the sink's last call, on
- * that thread, once `sub` has been freed or the stream has ended. Safe to
- * call from inside a callback and while holding a lock callbacks need.
- * `sub` (borrowed) stays caller-owned; free it afterwards. Idempotent.
+ * Stops delivery and releases the sink without waiting for anything:
+ * once this returns no new callback of the subscription starts (not even
+ * `on_close`/`on_error`), and `drop_user_data` has been called on this
+ * thread, unless a callback is being delivered on the library's event
+ * thread at that moment: that one may still complete, and
+ * `drop_user_data` follows right after it, on that thread. Safe to call
+ * from inside a callback and while holding a lock callbacks need (but
+ * `drop_user_data` itself may run here). `sub` (borrowed) stays
+ * caller-owned; free it afterwards. Idempotent.
  */
 void blazen_controlplane_subscription_cancel(BlazenControlPlaneSubscription *sub);
 
@@ -1298,9 +1360,14 @@ void blazen_controlplane_worker_free(BlazenControlPlaneWorker *handle);
  * advertising `capabilities_json` (`[{"kind": "workflow:NAME", "version":
  * 0}]`) and `tags_json` (`{"k": "v"}`), with admission `admission_mode`
  * (0 Fixed: `admission_param` = max in flight, 0 means 1; 1 VramBudget:
- * MiB; 2 Reactive). Strings are borrowed. The library owns `vtable.user_data`
- * from this call on, on every path, and calls `drop_user_data` once when
- * done with it (at once if this call fails). Nothing connects until `run`.
+ * MiB; 2 Reactive). Strings are borrowed. In the 0.6.x surface
+ * (`BLAZEN_SURFACE == 6`) it also takes `bearer_token` (borrowed; NULL for
+ * none), and `vtable.handle` gets the run's `BlazenAssignmentContext`. The
+ * library owns `vtable.user_data` from this call on, on every path, and
+ * calls `drop_user_data` once (not at all for NULL `user_data`): at once if
+ * this call fails, when the worker's run ends, or in
+ * `blazen_controlplane_worker_free` for a worker never run. Nothing
+ * connects until `run`.
  *
  * Blocks the calling thread. Returns 0 and stores a new caller-owned `BlazenControlPlaneWorker` in `*out_worker` (free it with its `_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.
  */
@@ -1358,8 +1425,13 @@ int32_t blazen_controlplane_worker_new_with_options_blocking(const char *endpoin
 /**
  * Connects and serves assignments until `blazen_controlplane_worker_shutdown`
  * (then 0), a drain, or a failure the retry policy gives up on (then -1).
- * `worker` is borrowed and must outlive the call; `run` may be called once
- * per worker (a second call is a VALIDATION error).
+ * `worker` is borrowed and must outlive the call. When the run ends, and
+ * before this returns (or the future completes), the handler table is
+ * released: `drop_user_data` is called (on a library thread; or, if a
+ * `handle` call is still running after a shutdown, right after it
+ * returns), so a later `blazen_controlplane_worker_free` calls nothing of
+ * the host. A worker runs once: a second `run` is a VALIDATION error and
+ * calls nothing.
  *
  * Blocks the calling thread. Returns 0, or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`; `out_err` may be NULL).
  */
@@ -1369,8 +1441,13 @@ int32_t blazen_controlplane_worker_run_blocking(const BlazenControlPlaneWorker *
 /**
  * Connects and serves assignments until `blazen_controlplane_worker_shutdown`
  * (then 0), a drain, or a failure the retry policy gives up on (then -1).
- * `worker` is borrowed and must outlive the call; `run` may be called once
- * per worker (a second call is a VALIDATION error).
+ * `worker` is borrowed and must outlive the call. When the run ends, and
+ * before this returns (or the future completes), the handler table is
+ * released: `drop_user_data` is called (on a library thread; or, if a
+ * `handle` call is still running after a shutdown, right after it
+ * returns), so a later `blazen_controlplane_worker_free` calls nothing of
+ * the host. A worker runs once: a second `run` is a VALIDATION error and
+ * calls nothing.
  *
  * Non-blocking: returns a caller-owned `BlazenFuture` (never NULL) running the operation; await it with `blazen_future_poll`, `blazen_future_wait` or `blazen_future_fd`, collect it with `blazen_future_take_unit`, and release it with `blazen_future_free`. Invalid arguments give an already-failed future.
  */

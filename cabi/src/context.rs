@@ -43,8 +43,9 @@ async fn blazen_assignment_context_emit_event(
 /// prompt, metadata}` on the run of `ctx` (borrowed) and waits for
 /// `blazen_controlplane_client_respond_to_input`, the run's cancellation,
 /// or `timeout_ms` (0: no limit). `prompt` and `metadata_json` (a JSON
-/// value) are borrowed; the answer is stored in `*out_json`.
-#[export(blocking)]
+/// value) are borrowed; the answer is stored in `*out_json`. A limit
+/// reached fails with TIMEOUT.
+#[export(status, blocking)]
 async fn blazen_assignment_context_request_input(
     ctx: &BlazenAssignmentContext,
     prompt: String,

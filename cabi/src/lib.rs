@@ -70,6 +70,30 @@ async fn blazen_ping() -> rt::Result<()> {
     Ok(())
 }
 
+/// `blazen_surface()` of a library built for the 0.5.x reference surface
+/// (the default build).
+pub const BLAZEN_SURFACE_V0_5: u32 = 5;
+/// `blazen_surface()` of a library built for the 0.6.x reference surface
+/// (`cargo xtask install --surface v0.6`): `bearer_token` arguments on the
+/// connect and worker_new functions, the context in the handler table's
+/// `handle`.
+pub const BLAZEN_SURFACE_V0_6: u32 = 6;
+
+/// Which reference surface this build of the library implements:
+/// `BLAZEN_SURFACE_V0_5` or `BLAZEN_SURFACE_V0_6`. The header defines
+/// `BLAZEN_SURFACE` as the surface it declares; the functions whose shape
+/// differs between surfaces (the client connect and worker_new functions,
+/// `BlazenAssignmentHandlerVTable`) must only be called when the two agree.
+/// Every other function is the same in both builds.
+#[export]
+fn blazen_surface() -> u32 {
+    if cfg!(feature = "surface-v0_6") {
+        BLAZEN_SURFACE_V0_6
+    } else {
+        BLAZEN_SURFACE_V0_5
+    }
+}
+
 /// Returns 0. The runtime lives as long as the process, so the library
 /// stays usable after this call; it exists for hosts that pair it with
 /// `blazen_init`. Idempotent.

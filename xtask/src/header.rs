@@ -8,8 +8,16 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use blazen_cabi_codegen::{annotated, Annotated, Surface};
 
-const HEADER: &str = "include/blazen.h";
+/// Where the header of `surface` is committed: `include/blazen.h` for the
+/// default surface, `include/v0.6/blazen.h` for the other.
+pub fn header_path(surface: Surface) -> String {
+    match surface {
+        Surface::V0_5 => "include/blazen.h".into(),
+        other => format!("include/{}/blazen.h", other.name()),
+    }
+}
 
 /// Every `.rs` file under `dir`, sorted for a stable header.
 pub fn sources(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -29,19 +37,29 @@ pub fn sources(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// The signature stubs of every macro-generated function in the crate.
-pub fn stubs(root: &Path) -> Result<String> {
+/// The signature stubs of every macro-generated function in the crate, as
+/// `surface` has them, and the C names of the callback tables that
+/// surface swaps in (Rust name -> C name).
+pub fn stubs(root: &Path, surface: Surface) -> Result<(String, Vec<(String, String)>)> {
     let mut tokens = proc_macro2::TokenStream::new();
+    let mut renames = Vec::new();
     for file in sources(&root.join("cabi/src"))? {
         let text = std::fs::read_to_string(&file)?;
         let parsed =
             syn::parse_file(&text).with_context(|| format!("parsing {}", file.display()))?;
         tokens.extend(
-            blazen_cabi_codegen::header_stubs(&parsed)
+            blazen_cabi_codegen::header_stubs(&parsed, surface)
                 .with_context(|| format!("expanding stubs of {}", file.display()))?,
         );
+        for a in annotated(&parsed)? {
+            if let Annotated::Export(e) = a {
+                renames.extend(e.renames(surface));
+            }
+        }
     }
-    Ok(format!("use std::ffi::c_char;\n{tokens}\n"))
+    renames.sort();
+    renames.dedup();
+    Ok((format!("use std::ffi::c_char;\n{tokens}\n"), renames))
 }
 
 /// The library crate's version as cargo resolves it (`version.workspace`
@@ -86,8 +104,8 @@ pub fn version_numbers(version: &str) -> Result<(u64, u64, u64)> {
     }
 }
 
-/// The version macros placed after the includes.
-fn version_macros(version: &str) -> Result<String> {
+/// The version and surface macros placed after the includes.
+fn version_macros(version: &str, surface: Surface) -> Result<String> {
     let (major, minor, patch) = version_numbers(version)?;
     Ok(format!(
         "/* The version of blazen-cabi this header belongs to; `blazen_version()`\n \
@@ -95,16 +113,23 @@ fn version_macros(version: &str) -> Result<String> {
          #define BLAZEN_VERSION_MAJOR {major}\n\
          #define BLAZEN_VERSION_MINOR {minor}\n\
          #define BLAZEN_VERSION_PATCH {patch}\n\
-         #define BLAZEN_VERSION_STRING \"{version}\""
+         #define BLAZEN_VERSION_STRING \"{version}\"\n\
+         \n\
+         /* The reference surface this header declares ({name}: BLAZEN_SURFACE_V0_{n});\n \
+         * `blazen_surface()` returns the one the loaded library was built for. */\n\
+         #define BLAZEN_SURFACE {n}",
+        name = surface.name(),
+        n = surface.number(),
     ))
 }
 
-/// The header as cbindgen makes it now.
-pub fn generate(root: &Path) -> Result<String> {
-    let dir = root.join("target/header");
+/// The header of `surface` as cbindgen makes it now.
+pub fn generate(root: &Path, surface: Surface) -> Result<String> {
+    let dir = root.join("target/header").join(surface.name());
     std::fs::create_dir_all(&dir)?;
     let stub_file = dir.join("generated_stubs.rs");
-    std::fs::write(&stub_file, stubs(root)?)?;
+    let (stub_text, renames) = stubs(root, surface)?;
+    std::fs::write(&stub_file, stub_text)?;
 
     let config = cbindgen::Config {
         language: cbindgen::Language::C,
@@ -137,8 +162,15 @@ pub fn generate(root: &Path) -> Result<String> {
              * Event types and their data: see BlazenRunEventSinkVTable. */"
                 .into(),
         ),
-        after_includes: Some(format!("\n{}", version_macros(&crate_version(root)?)?)),
+        after_includes: Some(format!(
+            "\n{}",
+            version_macros(&crate_version(root)?, surface)?
+        )),
         usize_is_size_t: false,
+        export: cbindgen::ExportConfig {
+            rename: renames.into_iter().collect(),
+            ..Default::default()
+        },
         ..Default::default()
     };
     // cbindgen follows `mod` declarations from lib.rs itself.
@@ -189,6 +221,11 @@ fn check_namespace(header: &str) -> Result<()> {
     Ok(())
 }
 
+/// Writes (or checks) the header of every surface.
 pub fn run(root: &Path, check: bool) -> Result<()> {
-    crate::write_or_check(root, HEADER, &generate(root)?, check, "header")
+    for surface in Surface::ALL {
+        let path = header_path(surface);
+        crate::write_or_check(root, &path, &generate(root, surface)?, check, "header")?;
+    }
+    Ok(())
 }

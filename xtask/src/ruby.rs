@@ -88,7 +88,7 @@ impl Surface {
         }
         for a in annotated(file)? {
             let stubs: syn::File = syn::parse2(match &a {
-                Annotated::Export(e) => e.header_stubs(),
+                Annotated::Export(e) => e.header_stubs(blazen_cabi_codegen::Surface::V0_5),
                 Annotated::Handle(h) => h.header_stubs(),
             })?;
             for item in stubs.items {

@@ -5,7 +5,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::{FnArg, Ident, LitStr};
 
-use crate::model::{Export, Handle, Mode, Output, ParamKind, Target};
+use crate::model::{Export, Handle, Mode, Output, ParamKind, Surface, Target};
 use crate::signature::{out_ident, rt};
 
 impl Export {
@@ -13,15 +13,28 @@ impl Export {
         format_ident!("__{}_body", self.name)
     }
 
-    /// Statements decoding every C argument into the body's argument,
-    /// callback tables first so their `user_data` is owned on every path.
-    fn decoders(&self, owned_handles: bool) -> TokenStream {
+    /// Statements decoding every C argument of `surface` into the body's
+    /// argument, callback tables first so their `user_data` is owned on
+    /// every path; a parameter the surface lacks gets its default.
+    fn decoders(&self, owned_handles: bool, surface: Surface) -> TokenStream {
         let rt = rt();
         let mut vt = Vec::new();
         let mut rest = Vec::new();
+        let present = self.params_in(surface);
         for p in &self.params {
             let name = &p.name;
             let lit = LitStr::new(&name.to_string(), name.span());
+            if !present.iter().any(|q| q.name == p.name) {
+                let ty = match &p.kind {
+                    ParamKind::Text(ty) | ParamKind::Scalar(ty) => ty,
+                    _ => {
+                        rest.push(quote!(compile_error!("only text and scalar parameters can be missing from a surface");));
+                        continue;
+                    }
+                };
+                rest.push(quote!(let #name: #ty = ::core::default::Default::default();));
+                continue;
+            }
             match &p.kind {
                 ParamKind::VTable(_) => {
                     vt.push(quote!(let #name = #rt::arg::callbacks(#name);));
@@ -76,18 +89,42 @@ impl Export {
         }
     }
 
-    /// The real entry points.
+    /// The real entry points: once, or, when the surfaces differ, once per
+    /// surface under that surface's cargo feature.
     pub fn expand(&self) -> TokenStream {
         let body_fn = self.body_fn();
+        if !self.varies_by_surface() {
+            let fns = self.entry_points(Surface::V0_5, TokenStream::new());
+            return quote! { #body_fn #fns };
+        }
+        let variants = Surface::ALL.into_iter().map(|s| {
+            let others = Surface::ALL
+                .into_iter()
+                .filter(|o| *o != s)
+                .filter_map(Surface::feature);
+            let cfg = match s.feature() {
+                Some(f) => quote!(#[cfg(feature = #f)]),
+                None => quote!(#[cfg(not(any(#(feature = #others),*)))]),
+            };
+            self.entry_points(s, cfg)
+        });
+        quote! {
+            #body_fn
+            #(#variants)*
+        }
+    }
+
+    /// The entry points of one surface, each carrying `cfg`.
+    fn entry_points(&self, surface: Surface, cfg: TokenStream) -> TokenStream {
         let body = self.body_ident();
         let rt = rt();
         let label = LitStr::new(&self.name.to_string(), self.name.span());
-        let sigs = self.c_signatures(Target::Library);
+        let sigs = self.c_signatures(Target::Library, surface);
         let mut fns = Vec::new();
         for (i, sig) in sigs.iter().enumerate() {
             let call = match self.mode {
                 Mode::Sync => {
-                    let dec = self.decoders(false);
+                    let dec = self.decoders(false, surface);
                     let args = self.call_args(false);
                     let ret_call = match &self.output {
                         Output::OptionalScalar(_) => {
@@ -100,7 +137,7 @@ impl Export {
                     ret_call
                 }
                 _ => {
-                    let dec = self.decoders(true);
+                    let dec = self.decoders(true, surface);
                     let args = self.call_args(true);
                     let make = quote!(move || { #dec Ok(async move { #body(#(#args),*).await }) });
                     let is_future = self.mode == Mode::Both && i == 1;
@@ -120,14 +157,11 @@ impl Export {
                 }
             };
             fns.push(sig.item(
-                quote!(#[allow(clippy::too_many_arguments, clippy::missing_safety_doc, unused_unsafe)]),
+                quote!(#cfg #[allow(clippy::too_many_arguments, clippy::missing_safety_doc, unused_unsafe)]),
                 call,
             ));
         }
-        quote! {
-            #body_fn
-            #(#fns)*
-        }
+        quote!(#(#fns)*)
     }
 }
 

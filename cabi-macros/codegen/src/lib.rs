@@ -36,5 +36,5 @@ mod signature;
 mod walk;
 
 pub use expand::{expand_export, expand_handle};
-pub use model::{CSignature, Export, Handle, Mode, Output, Param, ParamKind, Target};
+pub use model::{CSignature, Export, Handle, Mode, Output, Param, ParamKind, Surface, Target};
 pub use walk::{annotated, header_stubs, Annotated};

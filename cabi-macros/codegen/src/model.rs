@@ -13,6 +13,9 @@ pub enum Mode {
     BlockingOnly,
     /// `async fn` with `#[export(status)]`: one status-returning `NAME`.
     Status,
+    /// `async fn` with `#[export(status, blocking)]`: the status-returning
+    /// shape under both `NAME` and `NAME_blocking`.
+    StatusAndBlocking,
     /// plain `fn`: one function, no error slot.
     Sync,
 }
@@ -24,6 +27,65 @@ pub enum Target {
     Library,
     /// Signature-only items for the header generator.
     Header,
+}
+
+/// A reference C surface the library can be built for. The default build
+/// is the 0.5.x surface; cargo feature `surface-v0_6` of `blazen-cabi`
+/// selects the 0.6.x one. A stub says where its C shape differs (see
+/// [`Param::only`] and [`Param::as_type`]); everything else is the same
+/// in every surface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Surface {
+    /// The 0.5.x surface (`seed-surface.h`), the default build.
+    V0_5,
+    /// The 0.6.x surface (`surface-v0.6.74.h`, releases 0.6.4 on).
+    V0_6,
+}
+
+impl Surface {
+    /// Every surface, default first.
+    pub const ALL: [Surface; 2] = [Surface::V0_5, Surface::V0_6];
+
+    /// The name used on command lines and in paths: `v0.5`, `v0.6`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Surface::V0_5 => "v0.5",
+            Surface::V0_6 => "v0.6",
+        }
+    }
+
+    /// The identifier stubs write in `#[surface(..)]`.
+    pub fn ident(self) -> &'static str {
+        match self {
+            Surface::V0_5 => "v0_5",
+            Surface::V0_6 => "v0_6",
+        }
+    }
+
+    /// The number `blazen_surface()` returns: the minor version.
+    pub fn number(self) -> u32 {
+        match self {
+            Surface::V0_5 => 5,
+            Surface::V0_6 => 6,
+        }
+    }
+
+    /// The cargo feature of `blazen-cabi` that selects it (none for the
+    /// default).
+    pub fn feature(self) -> Option<&'static str> {
+        match self {
+            Surface::V0_5 => None,
+            Surface::V0_6 => Some("surface-v0_6"),
+        }
+    }
+
+    /// `v0.5`/`v0_5`/`0.5` and the like.
+    pub fn parse(s: &str) -> Option<Surface> {
+        let s = s.trim_start_matches('v').replace('_', ".");
+        Surface::ALL
+            .into_iter()
+            .find(|x| x.name().trim_start_matches('v') == s)
+    }
 }
 
 /// How one stub parameter crosses the boundary.
@@ -47,6 +109,13 @@ pub struct Param {
     /// `#[enum_like]`: an integer with a closed set of meanings, checked by
     /// the stub (generated tests pass it an out-of-range value).
     pub enum_like: bool,
+    /// `#[surface(v0_6)]`: the C parameter exists only in that surface;
+    /// elsewhere the stub receives `Default::default()`.
+    pub only: Option<Surface>,
+    /// `#[surface(v0_6 = OtherType)]`: in that surface the C parameter has
+    /// this type (a callback table of another layout whose owner is the
+    /// same type as the declared one's); the header names it as declared.
+    pub as_type: Option<(Surface, Type)>,
 }
 
 /// What a stub returns.

@@ -8,7 +8,7 @@ use syn::{
     Attribute, FnArg, Ident, ItemFn, ItemStruct, Pat, ReturnType, Token, Type, TypeReference,
 };
 
-use crate::model::{Export, Handle, Mode, Output, Param, ParamKind};
+use crate::model::{Export, Handle, Mode, Output, Param, ParamKind, Surface};
 
 struct ExportArgs {
     mode: Option<Mode>,
@@ -20,6 +20,15 @@ impl Parse for ExportArgs {
         let idents = Punctuated::<Ident, Token![,]>::parse_terminated(input)?;
         let mut mode = None;
         let mut waits = false;
+        let both = idents.len() == 2
+            && idents.iter().any(|i| i == "status")
+            && idents.iter().any(|i| i == "blocking");
+        if both {
+            return Ok(Self {
+                mode: Some(Mode::StatusAndBlocking),
+                waits,
+            });
+        }
         for id in idents {
             let m = match id.to_string().as_str() {
                 "waits" => {
@@ -32,7 +41,7 @@ impl Parse for ExportArgs {
                     return Err(syn::Error::new(
                         id.span(),
                         format!(
-                            "unknown export option `{other}` (expected `blocking`, `status` or `waits`)"
+                            "unknown export option `{other}` (expected `blocking`, `status`, `status, blocking` or `waits`)"
                         ),
                     ))
                 }
@@ -40,7 +49,7 @@ impl Parse for ExportArgs {
             if mode.replace(m).is_some() {
                 return Err(syn::Error::new(
                     id.span(),
-                    "only one export option is allowed",
+                    "only one export option is allowed (or `status, blocking`)",
                 ));
             }
         }
@@ -51,6 +60,29 @@ impl Parse for ExportArgs {
 const SCALARS: &[&str] = &[
     "bool", "u8", "u16", "u32", "u64", "usize", "i8", "i16", "i32", "i64", "isize", "f32", "f64",
 ];
+
+/// The argument of a parameter's `#[surface(..)]`.
+enum SurfaceArg {
+    /// `#[surface(v0_6)]`
+    Only(Surface),
+    /// `#[surface(v0_6 = Type)]`
+    As(Surface, Type),
+}
+
+impl Parse for SurfaceArg {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let id: Ident = input.parse()?;
+        let surface = Surface::parse(&id.to_string()).ok_or_else(|| {
+            syn::Error::new(id.span(), "unknown surface (expected `v0_5` or `v0_6`)")
+        })?;
+        if input.peek(Token![=]) {
+            input.parse::<Token![=]>()?;
+            Ok(SurfaceArg::As(surface, input.parse()?))
+        } else {
+            Ok(SurfaceArg::Only(surface))
+        }
+    }
+}
 
 fn last_segment(ty: &Type) -> Option<&syn::PathSegment> {
     match ty {
@@ -207,13 +239,35 @@ impl Export {
             let before = pt.attrs.len();
             pt.attrs.retain(|a| !a.path().is_ident("enum_like"));
             let enum_like = pt.attrs.len() != before;
+            let mut only = None;
+            let mut as_type = None;
+            for a in pt.attrs.iter().filter(|a| a.path().is_ident("surface")) {
+                match a.parse_args::<SurfaceArg>()? {
+                    SurfaceArg::Only(s) => only = Some(s),
+                    SurfaceArg::As(s, t) => as_type = Some((s, t)),
+                }
+            }
+            pt.attrs.retain(|a| !a.path().is_ident("surface"));
             if let Some(a) = pt.attrs.first() {
                 return Err(syn::Error::new_spanned(
                     a,
-                    "the only parameter attribute is `#[enum_like]`",
+                    "parameter attributes are `#[enum_like]` and `#[surface(..)]`",
                 ));
             }
             let kind = classify_param(&pt.ty)?;
+            if let Some((_, t)) = &as_type {
+                if !matches!(kind, ParamKind::VTable(_))
+                    || classify_param(t)
+                        .ok()
+                        .map(|k| matches!(k, ParamKind::VTable(_)))
+                        != Some(true)
+                {
+                    return Err(syn::Error::new_spanned(
+                        t,
+                        "`#[surface(vX_Y = Type)]` swaps one callback table for another",
+                    ));
+                }
+            }
             if enum_like && !matches!(kind, ParamKind::Scalar(_)) {
                 return Err(syn::Error::new_spanned(
                     &pt.ty,
@@ -224,6 +278,8 @@ impl Export {
                 name: pi.ident.clone(),
                 kind,
                 enum_like,
+                only,
+                as_type,
             });
         }
         let ret_ty: Type = match &item.sig.output {
@@ -271,8 +327,32 @@ impl Export {
         match self.mode {
             Mode::Sync => self.waits,
             Mode::Both => c_name.ends_with("_blocking"),
-            Mode::BlockingOnly | Mode::Status => true,
+            Mode::BlockingOnly | Mode::Status | Mode::StatusAndBlocking => true,
         }
+    }
+
+    /// Whether some parameter differs between surfaces (the entry points
+    /// are then generated once per surface, each under its cargo feature).
+    pub fn varies_by_surface(&self) -> bool {
+        self.params
+            .iter()
+            .any(|p| p.only.is_some() || p.as_type.is_some())
+    }
+
+    /// The parameters as C sees them in `surface`: those of other surfaces
+    /// left out, swapped callback tables swapped.
+    pub fn params_in(&self, surface: Surface) -> Vec<Param> {
+        self.params
+            .iter()
+            .filter(|p| p.only.is_none_or(|s| s == surface))
+            .map(|p| match &p.as_type {
+                Some((s, t)) if *s == surface => Param {
+                    kind: ParamKind::VTable(t.clone()),
+                    ..p.clone()
+                },
+                _ => p.clone(),
+            })
+            .collect()
     }
 
     /// C names of the generated functions, in header order.
@@ -282,6 +362,7 @@ impl Export {
             Mode::Both => vec![format!("{n}_blocking"), n],
             Mode::BlockingOnly => vec![format!("{n}_blocking")],
             Mode::Status | Mode::Sync => vec![n],
+            Mode::StatusAndBlocking => vec![n.clone(), format!("{n}_blocking")],
         }
     }
 }

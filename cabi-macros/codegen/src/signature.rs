@@ -6,7 +6,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote};
 use syn::{Ident, LitStr, Type};
 
-use crate::model::{CSignature, Export, Handle, Mode, Output, ParamKind, Target};
+use crate::model::{CSignature, Export, Handle, Mode, Output, ParamKind, Surface, Target};
 use crate::parse::type_name;
 
 /// The runtime module every generated path goes through, named once.
@@ -16,9 +16,9 @@ pub(crate) fn rt() -> TokenStream {
 
 impl Export {
     /// The C-side parameter list for the stub's own parameters.
-    fn c_params(&self, t: Target) -> Vec<TokenStream> {
+    fn c_params(&self, t: Target, surface: Surface) -> Vec<TokenStream> {
         let c_char = c_char(t);
-        self.params
+        self.params_in(surface)
             .iter()
             .map(|p| {
                 let name = &p.name;
@@ -51,10 +51,11 @@ impl Export {
         (outs, quote!(i32))
     }
 
-    /// Every generated signature (`fn NAME(args) -> R`), with the docs.
-    /// Header stubs and real entry points are both built from this.
-    pub fn c_signatures(&self, t: Target) -> Vec<CSignature> {
-        let params = self.c_params(t);
+    /// Every generated signature (`fn NAME(args) -> R`) in `surface`, with
+    /// the docs. Header stubs and real entry points are both built from
+    /// this.
+    pub fn c_signatures(&self, t: Target, surface: Surface) -> Vec<CSignature> {
+        let params = self.c_params(t, surface);
         let mut sigs = Vec::new();
         let stub_docs = &self.docs;
         let sig = |name: Ident, params: Vec<TokenStream>, ret: TokenStream, note: Option<&str>| {
@@ -70,9 +71,9 @@ impl Export {
             }
         };
         match self.mode {
-            Mode::Both | Mode::BlockingOnly | Mode::Status => {
+            Mode::Both | Mode::BlockingOnly | Mode::Status | Mode::StatusAndBlocking => {
                 let (outs, ret) = self.status_tail(t);
-                let name = if self.mode == Mode::Status {
+                let name = if matches!(self.mode, Mode::Status | Mode::StatusAndBlocking) {
                     self.name.clone()
                 } else {
                     format_ident!("{}_blocking", self.name)
@@ -88,7 +89,18 @@ impl Export {
                     Output::Text => "Blocks the calling thread. Returns 0 and stores a caller-owned JSON string in `*out_json` (free with `blazen_string_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.".to_string(),
                     _ => "Blocks the calling thread. Returns 0, or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`; `out_err` may be NULL).".to_string(),
                 };
-                sigs.push(sig(name, all, ret, Some(&out_note)));
+                if self.mode == Mode::StatusAndBlocking {
+                    let also = format!(
+                        "{out_note} Also exported, same shape, as `{}_blocking`.",
+                        self.name
+                    );
+                    sigs.push(sig(name, all.clone(), ret.clone(), Some(&also)));
+                    let alias = format_ident!("{}_blocking", self.name);
+                    let same = format!("{out_note} The same function as `{}`.", self.name);
+                    sigs.push(sig(alias, all, ret, Some(&same)));
+                } else {
+                    sigs.push(sig(name, all, ret, Some(&out_note)));
+                }
                 if self.mode == Mode::Both {
                     let fut = future_ty(t);
                     let take = match &self.output {
@@ -135,9 +147,24 @@ impl Export {
         sigs
     }
 
-    /// Signature-only items for cbindgen.
-    pub fn header_stubs(&self) -> TokenStream {
-        stubs(self.c_signatures(Target::Header))
+    /// Signature-only items for cbindgen, as `surface` has them.
+    pub fn header_stubs(&self, surface: Surface) -> TokenStream {
+        stubs(self.c_signatures(Target::Header, surface))
+    }
+
+    /// The C names cbindgen must give swapped callback tables in
+    /// `surface`'s header: (Rust type, C name).
+    pub fn renames(&self, surface: Surface) -> Vec<(String, String)> {
+        self.params
+            .iter()
+            .filter_map(|p| match (&p.as_type, &p.kind) {
+                (Some((s, alt)), ParamKind::VTable(declared)) if *s == surface => Some((
+                    type_name(alt).unwrap_or_default(),
+                    type_name(declared).unwrap_or_default(),
+                )),
+                _ => None,
+            })
+            .collect()
     }
 }
 

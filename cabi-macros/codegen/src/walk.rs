@@ -5,7 +5,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 use syn::Attribute;
 
-use crate::model::{Export, Handle};
+use crate::model::{Export, Handle, Surface};
 
 fn attr_named<'a>(attrs: &'a [Attribute], name: &str) -> Option<&'a Attribute> {
     attrs
@@ -83,13 +83,13 @@ fn walk(items: &[syn::Item], v: &mut Vec<Annotated>) -> syn::Result<()> {
     Ok(())
 }
 
-/// Signature stubs of every annotated item of a parsed source file, for
-/// cbindgen.
-pub fn header_stubs(file: &syn::File) -> syn::Result<TokenStream> {
+/// Signature stubs of every annotated item of a parsed source file, as
+/// `surface` has them, for cbindgen.
+pub fn header_stubs(file: &syn::File, surface: Surface) -> syn::Result<TokenStream> {
     Ok(annotated(file)?
         .iter()
         .map(|a| match a {
-            Annotated::Export(e) => e.header_stubs(),
+            Annotated::Export(e) => e.header_stubs(surface),
             Annotated::Handle(h) => h.header_stubs(),
         })
         .collect())

@@ -1,6 +1,6 @@
 //! Expected-output and rejected-input tests of the stub expansion.
 
-use blazen_cabi_codegen::{header_stubs, Export, Handle};
+use blazen_cabi_codegen::{header_stubs, Export, Handle, Surface};
 use quote::quote;
 
 /// Token text with whitespace removed, for stable comparisons.
@@ -12,7 +12,7 @@ fn flat(t: impl ToString) -> String {
 }
 
 fn header_of(src: &str) -> String {
-    flat(header_stubs(&syn::parse_file(src).unwrap()).unwrap())
+    flat(header_stubs(&syn::parse_file(src).unwrap(), Surface::V0_5).unwrap())
 }
 
 #[test]
@@ -282,6 +282,75 @@ fn enum_like_marks_integer_parameters_only() {
             /// d
             async fn f(#[other] s: String) -> Result<()> {}
         ),
-        "only parameter attribute",
+        "parameter attributes are",
     );
+}
+
+#[test]
+fn surface_attributes_are_checked() {
+    rejects(
+        quote!(),
+        quote!(
+            /// d
+            async fn f(#[surface(v0_9)] s: Option<String>) -> Result<()> {}
+        ),
+        "unknown surface",
+    );
+    rejects(
+        quote!(),
+        quote!(
+            /// d
+            async fn f(#[surface(v0_6 = Other)] s: Option<String>) -> Result<()> {}
+        ),
+        "swaps one callback table for another",
+    );
+    rejects(
+        quote!(blocking, status, blocking),
+        quote!(
+            /// d
+            async fn f() -> Result<()> {}
+        ),
+        "only one export option",
+    );
+}
+
+#[test]
+fn a_surface_only_parameter_is_in_that_surface_alone() {
+    let e = Export::parse(
+        quote!(),
+        quote!(
+            /// Connects.
+            async fn blazen_x_connect(
+                endpoint: String,
+                #[surface(v0_6)] token: Option<String>,
+                #[surface(v0_6 = BlazenOtherVTable)] vt: BlazenHandlerVTable,
+            ) -> Result<Client> {
+                todo!()
+            }
+        ),
+    )
+    .unwrap();
+    assert!(e.varies_by_surface());
+    let names =
+        |s: Surface| -> Vec<String> { e.params_in(s).iter().map(|p| p.name.to_string()).collect() };
+    assert_eq!(names(Surface::V0_5), ["endpoint", "vt"]);
+    assert_eq!(names(Surface::V0_6), ["endpoint", "token", "vt"]);
+    let v06 = flat(e.header_stubs(Surface::V0_6));
+    assert!(
+        v06.contains("token:*constc_char,vt:BlazenOtherVTable"),
+        "{v06}"
+    );
+    let v05 = flat(e.header_stubs(Surface::V0_5));
+    assert!(
+        !v05.contains("token") && v05.contains("vt:BlazenHandlerVTable"),
+        "{v05}"
+    );
+    assert_eq!(
+        e.renames(Surface::V0_6),
+        [(
+            "BlazenOtherVTable".to_string(),
+            "BlazenHandlerVTable".to_string()
+        )]
+    );
+    assert!(e.renames(Surface::V0_5).is_empty());
 }

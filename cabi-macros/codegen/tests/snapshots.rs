@@ -2,7 +2,7 @@
 //! generated code shows up as a diff of `tests/snapshots/*.txt` to review.
 //! `UPDATE_SNAPSHOTS=1 cargo test -p blazen-cabi-codegen` rewrites them.
 
-use blazen_cabi_codegen::{expand_export, expand_handle, header_stubs};
+use blazen_cabi_codegen::{expand_export, expand_handle, header_stubs, Surface};
 use proc_macro2::TokenStream;
 
 fn pretty(tokens: TokenStream) -> String {
@@ -96,5 +96,30 @@ fn header_stubs_of_a_file() {
          #[cfg(test)] #[export] fn blazen_hidden() {}",
     )
     .unwrap();
-    check("header_stubs", pretty(header_stubs(&file).unwrap()));
+    check(
+        "header_stubs",
+        pretty(header_stubs(&file, Surface::V0_5).unwrap()),
+    );
+}
+
+#[test]
+fn a_stub_that_differs_by_surface() {
+    check(
+        "surface_variants",
+        pretty(export(
+            "blocking",
+            "/// Makes a worker.\nasync fn blazen_x_worker(endpoint: String, #[surface(v0_6)] token: Option<String>, #[surface(v0_6 = BlazenCtxVTable)] vt: BlazenPlainVTable) -> Result<Worker> { make(endpoint, token, vt).await }",
+        )),
+    );
+}
+
+#[test]
+fn a_status_stub_under_two_names() {
+    check(
+        "status_and_blocking",
+        pretty(export(
+            "status, blocking",
+            "/// Asks.\nasync fn blazen_x_ask(ctx: &Ctx, prompt: String) -> Result<String> { todo!() }",
+        )),
+    );
 }

@@ -43,16 +43,22 @@ pub struct BlazenControlPlaneClient {
 /// Connects to the control plane at `endpoint` (borrowed), e.g.
 /// `http://127.0.0.1:7400`, in plaintext, over the default number of
 /// connections (8; see `connect_with_options`). Gives up after 10 seconds.
-/// Yields a caller-owned client.
+/// In the 0.6.x surface (`BLAZEN_SURFACE == 6`) it also takes
+/// `bearer_token` (borrowed; NULL for none), sent on every call. Yields a
+/// caller-owned client.
 #[export]
-async fn blazen_controlplane_client_connect(endpoint: String) -> Result<BlazenControlPlaneClient> {
+async fn blazen_controlplane_client_connect(
+    endpoint: String,
+    #[surface(v0_6)] bearer_token: Option<String>,
+) -> Result<BlazenControlPlaneClient> {
     tracing::debug!(%endpoint, "connecting to the control plane");
-    connect_pool(endpoint, None, None, BLAZEN_DEFAULT_CONNECTIONS).await
+    connect_pool(endpoint, None, bearer_token, BLAZEN_DEFAULT_CONNECTIONS).await
 }
 
 /// Connects over mutual TLS with the client certificate, key and CA bundle
 /// read from the PEM files at `cert_path`, `key_path` and `ca_path` (all
-/// borrowed), over the default number of connections (8). Yields a
+/// borrowed), over the default number of connections (8). In the 0.6.x
+/// surface it also takes `bearer_token` (borrowed; NULL for none). Yields a
 /// caller-owned client.
 #[export]
 async fn blazen_controlplane_client_connect_with_mtls(
@@ -60,11 +66,18 @@ async fn blazen_controlplane_client_connect_with_mtls(
     cert_path: String,
     key_path: String,
     ca_path: String,
+    #[surface(v0_6)] bearer_token: Option<String>,
 ) -> Result<BlazenControlPlaneClient> {
     tracing::debug!(%endpoint, "connecting to the control plane (mutual TLS)");
     let (cert, key, ca) = (cert_path.as_ref(), key_path.as_ref(), ca_path.as_ref());
     let tls = crate::tls::client(cert, key, ca)?;
-    connect_pool(endpoint, Some(tls), None, BLAZEN_DEFAULT_CONNECTIONS).await
+    connect_pool(
+        endpoint,
+        Some(tls),
+        bearer_token,
+        BLAZEN_DEFAULT_CONNECTIONS,
+    )
+    .await
 }
 
 /// Connects with `options_json` (borrowed; NULL or an object with any of

@@ -31,8 +31,10 @@ impl BlazenAssignmentContext {
 /// or non-zero and stores a `BlazenError` (made by the library, e.g. with
 /// `blazen_error_from_json`) in `*out_err`; the library takes both.
 /// `on_cancel` and `on_drain` are notifications and may be NULL, as may
-/// `drop_user_data`, which is the table's last call: after the worker is
-/// freed and every `handle` still running has returned. An error stored in
+/// `drop_user_data`, which is the table's last call, made when the
+/// worker's run ends (before `run` returns; after a `handle` still running
+/// then has returned), or by `blazen_controlplane_worker_free` for a worker
+/// never run; never for NULL `user_data`. An error stored in
 /// `*out_err` fails the run even when `handle` returns 0 (the error wins;
 /// anything in `*out_json` is freed), and its kind is recorded with the
 /// run (`blazen_run_state_snapshot_error_kind`).
@@ -77,12 +79,40 @@ pub struct BlazenContextHandlerVTable {
     pub on_drain: Option<unsafe extern "C" fn(user_data: *mut c_void, immediate: bool)>,
 }
 
+/// The assignment handler of the 0.6.x surface (`BLAZEN_SURFACE == 6`),
+/// where the header calls it `BlazenAssignmentHandlerVTable`: as the 0.5.x
+/// table, but `handle` also gets the run's `BlazenAssignmentContext`
+/// (borrowed, valid only during that call) after `input_json`, for
+/// `blazen_assignment_context_emit_event`,
+/// `blazen_assignment_context_request_input` and the other
+/// `blazen_assignment_context_*` functions.
+#[repr(C)]
+pub struct BlazenAssignmentHandlerV06VTable {
+    pub user_data: *mut c_void,
+    pub drop_user_data: Option<unsafe extern "C" fn(user_data: *mut c_void)>,
+    pub handle: Option<
+        unsafe extern "C" fn(
+            user_data: *mut c_void,
+            run_id: *const c_char,
+            workflow_name: *const c_char,
+            input_json: *const c_char,
+            ctx: *const BlazenAssignmentContext,
+            out_json: *mut *mut c_char,
+            out_err: *mut *mut BlazenError,
+        ) -> i32,
+    >,
+    pub on_cancel: Option<unsafe extern "C" fn(user_data: *mut c_void, run_id: *const c_char)>,
+    pub on_drain: Option<unsafe extern "C" fn(user_data: *mut c_void, immediate: bool)>,
+}
+
 /// Receives a subscription's events: `on_event` with borrowed strings in
 /// server order, then at most one of `on_close` (clean end) or `on_error`
 /// (failure, borrowed message). Any function pointer may be NULL. All
-/// calls come from the subscription's own library thread;
-/// `drop_user_data` is the last of them, once the stream has ended or the
-/// subscription has been cancelled and freed (never waited for by them).
+/// callbacks come from the subscription's own library thread;
+/// `drop_user_data` is the last call: after `on_close`/`on_error` on that
+/// thread, or in the `_cancel`/`_free` that ends the subscription (right
+/// after a callback being delivered then, on the event thread); never for
+/// NULL `user_data`.
 ///
 /// Event types and their `data_json`:
 /// - `status.running` `{"node_id": str}`: routed to that worker.
@@ -129,6 +159,18 @@ pub(super) fn cstr(s: &str) -> CString {
 
 macro_rules! owner {
     ($owner:ident, $vtable:ident) => {
+        $crate::rt::callbacks::owner!($owner, $vtable, held);
+
+        impl $crate::rt::arg::Callbacks for $vtable {
+            type Owner = $owner;
+            fn own(self) -> $owner {
+                $owner { vt: self }
+            }
+        }
+    };
+    // The owner alone: the table's `Callbacks` impl is written elsewhere
+    // (handler tables, which all become one `Arc<dyn Handler>`).
+    ($owner:ident, $vtable:ident, held) => {
         /// Owns a callback table: calls `drop_user_data` once on drop
         /// (unless `user_data` is NULL).
         pub struct $owner {
@@ -155,21 +197,15 @@ macro_rules! owner {
                 }
             }
         }
-
-        impl $crate::rt::arg::Callbacks for $vtable {
-            type Owner = $owner;
-            fn own(self) -> $owner {
-                $owner { vt: self }
-            }
-        }
     };
 }
 
 // For callback tables declared beside the code that uses them (log.rs).
 pub(crate) use owner;
 
-owner!(AssignmentHandler, BlazenAssignmentHandlerVTable);
-owner!(ContextHandler, BlazenContextHandlerVTable);
+owner!(AssignmentHandler, BlazenAssignmentHandlerVTable, held);
+owner!(ContextHandler, BlazenContextHandlerVTable, held);
+owner!(AssignmentHandlerV06, BlazenAssignmentHandlerV06VTable, held);
 owner!(EventSink, BlazenRunEventSinkVTable);
 
 impl EventSink {

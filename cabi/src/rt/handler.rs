@@ -5,7 +5,14 @@ use std::ffi::{c_char, CString};
 
 use serde_json::Value;
 
-use super::callbacks::{cstr, AssignmentHandler, BlazenAssignmentContext, ContextHandler};
+use std::sync::Arc;
+
+use super::arg::Callbacks;
+use super::callbacks::{
+    cstr, AssignmentHandler, AssignmentHandlerV06, BlazenAssignmentContext,
+    BlazenAssignmentHandlerV06VTable, BlazenAssignmentHandlerVTable, BlazenContextHandlerVTable,
+    ContextHandler,
+};
 use super::strings::take_string;
 use super::{BlazenError, ErrorKind};
 
@@ -81,6 +88,25 @@ impl Call {
     }
 }
 
+/// Every handler table, whatever its layout, is owned as one
+/// `Arc<dyn Handler>`, so one stub serves the surfaces' different tables.
+macro_rules! handler_table {
+    ($($vtable:ident => $owner:ident),*) => {$(
+        impl Callbacks for $vtable {
+            type Owner = Arc<dyn Handler>;
+            fn own(self) -> Arc<dyn Handler> {
+                Arc::new($owner { vt: self })
+            }
+        }
+    )*};
+}
+
+handler_table!(
+    BlazenAssignmentHandlerVTable => AssignmentHandler,
+    BlazenContextHandlerVTable => ContextHandler,
+    BlazenAssignmentHandlerV06VTable => AssignmentHandlerV06
+);
+
 const NO_HANDLE: &str = "[Validation] the handler vtable has no `handle` function";
 
 macro_rules! notifications {
@@ -119,6 +145,34 @@ impl Handler for AssignmentHandler {
                 c.run_id.as_ptr(),
                 c.workflow_name.as_ptr(),
                 c.input.as_ptr(),
+                &mut c.out,
+                &mut c.err,
+            )
+        };
+        c.finish(rc)
+    }
+
+    notifications!();
+}
+
+impl Handler for AssignmentHandlerV06 {
+    fn handle(
+        &self,
+        ctx: &mut BlazenAssignmentContext,
+        run_id: &str,
+        workflow_name: &str,
+        input_json: &[u8],
+    ) -> Result<Value, String> {
+        let f = self.vt.handle.ok_or(NO_HANDLE)?;
+        let mut c = Call::new(run_id, workflow_name, input_json)?;
+        // SAFETY: as above; `ctx` outlives the call.
+        let rc = unsafe {
+            f(
+                self.vt.user_data,
+                c.run_id.as_ptr(),
+                c.workflow_name.as_ptr(),
+                c.input.as_ptr(),
+                ctx,
                 &mut c.out,
                 &mut c.err,
             )

@@ -107,6 +107,15 @@ impl WorkerOptions {
         })
     }
 
+    /// Adds a bearer token (the 0.6.x surface's `bearer_token` argument;
+    /// NULL there leaves the worker without one).
+    pub(super) fn with_token(self, bearer_token: Option<String>) -> Self {
+        Self {
+            bearer_token,
+            ..self
+        }
+    }
+
     /// Adds mutual TLS from PEM files (read when the worker is built).
     pub(super) fn with_pem_files(self, cert: String, key: String, ca: String) -> Self {
         Self {

@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::relay::Relay;
 use crate::rt::arg::{Capabilities, Options, StringMap};
+#[allow(unused_imports)] // named in the 0.6.x surface's `#[surface]` only
+use crate::rt::callbacks::BlazenAssignmentHandlerV06VTable;
 use crate::rt::callbacks::{BlazenAssignmentHandlerVTable, BlazenContextHandlerVTable};
 use crate::rt::handler::Handler;
 use crate::rt::{lock, BlazenError, Result};
@@ -144,10 +146,16 @@ async fn make(
 /// advertising `capabilities_json` (`[{"kind": "workflow:NAME", "version":
 /// 0}]`) and `tags_json` (`{"k": "v"}`), with admission `admission_mode`
 /// (0 Fixed: `admission_param` = max in flight, 0 means 1; 1 VramBudget:
-/// MiB; 2 Reactive). Strings are borrowed. The library owns `vtable.user_data`
-/// from this call on, on every path, and calls `drop_user_data` once when
-/// done with it (at once if this call fails). Nothing connects until `run`.
+/// MiB; 2 Reactive). Strings are borrowed. In the 0.6.x surface
+/// (`BLAZEN_SURFACE == 6`) it also takes `bearer_token` (borrowed; NULL for
+/// none), and `vtable.handle` gets the run's `BlazenAssignmentContext`. The
+/// library owns `vtable.user_data` from this call on, on every path, and
+/// calls `drop_user_data` once (not at all for NULL `user_data`): at once if
+/// this call fails, when the worker's run ends, or in
+/// `blazen_controlplane_worker_free` for a worker never run. Nothing
+/// connects until `run`.
 #[export(blocking)]
+#[allow(clippy::too_many_arguments)]
 async fn blazen_controlplane_worker_new(
     endpoint: String,
     node_id: String,
@@ -155,22 +163,17 @@ async fn blazen_controlplane_worker_new(
     tags_json: StringMap,
     #[enum_like] admission_mode: u32,
     admission_param: u64,
-    vtable: BlazenAssignmentHandlerVTable,
+    #[surface(v0_6)] bearer_token: Option<String>,
+    #[surface(v0_6 = BlazenAssignmentHandlerV06VTable)] vtable: BlazenAssignmentHandlerVTable,
 ) -> Result<BlazenControlPlaneWorker> {
     let options = WorkerOptions::from_args(
         capabilities_json,
         tags_json,
         admission_mode,
         admission_param,
-    )?;
-    make(
-        endpoint,
-        node_id,
-        options,
-        "capabilities_json",
-        Arc::new(vtable),
-    )
-    .await
+    )?
+    .with_token(bearer_token);
+    make(endpoint, node_id, options, "capabilities_json", vtable).await
 }
 
 /// As `blazen_controlplane_worker_new_blocking`, connecting over mutual
@@ -188,7 +191,8 @@ async fn blazen_controlplane_worker_new_with_mtls(
     cert_path: String,
     key_path: String,
     ca_path: String,
-    vtable: BlazenAssignmentHandlerVTable,
+    #[surface(v0_6)] bearer_token: Option<String>,
+    #[surface(v0_6 = BlazenAssignmentHandlerV06VTable)] vtable: BlazenAssignmentHandlerVTable,
 ) -> Result<BlazenControlPlaneWorker> {
     let options = WorkerOptions::from_args(
         capabilities_json,
@@ -196,15 +200,9 @@ async fn blazen_controlplane_worker_new_with_mtls(
         admission_mode,
         admission_param,
     )?
-    .with_pem_files(cert_path, key_path, ca_path);
-    make(
-        endpoint,
-        node_id,
-        options,
-        "capabilities_json",
-        Arc::new(vtable),
-    )
-    .await
+    .with_pem_files(cert_path, key_path, ca_path)
+    .with_token(bearer_token);
+    make(endpoint, node_id, options, "capabilities_json", vtable).await
 }
 
 /// Creates a worker from `options_json` (borrowed; NULL or an object with
@@ -224,14 +222,7 @@ async fn blazen_controlplane_worker_new_with_options(
     options_json: Options<WorkerOptions>,
     vtable: BlazenContextHandlerVTable,
 ) -> Result<BlazenControlPlaneWorker> {
-    make(
-        endpoint,
-        node_id,
-        options_json.0,
-        "options_json",
-        Arc::new(vtable),
-    )
-    .await
+    make(endpoint, node_id, options_json.0, "options_json", vtable).await
 }
 
 /// Connects and serves assignments until `blazen_controlplane_worker_shutdown`
