@@ -2,7 +2,9 @@
  * adversarial_cases.h): every bad argument must give a VALIDATION error
  * naming the parameter (status and future entry points) or the documented
  * neutral result (entry points without an error slot), release any
- * callback table's user_data exactly once, and never crash. */
+ * callback table's user_data exactly once, and never crash. The tables
+ * carry a non-NULL user_data: the library passes NULL to no
+ * drop_user_data. */
 #ifndef BLAZEN_ADVERSARIAL_H
 #define BLAZEN_ADVERSARIAL_H
 
@@ -31,23 +33,23 @@ static void vt_drop(void *ud) {
     vt_dropped++;
 }
 static BlazenAssignmentHandlerVTable vt_BlazenAssignmentHandlerVTable(void) {
-    BlazenAssignmentHandlerVTable v = {NULL, vt_drop, NULL, NULL, NULL};
+    BlazenAssignmentHandlerVTable v = {&vt_made, vt_drop, NULL, NULL, NULL};
     vt_made++;
     return v;
 }
 static BlazenContextHandlerVTable vt_BlazenContextHandlerVTable(void) {
-    BlazenContextHandlerVTable v = {NULL, vt_drop, NULL, NULL, NULL};
+    BlazenContextHandlerVTable v = {&vt_made, vt_drop, NULL, NULL, NULL};
     vt_made++;
     return v;
 }
 static BlazenRunEventSinkVTable vt_BlazenRunEventSinkVTable(void) {
-    BlazenRunEventSinkVTable v = {NULL, vt_drop, NULL, NULL, NULL};
+    BlazenRunEventSinkVTable v = {&vt_made, vt_drop, NULL, NULL, NULL};
     vt_made++;
     return v;
 }
 
 static BlazenLogSinkVTable vt_BlazenLogSinkVTable(void) {
-    BlazenLogSinkVTable v = {NULL, vt_drop, NULL};
+    BlazenLogSinkVTable v = {&vt_made, vt_drop, NULL};
     vt_made++;
     return v;
 }

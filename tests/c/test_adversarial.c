@@ -1,6 +1,7 @@
 /* Every entry point of the stub table, both variants, against every bad
  * value of every parameter: the cases are generated from the table by
- * `cargo xtask test` (target/generated/adversarial_cases.h). */
+ * `cargo xtask test` (target/generated/adversarial_cases.h, one per
+ * surface). This suite runs on every surface. */
 #include "adversarial.h"
 
 #include "adversarial_cases.h"
@@ -11,7 +12,7 @@ int main(void) {
     if (blazen_controlplane_server_start_blocking("127.0.0.1:0", &valid_BlazenControlPlaneServer, &err) != 0)
         return 1;
     char *ep = blazen_controlplane_server_endpoint(valid_BlazenControlPlaneServer);
-    CHECK(blazen_controlplane_client_connect_blocking(ep, &valid_BlazenControlPlaneClient, NULL) == 0, "client");
+    CHECK(blazen_controlplane_client_connect_blocking(ep, T_TOKEN(NULL) &valid_BlazenControlPlaneClient, NULL) == 0, "client");
     CHECK(blazen_controlplane_client_submit_workflow_blocking(valid_BlazenControlPlaneClient, "adv", "{}", NULL, true,
                                                               &valid_BlazenRunStateSnapshot, NULL) == 0,
           "snapshot");
@@ -19,7 +20,7 @@ int main(void) {
                                                            &valid_BlazenWorkerInfoList, NULL) == 0,
           "list");
     BlazenAssignmentHandlerVTable vt = {NULL, NULL, NULL, NULL, NULL};
-    CHECK(blazen_controlplane_worker_new_blocking(ep, "adv", NULL, NULL, 0, 1, vt, &valid_BlazenControlPlaneWorker,
+    CHECK(blazen_controlplane_worker_new_blocking(ep, "adv", NULL, NULL, 0, 1, T_TOKEN(NULL) vt, &valid_BlazenControlPlaneWorker,
                                                   NULL) == 0,
           "worker");
     BlazenRunEventSinkVTable sink = {NULL, NULL, NULL, NULL, NULL};

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use blazen_cabi_codegen::{annotated, Annotated, Export, Mode, Output, ParamKind};
+use blazen_cabi_codegen::{annotated, Annotated, Export, Mode, Output, Param, ParamKind, Surface};
 use syn::Type;
 
 const BAD_UTF8: &str = "BAD_UTF8";
@@ -121,10 +121,20 @@ struct Case {
     needs: Vec<String>,
 }
 
-fn cases(e: &Export) -> Result<(Vec<Case>, usize)> {
+/// The parameters `surface` has, with their declared types (a swapped
+/// callback table keeps its C name, which the header gives the swap).
+fn params_of(e: &Export, surface: Surface) -> Vec<&Param> {
+    e.params
+        .iter()
+        .filter(|p| p.only.is_none_or(|s| s == surface))
+        .collect()
+}
+
+fn cases(e: &Export, surface: Surface) -> Result<(Vec<Case>, usize)> {
+    let params = params_of(e, surface);
     let mut valid = Vec::new();
     let mut needs = Vec::new();
-    for p in &e.params {
+    for p in &params {
         valid.push(match &p.kind {
             ParamKind::Handle(ty, _) => {
                 let (n, _) = name_of(ty);
@@ -138,7 +148,7 @@ fn cases(e: &Export) -> Result<(Vec<Case>, usize)> {
     }
     let mut out = Vec::new();
     let mut vtables = 0;
-    for (i, p) in e.params.iter().enumerate() {
+    for (i, p) in params.iter().enumerate() {
         let bad: Vec<(String, &'static str)> = match &p.kind {
             ParamKind::Handle(..) => vec![("NULL".into(), "NULL")],
             ParamKind::Text(ty) => text_values(ty)?.1,
@@ -181,15 +191,15 @@ fn neutral_check(output: &Output) -> String {
     }
 }
 
-/// Writes the generated cases; returns (path, number of cases).
-pub fn generate(root: &Path) -> Result<(PathBuf, usize)> {
+/// Writes the generated cases of `surface`; returns (path, number of cases).
+pub fn generate(root: &Path, surface: Surface) -> Result<(PathBuf, usize)> {
     let mut body = String::new();
     let mut total = 0;
     for file in crate::header::sources(&root.join("cabi/src"))? {
         let parsed = syn::parse_file(&std::fs::read_to_string(&file)?)?;
         for item in annotated(&parsed)? {
             let Annotated::Export(e) = item else { continue };
-            let (cs, _) = cases(&e)?;
+            let (cs, _) = cases(&e, surface)?;
             for c in &cs {
                 for fname in e.c_names() {
                     let label = c_str(&format!("{fname}({}: {})", c.param, c.what));
@@ -248,7 +258,7 @@ pub fn generate(root: &Path) -> Result<(PathBuf, usize)> {
             }
         }
     }
-    let dir = root.join("target/generated");
+    let dir = crate::cc::generated_dir(root, surface);
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("adversarial_cases.h");
     let text = format!(

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use blazen_cabi_codegen::Surface;
 
 use crate::{cargo, sh};
 
@@ -23,16 +24,52 @@ pub fn need(tool: &str) -> Result<()> {
     Ok(())
 }
 
+/// Where cargo builds the library for `surface`: the workspace's target
+/// directory for the default surface, `target/surface-v0.6` for the other.
+/// A cdylib built with other features would overwrite the default one in
+/// place (its file name has no hash), so each surface has its own.
+pub fn target_dir(root: &Path, surface: Surface) -> PathBuf {
+    match surface.feature() {
+        None => root.join("target"),
+        Some(_) => root
+            .join("target")
+            .join(format!("surface-{}", surface.name())),
+    }
+}
+
+/// The committed header directory of `surface`.
+pub fn include_dir(root: &Path, surface: Surface) -> PathBuf {
+    let header = crate::header::header_path(surface);
+    root.join(header)
+        .parent()
+        .expect("a header has a folder")
+        .to_path_buf()
+}
+
+/// Where the generated C test cases of `surface` go.
+pub fn generated_dir(root: &Path, surface: Surface) -> PathBuf {
+    target_dir(root, surface).join("generated")
+}
+
+/// Builds the default (0.5.x surface) library; returns its directory.
 pub fn build_library(root: &Path, release: bool) -> Result<PathBuf> {
+    build_surface(root, release, Surface::V0_5)
+}
+
+/// Builds the library for `surface`; returns its directory.
+pub fn build_surface(root: &Path, release: bool, surface: Surface) -> Result<PathBuf> {
     let mut cmd = cargo();
     cmd.args(["build", "-p", "blazen-cabi"]);
     if release {
         cmd.arg("--release");
     }
+    let target = target_dir(root, surface);
+    if let Some(feature) = surface.feature() {
+        cmd.args(["--features", feature])
+            .env("CARGO_TARGET_DIR", &target);
+    }
     sh(&mut cmd)?;
-    let dir = root
-        .join("target")
-        .join(if release { "release" } else { "debug" });
+    let dir = target.join(if release { "release" } else { "debug" });
     // Programs linked here record the soname; give it a file to find.
     crate::install::link_soname_in_target(root, &dir)?;
     Ok(dir)
@@ -47,14 +84,28 @@ pub fn compile(
     out: &Path,
     extra: &[&str],
 ) -> Result<()> {
+    compile_for(root, Surface::V0_5, cc, src, lib, out, extra)
+}
+
+/// Compiles one consumer program against the header of `surface` and the
+/// cdylib in `lib`.
+pub fn compile_for(
+    root: &Path,
+    surface: Surface,
+    cc: &str,
+    src: &Path,
+    lib: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> Result<()> {
     let mut cmd = Command::new(cc);
     cmd.args(extra)
         .arg("-I")
-        .arg(root.join("include"))
+        .arg(include_dir(root, surface))
         .arg("-I")
         .arg(root.join("tests/c"))
         .arg("-I")
-        .arg(root.join("target/generated"))
+        .arg(generated_dir(root, surface))
         .arg(src)
         .arg("-o")
         .arg(out)

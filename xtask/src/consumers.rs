@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use anyhow::{bail, Context, Result};
+use blazen_cabi_codegen::Surface;
 
 use crate::header::{crate_version, version_numbers};
 use crate::install::{install, soname};
@@ -136,7 +137,7 @@ pub fn run(root: &Path) -> Result<()> {
     let mut t = Tally::default();
 
     t.step("install into a temporary prefix", |t| {
-        install(root, &prefix, None, false)?;
+        install(root, &prefix, None, false, Surface::V0_5)?;
         let lib = prefix.join("lib");
         let real = format!("libblazen_cabi.so.{version}");
         for f in [
@@ -169,7 +170,13 @@ pub fn run(root: &Path) -> Result<()> {
 
     t.step("DESTDIR stages the files for the final prefix", |t| {
         let stage = scratch.0.join("stage");
-        let done = install(root, Path::new("/opt/blazen"), Some(&stage), false)?;
+        let done = install(
+            root,
+            Path::new("/opt/blazen"),
+            Some(&stage),
+            false,
+            Surface::V0_5,
+        )?;
         t.check(
             done.root == stage.join("opt/blazen"),
             "files land under DESTDIR/PREFIX",

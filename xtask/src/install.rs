@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use blazen_cabi_codegen::Surface;
 
 use crate::header::{crate_version, version_numbers};
 
@@ -71,9 +72,12 @@ pub fn run(root: &Path, invoked_from: &Path, args: &[String]) -> Result<()> {
         match a.as_str() {
             "--prefix" => prefix = it.next().cloned(),
             "--strip" => strip = true,
+            "--surface" => {
+                it.next();
+            }
             s if s.starts_with("--prefix=") => prefix = Some(s["--prefix=".len()..].to_string()),
             other => {
-                bail!("install: unknown argument `{other}` (usage: install --prefix DIR [--strip])")
+                bail!("install: unknown argument `{other}` (usage: install --prefix DIR [--strip] [--surface v0.6])")
             }
         }
     }
@@ -84,7 +88,8 @@ pub fn run(root: &Path, invoked_from: &Path, args: &[String]) -> Result<()> {
     let destdir = std::env::var_os("DESTDIR")
         .filter(|d| !d.is_empty())
         .map(|d| invoked_from.join(d));
-    let done = install(root, &prefix, destdir.as_deref(), strip)?;
+    let surface = crate::surface_arg(args)?;
+    let done = install(root, &prefix, destdir.as_deref(), strip, surface)?;
     for f in &done.files {
         let path = done.root.join(f);
         let meta = std::fs::symlink_metadata(&path)?;
@@ -106,13 +111,14 @@ pub fn run(root: &Path, invoked_from: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Builds the release library and installs it for `prefix` (absolute)
-/// under `destdir` when given.
+/// Builds the release library for `surface` and installs it (with that
+/// surface's header) for `prefix` (absolute) under `destdir` when given.
 pub fn install(
     root: &Path,
     prefix: &Path,
     destdir: Option<&Path>,
     strip: bool,
+    surface: Surface,
 ) -> Result<Installed> {
     if !prefix.is_absolute() {
         bail!(
@@ -122,13 +128,13 @@ pub fn install(
     }
     let version = crate_version(root)?;
     let soname = soname(&version)?;
-    let native_static_libs = build(root)?;
+    let native_static_libs = build(root, surface)?;
     let dest = match destdir {
         // DESTDIR is prepended as text: /stage + /usr/local = /stage/usr/local.
         Some(d) => d.join(prefix.strip_prefix("/").unwrap_or(prefix)),
         None => prefix.to_path_buf(),
     };
-    let release = root.join("target/release");
+    let release = crate::cc::target_dir(root, surface).join("release");
     let mut files = Vec::new();
     let mut put = |rel: &str, bytes: &[u8], mode: u32| -> Result<()> {
         let path = dest.join(rel);
@@ -144,7 +150,7 @@ pub fn install(
 
     put(
         "include/blazen.h",
-        &read(root.join("include/blazen.h"))?,
+        &read(root.join(crate::header::header_path(surface)))?,
         0o644,
     )?;
     let real = format!("libblazen_cabi.so.{version}");
@@ -204,23 +210,30 @@ pub fn install(
     })
 }
 
-/// The release build of both library kinds; returns the `-l` flags rustc
-/// says a static link needs.
-fn build(root: &Path) -> Result<Vec<String>> {
-    println!("install: release build of blazen-cabi (cdylib + staticlib)");
-    let out = crate::cargo()
-        .args([
-            "rustc",
-            "-p",
-            "blazen-cabi",
-            "--release",
-            "--lib",
-            "--crate-type",
-            "cdylib,staticlib",
-            "--",
-            "--print",
-            "native-static-libs",
-        ])
+/// The release build of both library kinds for `surface`; returns the
+/// `-l` flags rustc says a static link needs.
+fn build(root: &Path, surface: Surface) -> Result<Vec<String>> {
+    println!(
+        "install: release build of blazen-cabi (cdylib + staticlib), surface {}",
+        surface.name()
+    );
+    let mut cmd = crate::cargo();
+    cmd.env("CARGO_TARGET_DIR", crate::cc::target_dir(root, surface));
+    let mut args = vec![
+        "rustc",
+        "-p",
+        "blazen-cabi",
+        "--release",
+        "--lib",
+        "--crate-type",
+        "cdylib,staticlib",
+    ];
+    if let Some(feature) = surface.feature() {
+        args.extend(["--features", feature]);
+    }
+    let out = cmd
+        .args(args)
+        .args(["--", "--print", "native-static-libs"])
         .current_dir(root)
         .output()
         .context("running cargo rustc")?;

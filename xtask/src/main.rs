@@ -38,16 +38,28 @@ fn run() -> Result<()> {
         Some("test") => test::test_all(&root),
         Some("demo") => demo::demo(&root),
         Some("bench") => bench::bench(&root),
-        Some("abi") => abi::abi_check(&root),
+        Some("abi") => abi::abi_check(&root, surface_arg(&args)?),
         Some("consumers") => consumers::run(&root),
         Some("install") => install::run(&root, &invoked_from, &args[1..]),
-        Some("adversarial") => adversarial::generate(&root).map(|(path, n)| {
-            println!("adversarial: {n} cases in {}", path.display());
-        }),
+        Some("adversarial") => {
+            adversarial::generate(&root, surface_arg(&args)?).map(|(path, n)| {
+                println!("adversarial: {n} cases in {}", path.display());
+            })
+        }
         _ => {
             bail!("usage: cargo xtask <header [--check] | ruby [--check] | gem | test | demo | bench | abi | adversarial | consumers | install --prefix DIR [--strip]>")
         }
     }
+}
+
+/// `--surface v0.6` (or `v0.5`, the default) from the command line.
+pub fn surface_arg(args: &[String]) -> Result<blazen_cabi_codegen::Surface> {
+    let Some(i) = args.iter().position(|a| a == "--surface") else {
+        return Ok(blazen_cabi_codegen::Surface::V0_5);
+    };
+    let name = args.get(i + 1).map(String::as_str).unwrap_or_default();
+    blazen_cabi_codegen::Surface::parse(name)
+        .with_context(|| format!("--surface {name:?}: expected v0.5 or v0.6"))
 }
 
 /// The workspace root (the parent of this crate).

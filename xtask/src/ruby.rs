@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use blazen_cabi_codegen::{annotated, Annotated};
+use blazen_cabi_codegen::{annotated, Annotated, Surface as Build};
 use quote::ToTokens;
 use syn::{Item, Type};
 
@@ -26,6 +26,9 @@ struct Function {
     ret: Option<Type>,
     waits: bool,
     doc: String,
+    /// The build whose shape this is, for a function whose shape differs
+    /// between builds (None: the same in all).
+    build: Option<Build>,
 }
 
 /// Everything the attachment file is made of, in source order.
@@ -78,6 +81,7 @@ fn function(f: &syn::ItemFn, waits: bool) -> Function {
         ret,
         waits,
         doc: doc_of(&f.attrs),
+        build: None,
     }
 }
 
@@ -87,17 +91,28 @@ impl Surface {
             return Ok(());
         }
         for a in annotated(file)? {
-            let stubs: syn::File = syn::parse2(match &a {
-                Annotated::Export(e) => e.header_stubs(blazen_cabi_codegen::Surface::V0_5),
-                Annotated::Handle(h) => h.header_stubs(),
-            })?;
-            for item in stubs.items {
-                if let Item::Fn(f) = item {
-                    let waits = match &a {
-                        Annotated::Export(e) => e.may_wait(&f.sig.ident.to_string()),
-                        Annotated::Handle(_) => false,
-                    };
-                    self.functions.push(function(&f, waits));
+            let builds: Vec<Option<Build>> = match &a {
+                Annotated::Export(e) if e.varies_by_surface() => {
+                    Build::ALL.into_iter().map(Some).collect()
+                }
+                _ => vec![None],
+            };
+            for build in builds {
+                let stubs: syn::File = syn::parse2(match &a {
+                    Annotated::Export(e) => e.header_stubs(build.unwrap_or(Build::V0_5)),
+                    Annotated::Handle(h) => h.header_stubs(),
+                })?;
+                for item in stubs.items {
+                    if let Item::Fn(f) = item {
+                        let waits = match &a {
+                            Annotated::Export(e) => e.may_wait(&f.sig.ident.to_string()),
+                            Annotated::Handle(_) => false,
+                        };
+                        self.functions.push(Function {
+                            build,
+                            ..function(&f, waits)
+                        });
+                    }
                 }
             }
         }
@@ -176,6 +191,29 @@ impl Surface {
         })
     }
 
+    /// One `attach_function` line with its doc's first sentence.
+    fn render_attach(&self, out: &mut String, f: &Function, indent: &str) -> Result<()> {
+        let params = f
+            .params
+            .iter()
+            .map(|t| self.ffi_type(t, false))
+            .collect::<Result<Vec<_>>>()
+            .with_context(|| format!("parameters of {}", f.name))?;
+        let ret = match &f.ret {
+            None => ":void".to_string(),
+            Some(t) => self.ffi_type(t, true)?,
+        };
+        writeln!(out, "{indent}# {}", first_sentence(&f.doc))?;
+        writeln!(
+            out,
+            "{indent}attach_function :{}, [{}], {ret}{}",
+            f.name,
+            params.join(", "),
+            if f.waits { ", blocking: true" } else { "" }
+        )?;
+        Ok(())
+    }
+
     fn render(&self) -> Result<String> {
         let mut out = String::new();
         out.push_str(
@@ -199,33 +237,36 @@ impl Surface {
             writeln!(out, "    end")?;
         }
         out.push('\n');
-        for f in &self.functions {
-            let params = f
-                .params
-                .iter()
-                .map(|t| self.ffi_type(t, false))
-                .collect::<Result<Vec<_>>>()
-                .with_context(|| format!("parameters of {}", f.name))?;
-            let ret = match &f.ret {
-                None => ":void".to_string(),
-                Some(t) => self.ffi_type(t, true)?,
-            };
-            writeln!(out, "    # {}", first_sentence(&f.doc))?;
-            writeln!(
-                out,
-                "    attach_function :{}, [{}], {ret}{}",
-                f.name,
-                params.join(", "),
-                if f.waits { ", blocking: true" } else { "" }
-            )?;
+        for f in self.functions.iter().filter(|f| f.build.is_none()) {
+            self.render_attach(&mut out, f, "    ")?;
         }
+        out.push_str(
+            "\n    # The reference surface the loaded library was built for\n    \
+             # (`blazen_surface()`); the functions whose shape differs between\n    \
+             # builds are attached in that build's shape.\n    \
+             SURFACE = @load_error || !respond_to?(:blazen_surface) ? SURFACE_V0_5 : blazen_surface\n    \
+             case SURFACE\n",
+        );
+        for build in Build::ALL.into_iter().rev() {
+            if build == Build::V0_5 {
+                out.push_str("    else\n");
+            } else {
+                writeln!(out, "    when SURFACE_V0_{}", build.number())?;
+            }
+            for f in self.functions.iter().filter(|f| f.build == Some(build)) {
+                self.render_attach(&mut out, f, "      ")?;
+            }
+        }
+        out.push_str("    end\n");
         let names = |waits: bool| {
-            self.functions
+            let mut v: Vec<&str> = self
+                .functions
                 .iter()
-                .filter(|f| !waits || f.waits)
+                .filter(|f| (!waits || f.waits) && f.build.is_none_or(|b| b == Build::V0_5))
                 .map(|f| f.name.as_str())
-                .collect::<Vec<_>>()
-                .join(" ")
+                .collect();
+            v.dedup();
+            v.join(" ")
         };
         writeln!(out, "\n    # Every attached function.")?;
         writeln!(out, "    FUNCTIONS = %i[{}].freeze", names(false))?;

@@ -6,17 +6,21 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Result};
+use blazen_cabi_codegen::Surface;
 
-use crate::cc::{build_library, compile, need, suites, C_COMPILERS};
+use crate::cc::{build_library, build_surface, compile_for, need, suites, C_COMPILERS};
 use crate::{cargo, sh};
 
-/// The header on its own compiles warning-free as C99 and C++11.
-fn header_compiles(root: &Path, lib: &Path, bin: &Path) -> Result<()> {
+/// The header of `surface` on its own compiles warning-free as C99 and
+/// C++11.
+fn header_compiles(root: &Path, lib: &Path, bin: &Path, surface: Surface) -> Result<()> {
     let strict = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"];
+    let tag = tag(surface);
     for cc in C_COMPILERS {
-        let out = bin.join(format!("header_c99_{cc}"));
-        compile(
+        let out = bin.join(format!("header_c99_{cc}{tag}"));
+        compile_for(
             root,
+            surface,
             cc,
             &root.join("tests/c/header_c99.c"),
             lib,
@@ -25,9 +29,10 @@ fn header_compiles(root: &Path, lib: &Path, bin: &Path) -> Result<()> {
         )?;
         sh(&mut Command::new(&out))?;
     }
-    let out = bin.join("header_cpp");
-    compile(
+    let out = bin.join(format!("header_cpp{tag}"));
+    compile_for(
         root,
+        surface,
         "g++",
         &root.join("tests/cpp/header_cpp.cpp"),
         lib,
@@ -36,8 +41,27 @@ fn header_compiles(root: &Path, lib: &Path, bin: &Path) -> Result<()> {
     )?;
     println!("== C++ consumer (g++ -std=c++11)");
     sh(&mut Command::new(&out))?;
-    println!("header: compiles cleanly with gcc and clang (C99, pedantic) and g++ (C++11)");
+    println!(
+        "header ({}): compiles cleanly with gcc and clang (C99, pedantic) and g++ (C++11)",
+        surface.name()
+    );
     Ok(())
+}
+
+/// The suffix of a binary built for `surface` ("" for the default).
+fn tag(surface: Surface) -> String {
+    match surface.feature() {
+        None => String::new(),
+        Some(_) => format!("_{}", surface.name()),
+    }
+}
+
+/// A C suite written for every surface (it says so in its text, and
+/// spells the calls whose shape differs with harness.h's `T_TOKEN`) runs
+/// on every build; the others on the default build only.
+fn runs_on(src: &Path, surface: Surface) -> bool {
+    surface == Surface::V0_5
+        || std::fs::read_to_string(src).is_ok_and(|t| t.contains("runs on every surface"))
 }
 
 /// Valgrind's memcheck: any memory error, or memory definitely or
@@ -59,20 +83,25 @@ fn make_certs(root: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn c_suites(root: &Path, lib: &Path, bin: &Path) -> Result<()> {
+fn c_suites(root: &Path, lib: &Path, bin: &Path, surface: Surface) -> Result<()> {
     let certs = make_certs(root)?;
-    let (cases, n) = crate::adversarial::generate(root)?;
+    let (cases, n) = crate::adversarial::generate(root, surface)?;
     println!(
         "adversarial: {n} cases generated from the stub table into {}",
         cases.display()
     );
     let flags = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-pthread"];
     let mut failed = Vec::new();
-    for src in suites(root, "c", "c")? {
-        let name = src.file_stem().unwrap().to_string_lossy().to_string();
+    let sources = suites(root, "c", "c")?;
+    for src in sources.iter().filter(|s| runs_on(s, surface)) {
+        let name = format!(
+            "{}{}",
+            src.file_stem().unwrap().to_string_lossy(),
+            tag(surface)
+        );
         for cc in C_COMPILERS {
             let out = bin.join(format!("{name}_{cc}"));
-            compile(root, cc, &src, lib, &out, &flags)?;
+            compile_for(root, surface, cc, src, lib, &out, &flags)?;
             println!("== C suite {name} ({cc})");
             let status = Command::new(&out)
                 .env("BLAZEN_TEST_CERTS", &certs)
@@ -100,7 +129,7 @@ fn c_suites(root: &Path, lib: &Path, bin: &Path) -> Result<()> {
             &["-fsanitize=address", "-fno-omit-frame-pointer"],
         ]
         .concat();
-        compile(root, "clang", &src, lib, &out, &asan)?;
+        compile_for(root, surface, "clang", src, lib, &out, &asan)?;
         let status = Command::new(&out)
             .env("ASAN_OPTIONS", "detect_leaks=1")
             .env("BLAZEN_TEST_CERTS", &certs)
@@ -136,10 +165,16 @@ pub fn test_all(root: &Path) -> Result<()> {
     let lib = build_library(root, false)?;
     let bin = root.join("target/consumers");
     std::fs::create_dir_all(&bin)?;
-    header_compiles(root, &lib, &bin)?;
-    c_suites(root, &lib, &bin)?;
+    header_compiles(root, &lib, &bin, Surface::V0_5)?;
+    c_suites(root, &lib, &bin, Surface::V0_5)?;
     println!("== abi-check");
-    crate::abi::run_abi_check(root, &lib)?;
+    crate::abi::run_abi_check(root, &lib, Surface::V0_5)?;
+    println!("== the 0.6.x surface build (feature surface-v0_6)");
+    let lib06 = build_surface(root, false, Surface::V0_6)?;
+    header_compiles(root, &lib06, &bin, Surface::V0_6)?;
+    c_suites(root, &lib06, &bin, Surface::V0_6)?;
+    println!("== abi-check --surface v0.6.74");
+    crate::abi::run_abi_check(root, &lib06, Surface::V0_6)?;
     println!("== consumers of the installed library (pkg-config, CMake)");
     crate::consumers::run(root)?;
     crate::ruby::run(root, true)?;

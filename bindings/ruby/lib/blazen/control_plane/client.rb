@@ -19,37 +19,57 @@ module Blazen
         # @return [Client]
         # @raise [Blazen::PeerError] when it cannot connect
         def connect(endpoint, **options)
+          options.delete(:bearer_token) if options[:bearer_token].nil?
           return connect_with_options(endpoint, **options) unless options.empty?
 
           ControlPlane.ensure_available!
-          new(S.await(Native.blazen_controlplane_client_connect(endpoint),
+          new(S.await(Native.blazen_controlplane_client_connect(*S.surface_args(endpoint)),
                       :blazen_future_take_controlplane_client))
         end
 
         # As {connect}, through the blocking entry point.
         # @param endpoint [String]
+        # @param bearer_token [String, nil] sent on every call
         # @return [Client]
-        def connect_blocking(endpoint)
+        def connect_blocking(endpoint, bearer_token: nil)
           ControlPlane.ensure_available!
-          new(S.call_out { |o, e| Native.blazen_controlplane_client_connect_blocking(endpoint, o, e) })
+          return connect_with_options_blocking(endpoint, bearer_token: bearer_token) if bearer_token
+
+          new(S.call_out { |o, e| Native.blazen_controlplane_client_connect_blocking(*S.surface_args(endpoint), o, e) })
         end
 
         # Connects over mutual TLS with PEM files.
         # @param endpoint [String]
         # @param cert_path [String] @param key_path [String] @param ca_path [String]
+        # @param bearer_token [String, nil] sent on every call
         # @return [Client]
-        def connect_with_mtls(endpoint, cert_path:, key_path:, ca_path:)
+        def connect_with_mtls(endpoint, cert_path:, key_path:, ca_path:, bearer_token: nil)
+          tls = { cert_path: cert_path, key_path: key_path, ca_path: ca_path }
+          return connect_with_options(endpoint, **tls, bearer_token: bearer_token) if bearer_token
+
           ControlPlane.ensure_available!
-          new(S.await(Native.blazen_controlplane_client_connect_with_mtls(endpoint, cert_path, key_path, ca_path),
+          new(S.await(Native.blazen_controlplane_client_connect_with_mtls(*S.surface_args(endpoint, *tls.values)),
                       :blazen_future_take_controlplane_client))
         end
 
         # As {connect_with_mtls}, through the blocking entry point.
         # @return [Client]
-        def connect_with_mtls_blocking(endpoint, cert_path:, key_path:, ca_path:)
+        def connect_with_mtls_blocking(endpoint, cert_path:, key_path:, ca_path:, bearer_token: nil)
+          ControlPlane.ensure_available!
+          tls = { cert_path: cert_path, key_path: key_path, ca_path: ca_path }
+          return connect_with_options_blocking(endpoint, **tls, bearer_token: bearer_token) if bearer_token
+
+          new(S.call_out do |o, e|
+            Native.blazen_controlplane_client_connect_with_mtls_blocking(*S.surface_args(endpoint, *tls.values), o, e)
+          end)
+        end
+
+        # As {connect_with_options}, through the blocking entry point.
+        # @return [Client]
+        def connect_with_options_blocking(endpoint, **options)
           ControlPlane.ensure_available!
           new(S.call_out do |o, e|
-            Native.blazen_controlplane_client_connect_with_mtls_blocking(endpoint, cert_path, key_path, ca_path, o, e)
+            Native.blazen_controlplane_client_connect_with_options_blocking(endpoint, S.json(options), o, e)
           end)
         end
 

@@ -75,6 +75,13 @@ module Blazen
       end
 
       # JSON text for a Ruby value (nil stays NULL when `null_as_nil`).
+      # The arguments of a connect function whose shape differs between
+      # library builds: the 0.6.x build (`Native::SURFACE`) takes a bearer
+      # token after them (nil here: a token goes through the options form).
+      def surface_args(*args)
+        Native::SURFACE == Native::SURFACE_V0_6 ? [*args, nil] : args
+      end
+
       def json(value, null_as_nil: false)
         return nil if value.nil? && null_as_nil
 

@@ -2,9 +2,13 @@
 
 module Blazen
   module ControlPlane
+    class Worker; end
+
     # The run an assignment belongs to, passed to a handler that takes two
     # arguments (`|assignment, ctx|`). Valid only during that handler call.
-    class AssignmentContext
+    # Its name is `Worker::AssignmentContext`, as in the v0.6.x gem;
+    # `ControlPlane::AssignmentContext` is the same class.
+    class Worker::AssignmentContext
       S = FFISupport
       private_constant :S
 
@@ -24,21 +28,22 @@ module Blazen
 
       # Emits an event on the run, to its subscribers.
       # @param event_type [String]
-      # @param data [Object] any JSON-able value
+      # @param data [Object] any JSON-able value (nil: JSON null)
       # @return [nil]
-      def emit_event(event_type, data = {})
+      def emit_event(event_type, data = nil)
         S.call_status { |e| Native.blazen_assignment_context_emit_event(ptr, event_type, S.json(data), e) }
       end
 
       # Asks the orchestrator for input (an `input.request` event) and
       # waits for {Client#respond_to_input}, the run's cancellation or the timeout.
       # @param prompt [String]
-      # @param metadata [Object] any JSON-able value
-      # @param timeout_ms [Integer] 0: no limit
+      # @param metadata [Object] any JSON-able value (nil: JSON null)
+      # @param timeout_ms [Integer, nil] nil or 0: no limit
       # @return [Object] the parsed answer
-      def request_input(prompt, metadata = {}, timeout_ms: 0)
+      # @raise [Blazen::TimeoutError] when the limit is reached
+      def request_input(prompt, metadata = nil, timeout_ms: nil)
         answer = S.call_out do |o, e|
-          Native.blazen_assignment_context_request_input_blocking(ptr, prompt, S.json(metadata), timeout_ms, o, e)
+          Native.blazen_assignment_context_request_input_blocking(ptr, prompt, S.json(metadata), timeout_ms || 0, o, e)
         end
         S.parse(S.take_string(answer))
       end
@@ -54,6 +59,8 @@ module Blazen
         @ptr or raise ArgumentError, "the assignment context is only valid during the handler call"
       end
     end
+
+    AssignmentContext = Worker::AssignmentContext
 
     # A worker that serves assignments with a Ruby block or handler object.
     # `shutdown` and garbage collection return at once even while a handler
