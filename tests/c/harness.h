@@ -32,11 +32,14 @@ static int t_passed, t_failed;
 /* The argument a 0.6.x-surface build takes where the 0.5.x one takes none
  * (the `bearer_token` of the connect and worker_new functions), so that a
  * suite that runs on every surface spells each call once:
- * `blazen_controlplane_client_connect_blocking(ep, T_TOKEN(NULL) &c, &e)`. */
+ * `blazen_controlplane_client_connect_blocking(ep, T_TOKEN(NULL) &c, &e)`,
+ * `blazen_controlplane_client_connect(ep T_TOKEN_LAST(NULL))`. */
 #if BLAZEN_SURFACE == 6
 #define T_TOKEN(token) token,
+#define T_TOKEN_LAST(token) , token
 #else
 #define T_TOKEN(token)
+#define T_TOKEN_LAST(token)
 #endif
 
 #define CHECK(cond, ...)                                                  \
