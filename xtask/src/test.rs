@@ -213,12 +213,39 @@ fn ruby_suite(root: &Path) -> Result<()> {
             root.join("bindings/ruby/test/test_control_plane.rb"),
         ),
         ("consumer suite", root.join("tests/ruby/test_blazen.rb")),
+        (
+            "GC-order suite (the published gems' ownership)",
+            root.join("tests/ruby/test_gc_order.rb"),
+        ),
     ] {
         println!("== Ruby {name} (installed gem, ffi, minitest)");
         sh(Command::new("ruby")
             .arg(&script)
             .env("GEM_HOME", &home)
             .env_remove("BLAZEN_CABI_LIB")
+            .env_remove("RUBYLIB")
+            .env("BLAZEN_TEST_CERTS", &certs)
+            .current_dir(&outside))?;
+    }
+    // The 0.6.x build, loaded by the installed gem in place of its own
+    // library: the published gems' ownership again, and the gem's own
+    // suite (its v0.6.x API runs on either build).
+    let lib06 = crate::cc::target_dir(root, Surface::V0_6).join("debug/libblazen_cabi.so");
+    for (name, script) in [
+        (
+            "GC-order suite on the 0.6.x build",
+            root.join("tests/ruby/test_gc_order.rb"),
+        ),
+        (
+            "the gem's suite on the 0.6.x build",
+            root.join("bindings/ruby/test/test_control_plane.rb"),
+        ),
+    ] {
+        println!("== Ruby {name}");
+        sh(Command::new("ruby")
+            .arg(&script)
+            .env("GEM_HOME", &home)
+            .env("BLAZEN_CABI_LIB", &lib06)
             .env_remove("RUBYLIB")
             .env("BLAZEN_TEST_CERTS", &certs)
             .current_dir(&outside))?;

@@ -33,6 +33,10 @@ pub(super) struct Session {
     pub(super) assigned: Mutex<HashSet<Uuid>>,
     /// The worker's last admission snapshot (from its heartbeats).
     pub(super) snapshot: Mutex<Option<AdmissionSnapshot>>,
+    /// Set once a Drain instruction has been forwarded to the worker.
+    pub(super) drained: std::sync::atomic::AtomicBool,
+    /// The response stream, for the frame that ends a drained session.
+    pub(super) out: mpsc::UnboundedSender<ServerToWorker>,
 }
 
 impl Session {
@@ -54,6 +58,33 @@ impl Session {
         let mut assigned = lock(&self.assigned);
         assigned.remove(&run_id);
         self.publish(shared, assigned.len());
+        if assigned.is_empty() && self.drained.load(std::sync::atomic::Ordering::SeqCst) {
+            self.wake_drained();
+        }
+    }
+
+    /// The crate's worker ends a drained session only when it reads a
+    /// frame after its last run finished (it checks "drained and idle"
+    /// after each inbound frame), so a drain that found a run in flight
+    /// would leave `run` waiting for ever (docs/upstream.md 13). A frame it
+    /// ignores (an input response nobody asked for) makes it look again.
+    /// The worker lowers its count just after sending the result, so a
+    /// second nudge follows a moment later in case the first one won.
+    fn wake_drained(&self) {
+        let nudge = || {
+            ServerToWorker::InputResponse(blazen_controlplane::protocol::InputResponse {
+                envelope_version: ENVELOPE_VERSION,
+                run_id: Uuid::nil(),
+                request_id: String::new(),
+                response_json: b"null".to_vec(),
+            })
+        };
+        let _ = self.out.send(nudge());
+        let out = self.out.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let _ = out.send(nudge());
+        });
     }
 
     pub(super) fn drain_key(&self) -> DrainKey {
@@ -183,6 +214,8 @@ impl Plane {
             caps,
             assigned: Mutex::default(),
             snapshot: Mutex::default(),
+            drained: Default::default(),
+            out: out_tx.clone(),
         });
         lock(&self.sessions).insert(id, session.drain_key());
         tokio::spawn(self.clone().forward(session.clone(), rx, out_tx));
@@ -210,6 +243,11 @@ impl Plane {
                     continue;
                 }
                 session.assign(&self.shared, run_id);
+            }
+            if matches!(frame, ServerToWorker::Drain(_)) {
+                session
+                    .drained
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
             }
             if out.send(frame).is_err() {
                 break;
