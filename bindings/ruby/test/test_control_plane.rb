@@ -297,6 +297,48 @@ class ControlPlaneTest < Minitest::Test
     assert_equal({ "approved" => true }, @client.describe_workflow(snap[:run_id])[:output])
   end
 
+  # Code written for the published v0.6.x gem: `bearer_token:` on every
+  # connect form (nil, or a token), a two-argument block whose context is a
+  # `Worker::AssignmentContext`, `emit_event(type)` and `request_input(prompt)`
+  # with the v0.6 defaults, on either build (`Blazen::Native::SURFACE`).
+  def test_the_v0_6_gem_api
+    classes = Queue.new
+    serve("v06#{@id}", bearer_token: nil) do |a, ctx|
+      classes << ctx.class
+      ctx.emit_event("started")
+      { "answer" => ctx.request_input("Go?"), "input" => a[:input] }
+    end
+    assert_equal CP::Worker::AssignmentContext, CP::AssignmentContext
+    c = CP::Client.connect_blocking(SERVER.endpoint, bearer_token: nil)
+    queue = Queue.new
+    sub = c.subscribe_all { |ev| queue << ev }
+    snap = c.submit_workflow(workflow_name: "v06#{@id}", input: [1])
+    loop do
+      ev = queue.pop
+      next unless ev[:run_id] == snap[:run_id]
+
+      assert_nil ev[:data] if ev[:event_type] == "started"
+      c.respond_to_input(snap[:run_id], ev[:data]["request_id"], "yes") if ev[:event_type] == "input.request"
+      break if CP::TERMINAL_EVENTS.include?(ev[:event_type])
+    end
+    sub.close
+    assert_equal({ "answer" => "yes", "input" => [1] }, c.describe_workflow(snap[:run_id])[:output])
+    assert_equal CP::Worker::AssignmentContext, classes.pop
+    assert_equal "Blazen::ControlPlane::Worker::AssignmentContext", CP::Worker::AssignmentContext.name
+    c.close
+    CP::Server.start("127.0.0.1:0", bearer_token: "t0k") do |s|
+      [CP::Client.connect(s.endpoint, bearer_token: "t0k"),
+       CP::Client.connect_blocking(s.endpoint, bearer_token: "t0k")].each do |ok|
+        assert_equal [], ok.list_workers
+        ok.close
+      end
+      bad = CP::Client.connect_blocking(s.endpoint, bearer_token: "nope")
+      assert_equal "ControlPlaneUnauthenticated", assert_raises(Blazen::PeerError) { bad.list_workers }.kind
+      bad.close
+    end
+    assert_includes [Blazen::Native::SURFACE_V0_5, Blazen::Native::SURFACE_V0_6], Blazen::Native::SURFACE
+  end
+
   def test_run_events_enumerates_until_the_terminal_event
     serve("enum#{@id}") do |a|
       sleep 0.1
