@@ -85,7 +85,7 @@ static void check_failed(BlazenControlPlaneClient *c, const char *id, uint32_t k
 static BlazenControlPlaneWorker *start_worker(const char *ep, const char *node, const char *caps, BlazenFuture **run) {
     char opts[512];
     snprintf(opts, sizeof opts, "{\"capabilities\":%s,\"admission\":{\"mode\":\"Fixed\",\"max_in_flight\":4}}", caps);
-    BlazenContextHandlerVTable vt = {NULL, drop_ud, handler, NULL, NULL};
+    BlazenContextHandlerVTable vt = {(void *)&drops, drop_ud, handler, NULL, NULL};
     BlazenControlPlaneWorker *w = NULL;
     BlazenError *err = NULL;
     if (blazen_controlplane_worker_new_with_options_blocking(ep, node, opts, vt, &w, &err) != 0) {
@@ -117,7 +117,7 @@ int main(void) {
     CHECK(blazen_controlplane_client_connect_blocking(ep, &client, NULL) == 0, "connect");
 
     /* ---- capability kinds ---------------------------------------------- */
-    BlazenAssignmentHandlerVTable plain = {NULL, drop_ud, NULL, NULL, NULL};
+    BlazenAssignmentHandlerVTable plain = {(void *)&drops, drop_ud, NULL, NULL, NULL};
     BlazenError *err = NULL;
     BlazenControlPlaneWorker *bad = NULL;
     CHECK(blazen_controlplane_worker_new_blocking(ep, "bad", "[{\"kind\":\"echo\",\"version\":0}]", NULL, 0, 1, plain,
@@ -125,7 +125,7 @@ int main(void) {
               t_err_is(err, BLAZEN_ERROR_KIND_VALIDATION, "capabilities_json"),
           "a kind without workflow: is a VALIDATION error naming capabilities_json");
     err = NULL;
-    BlazenContextHandlerVTable ctxvt = {NULL, drop_ud, handler, NULL, NULL};
+    BlazenContextHandlerVTable ctxvt = {(void *)&drops, drop_ud, handler, NULL, NULL};
     CHECK(blazen_controlplane_worker_new_with_options_blocking(ep, "bad", "{\"capabilities\":[{\"kind\":\"workflow:\"}]}",
                                                                ctxvt, &bad, &err) == -1 &&
               t_err_is(err, BLAZEN_ERROR_KIND_VALIDATION, "options_json"),

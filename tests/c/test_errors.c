@@ -56,7 +56,7 @@ int main(void) {
         CHECK(blazen_controlplane_client_connect_blocking(malformed[i], &c, &err) == -1 &&
                   t_err_is(err, BLAZEN_ERROR_KIND_VALIDATION, "endpoint"),
               "client: %s is a VALIDATION error naming endpoint", malformed[i]);
-        BlazenAssignmentHandlerVTable vt = {NULL, t_drop_ud, NULL, NULL, NULL};
+        BlazenAssignmentHandlerVTable vt = {(void *)&t_drops, t_drop_ud, NULL, NULL, NULL};
         BlazenControlPlaneWorker *w = NULL;
         err = NULL;
         CHECK(blazen_controlplane_worker_new_blocking(malformed[i], "n", NULL, NULL, 0, 1, vt, &w, &err) == -1 &&
@@ -100,7 +100,7 @@ int main(void) {
     blazen_controlplane_client_free(c);
     blazen_controlplane_server_shutdown(server);
     blazen_controlplane_server_free(server);
-    BlazenContextHandlerVTable vt = {NULL, t_drop_ud, NULL, NULL, NULL};
+    BlazenContextHandlerVTable vt = {(void *)&t_drops, t_drop_ud, NULL, NULL, NULL};
     BlazenControlPlaneWorker *w = NULL;
     CHECK(blazen_controlplane_worker_new_with_options_blocking(
               ep, "gives-up",

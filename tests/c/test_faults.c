@@ -39,7 +39,7 @@ static int32_t garbage(void *ud, BlazenAssignmentContext *ctx, const char *run_i
 }
 
 static BlazenContextHandlerVTable vtable(void) {
-    BlazenContextHandlerVTable vt = {NULL, drop_ud, garbage, NULL, NULL};
+    BlazenContextHandlerVTable vt = {(void *)&drops, drop_ud, garbage, NULL, NULL};
     return vt;
 }
 

@@ -100,7 +100,7 @@ int main(void) {
     for (int i = 0; i < WORKERS; i++) {
         char node[32];
         snprintf(node, sizeof node, "load-%d", i);
-        BlazenAssignmentHandlerVTable vt = {NULL, t_drop_ud, t_echo, NULL, NULL};
+        BlazenAssignmentHandlerVTable vt = {(void *)&t_drops, t_drop_ud, t_echo, NULL, NULL};
         CHECK(blazen_controlplane_worker_new_blocking(ep, node, "[{\"kind\":\"workflow:load\",\"version\":0}]", NULL,
                                                       0, 16, vt, &w[i], NULL) == 0,
               "worker %d", i);

@@ -126,7 +126,7 @@ int main(void) {
     CHECK(started == RUNS, "worker A started %d handlers", started);
 
     /* Worker B connects with nothing queued, so it gets nothing yet. */
-    BlazenAssignmentHandlerVTable vt = {NULL, t_drop_ud, t_echo, NULL, NULL};
+    BlazenAssignmentHandlerVTable vt = {(void *)&t_drops, t_drop_ud, t_echo, NULL, NULL};
     BlazenControlPlaneWorker *wb = NULL;
     CHECK(blazen_controlplane_worker_new_blocking(ep, "lost-b", "[{\"kind\":\"workflow:slow\",\"version\":0}]", NULL, 0,
                                                   4, vt, &wb, NULL) == 0,
@@ -156,7 +156,7 @@ int main(void) {
            RUNS, (requeued_at - killed_at) * 1000.0);
 
     /* A second worker under B's node id is refused, and B stays. */
-    BlazenAssignmentHandlerVTable vt2 = {NULL, t_drop_ud, t_echo, NULL, NULL};
+    BlazenAssignmentHandlerVTable vt2 = {(void *)&t_drops, t_drop_ud, t_echo, NULL, NULL};
     BlazenControlPlaneWorker *dup = NULL;
     CHECK(blazen_controlplane_worker_new_blocking(ep, "lost-b", "[{\"kind\":\"workflow:slow\",\"version\":0}]", NULL, 0,
                                                   4, vt2, &dup, NULL) == 0,

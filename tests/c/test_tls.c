@@ -84,7 +84,7 @@ int main(void) {
     blazen_controlplane_client_free(c2);
 
     /* the reference mTLS worker runs a workflow */
-    BlazenAssignmentHandlerVTable vt = {NULL, t_drop_ud, t_echo, NULL, NULL};
+    BlazenAssignmentHandlerVTable vt = {(void *)&t_drops, t_drop_ud, t_echo, NULL, NULL};
     BlazenControlPlaneWorker *w = NULL;
     err = NULL;
     CHECK(blazen_controlplane_worker_new_with_mtls_blocking(ep, "tls-worker", "[{\"kind\":\"workflow:tls\",\"version\":0}]",

@@ -162,6 +162,9 @@ pub fn test_all(root: &Path) -> Result<()> {
     println!("== cargo test");
     sh(cargo().args(["test", "--workspace"]))?;
     crate::header::run(root, true)?;
+    let oldcp = build_old_control_plane(root)?;
+    // Inherited by every suite; test_wire runs it.
+    std::env::set_var("BLAZEN_OLDCP", &oldcp);
     let lib = build_library(root, false)?;
     let bin = root.join("target/consumers");
     std::fs::create_dir_all(&bin)?;
@@ -181,6 +184,20 @@ pub fn test_all(root: &Path) -> Result<()> {
     ruby_suite(root)?;
     println!("xtask test: all suites passed");
     Ok(())
+}
+
+/// Builds tests/oldcp, a blazen-controlplane 0.6.76 control plane (an
+/// older wire) for test_wire, in a target directory of its own; returns
+/// the binary.
+fn build_old_control_plane(root: &Path) -> Result<PathBuf> {
+    println!("== building the 0.6.76 control plane of tests/oldcp");
+    let target = root.join("target/oldcp");
+    sh(cargo()
+        .args(["build", "--quiet", "--locked"])
+        .current_dir(root.join("tests/oldcp"))
+        .env("CARGO_TARGET_DIR", &target)
+        .env("PROTOC", root.join("target/tools/protoc")))?;
+    Ok(target.join("debug/blazen-oldcp"))
 }
 
 /// The Ruby suites, through the gem as a user installs it: `cargo xtask

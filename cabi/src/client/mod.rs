@@ -17,7 +17,7 @@ use crate::rt::{BlazenError, Result};
 pub use options::{ConnectOptions, HintOptions, SubmitOptions};
 pub(crate) use pool::StreamSlot;
 use pool::{connect_pool, Pool};
-pub(crate) use reach::{check_endpoint, unreachable};
+pub(crate) use reach::{check_endpoint, unreachable, wire_mismatch};
 
 /// The connection count of a client made without a `connections` option
 /// (`connect`, `connect_with_mtls`, and `connect_with_options` without the

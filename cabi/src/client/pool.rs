@@ -180,5 +180,8 @@ pub(super) async fn connect_pool(
         (0..n).map(|_| connect(endpoint.clone(), tls.clone(), bearer_token.clone())),
     )
     .await?;
+    if let Some(first) = clients.first() {
+        super::reach::check_wire(first, &endpoint).await?;
+    }
     Ok(BlazenControlPlaneClient::new(clients))
 }

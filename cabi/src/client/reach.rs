@@ -27,6 +27,56 @@ pub(crate) fn check_endpoint(endpoint: &str) -> Result<()> {
     }
 }
 
+/// The newest wire envelope version this library sends (that of
+/// blazen-controlplane 0.7.x); control planes refuse newer ones.
+pub(crate) const WIRE_VERSION: u32 = blazen_controlplane::protocol::ENVELOPE_VERSION;
+
+/// Which blazen-controlplane releases read envelopes up to version `v`.
+fn releases_of(v: u32) -> &'static str {
+    match v {
+        0 | 1 => "0.5.x to 0.6.2",
+        2 => "0.6.4 and 0.6.5",
+        3 => "0.6.7 to 0.6.76",
+        _ => "0.7.x or later",
+    }
+}
+
+/// The error for a control plane that cannot read this library's
+/// envelopes, when `e` (from any call to it) is its refusal: PEER,
+/// `ControlPlaneFailedPrecondition`, naming both versions and what to do.
+pub(crate) fn wire_mismatch(e: &BlazenError, endpoint: &str) -> Option<BlazenError> {
+    let rest = e.message.split("is newer than supported ").nth(1)?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let theirs: u32 = digits.parse().ok()?;
+    Some(BlazenError::peer(
+        "ControlPlaneFailedPrecondition",
+        format!(
+            "the control plane at {endpoint} reads wire envelopes up to version {theirs} \
+             (blazen-controlplane {}), and this library sends version {WIRE_VERSION} \
+             (blazen-controlplane {}): run a 0.7.x control plane (this library's embedded \
+             one, blazen_controlplane_server_start, is one) or a blazen-cabi built on the \
+             control plane's release",
+            releases_of(theirs),
+            releases_of(WIRE_VERSION),
+        ),
+    ))
+}
+
+/// One cheap call (describing a run that cannot exist) that a control
+/// plane of an older wire refuses: connecting to one then fails at once,
+/// not at some later call. Any other answer (not found, unauthenticated,
+/// ...) is left to the calls that follow.
+pub(crate) async fn check_wire(client: &Client, endpoint: &str) -> Result<()> {
+    use blazen_core::distributed::OrchestratorClient;
+    match client.describe_workflow(uuid::Uuid::nil()).await {
+        Err(e) => match wire_mismatch(&BlazenError::from(e), endpoint) {
+            Some(mismatch) => Err(mismatch),
+            None => Ok(()),
+        },
+        Ok(_) => Ok(()),
+    }
+}
+
 /// `Client::connect` with the endpoint checked first and a failure that
 /// names the endpoint and its cause.
 pub(crate) async fn connect(

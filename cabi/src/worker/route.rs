@@ -48,6 +48,9 @@ impl Access {
                 Ok(w) => w,
                 Err(e) => {
                     let e = BlazenError::from(e);
+                    if let Some(mismatch) = crate::client::wire_mismatch(&e, &self.configured) {
+                        return Some(mismatch);
+                    }
                     return (e.subkind.as_deref() == Some("ControlPlaneUnauthenticated"))
                         .then_some(e);
                 }
