@@ -66,7 +66,7 @@ enum SurfaceArg {
     /// `#[surface(v0_6)]`
     Only(Surface),
     /// `#[surface(v0_6 = Type)]`
-    As(Surface, Type),
+    As(Surface, Box<Type>),
 }
 
 impl Parse for SurfaceArg {
@@ -77,7 +77,7 @@ impl Parse for SurfaceArg {
         })?;
         if input.peek(Token![=]) {
             input.parse::<Token![=]>()?;
-            Ok(SurfaceArg::As(surface, input.parse()?))
+            Ok(SurfaceArg::As(surface, Box::new(input.parse()?)))
         } else {
             Ok(SurfaceArg::Only(surface))
         }
@@ -244,7 +244,7 @@ impl Export {
             for a in pt.attrs.iter().filter(|a| a.path().is_ident("surface")) {
                 match a.parse_args::<SurfaceArg>()? {
                     SurfaceArg::Only(s) => only = Some(s),
-                    SurfaceArg::As(s, t) => as_type = Some((s, t)),
+                    SurfaceArg::As(s, t) => as_type = Some((s, *t)),
                 }
             }
             pt.attrs.retain(|a| !a.path().is_ident("surface"));
