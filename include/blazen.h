@@ -526,7 +526,7 @@ int32_t blazen_future_take_controlplane_client(BlazenFuture *fut,
                                                BlazenError **out_err);
 
 /**
- * Releases a caller-owned `BlazenControlPlaneClient`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
+ * Releases a caller-owned `BlazenControlPlaneClient`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish. A handle whose work has ended (a worker whose run returned, a subscription whose stream ended or was cancelled) holds no callback table and calls nothing; otherwise its table gets `drop_user_data` here (none for NULL `user_data`), or right after a callback then in flight, on that callback's library thread.
  */
 void blazen_controlplane_client_free(BlazenControlPlaneClient *handle);
 
@@ -1027,7 +1027,7 @@ int32_t blazen_future_take_run_state_snapshot(BlazenFuture *fut,
                                               BlazenError **out_err);
 
 /**
- * Releases a caller-owned `BlazenRunStateSnapshot`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
+ * Releases a caller-owned `BlazenRunStateSnapshot`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish. A handle whose work has ended (a worker whose run returned, a subscription whose stream ended or was cancelled) holds no callback table and calls nothing; otherwise its table gets `drop_user_data` here (none for NULL `user_data`), or right after a callback then in flight, on that callback's library thread.
  */
 void blazen_run_state_snapshot_free(BlazenRunStateSnapshot *handle);
 
@@ -1101,7 +1101,7 @@ char *blazen_run_state_snapshot_error(const BlazenRunStateSnapshot *snap);
 uint32_t blazen_run_state_snapshot_error_kind(const BlazenRunStateSnapshot *snap);
 
 /**
- * Releases a caller-owned `BlazenWorkerInfo`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
+ * Releases a caller-owned `BlazenWorkerInfo`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish. A handle whose work has ended (a worker whose run returned, a subscription whose stream ended or was cancelled) holds no callback table and calls nothing; otherwise its table gets `drop_user_data` here (none for NULL `user_data`), or right after a callback then in flight, on that callback's library thread.
  */
 void blazen_worker_info_free(BlazenWorkerInfo *handle);
 
@@ -1152,7 +1152,7 @@ int32_t blazen_future_take_worker_info_list(BlazenFuture *fut,
                                             BlazenError **out_err);
 
 /**
- * Releases a caller-owned `BlazenWorkerInfoList`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
+ * Releases a caller-owned `BlazenWorkerInfoList`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish. A handle whose work has ended (a worker whose run returned, a subscription whose stream ended or was cancelled) holds no callback table and calls nothing; otherwise its table gets `drop_user_data` here (none for NULL `user_data`), or right after a callback then in flight, on that callback's library thread.
  */
 void blazen_worker_info_list_free(BlazenWorkerInfoList *handle);
 
@@ -1168,7 +1168,7 @@ uintptr_t blazen_worker_info_list_count(const BlazenWorkerInfoList *list);
 BlazenWorkerInfo *blazen_worker_info_list_get(const BlazenWorkerInfoList *list, uintptr_t index);
 
 /**
- * Releases a caller-owned `BlazenRunEvent`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
+ * Releases a caller-owned `BlazenRunEvent`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish. A handle whose work has ended (a worker whose run returned, a subscription whose stream ended or was cancelled) holds no callback table and calls nothing; otherwise its table gets `drop_user_data` here (none for NULL `user_data`), or right after a callback then in flight, on that callback's library thread.
  */
 void blazen_run_event_free(BlazenRunEvent *handle);
 
@@ -1199,7 +1199,7 @@ char *blazen_run_event_data_json(const BlazenRunEvent *event);
 uint64_t blazen_run_event_timestamp_ms(const BlazenRunEvent *event);
 
 /**
- * Releases a caller-owned `BlazenError`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
+ * Releases a caller-owned `BlazenError`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish. A handle whose work has ended (a worker whose run returned, a subscription whose stream ended or was cancelled) holds no callback table and calls nothing; otherwise its table gets `drop_user_data` here (none for NULL `user_data`), or right after a callback then in flight, on that callback's library thread.
  */
 void blazen_error_free(BlazenError *handle);
 
@@ -1211,7 +1211,7 @@ int32_t blazen_future_take_controlplane_server(BlazenFuture *fut,
                                                BlazenError **out_err);
 
 /**
- * Releases a caller-owned `BlazenControlPlaneServer`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
+ * Releases a caller-owned `BlazenControlPlaneServer`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish. A handle whose work has ended (a worker whose run returned, a subscription whose stream ended or was cancelled) holds no callback table and calls nothing; otherwise its table gets `drop_user_data` here (none for NULL `user_data`), or right after a callback then in flight, on that callback's library thread.
  */
 void blazen_controlplane_server_free(BlazenControlPlaneServer *handle);
 
@@ -1298,7 +1298,7 @@ uint16_t blazen_controlplane_server_port(const BlazenControlPlaneServer *server)
 void blazen_controlplane_server_shutdown(const BlazenControlPlaneServer *server);
 
 /**
- * Releases a caller-owned `BlazenControlPlaneSubscription`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
+ * Releases a caller-owned `BlazenControlPlaneSubscription`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish. A handle whose work has ended (a worker whose run returned, a subscription whose stream ended or was cancelled) holds no callback table and calls nothing; otherwise its table gets `drop_user_data` here (none for NULL `user_data`), or right after a callback then in flight, on that callback's library thread.
  */
 void blazen_controlplane_subscription_free(BlazenControlPlaneSubscription *handle);
 
@@ -1351,7 +1351,7 @@ int32_t blazen_controlplane_client_subscribe_all(const BlazenControlPlaneClient 
 void blazen_controlplane_subscription_cancel(BlazenControlPlaneSubscription *sub);
 
 /**
- * Releases a caller-owned `BlazenControlPlaneWorker`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
+ * Releases a caller-owned `BlazenControlPlaneWorker`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish. A handle whose work has ended (a worker whose run returned, a subscription whose stream ended or was cancelled) holds no callback table and calls nothing; otherwise its table gets `drop_user_data` here (none for NULL `user_data`), or right after a callback then in flight, on that callback's library thread.
  */
 void blazen_controlplane_worker_free(BlazenControlPlaneWorker *handle);
 

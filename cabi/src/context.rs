@@ -56,6 +56,25 @@ async fn blazen_assignment_context_request_input(
     let answer = ctx
         .inner
         .request_input(&prompt, metadata_json.0, limit)
-        .await?;
+        .await
+        .map_err(|e| {
+            let e = crate::rt::BlazenError::from(e);
+            // The crate reports the handler's own limit as a transport
+            // error; it is a TIMEOUT of this request.
+            if limit.is_some() && e.message.contains("timed out awaiting input") {
+                let mut t = crate::rt::BlazenError::new(
+                    crate::rt::ErrorKind::Timeout,
+                    format!(
+                        "the input request {prompt:?} timed out: no answer within its \
+                         timeout_ms ({timeout_ms} ms); an orchestrator answers with \
+                         blazen_controlplane_client_respond_to_input"
+                    ),
+                );
+                t.elapsed_ms = Some(timeout_ms);
+                t
+            } else {
+                e
+            }
+        })?;
     Ok(answer.to_string())
 }

@@ -346,13 +346,21 @@ typedef struct {
 } BlazenRunEventSinkVTable;
 
 /**
- * The assignment handler of the 0.6.x surface (`BLAZEN_SURFACE == 6`),
- * where the header calls it `BlazenAssignmentHandlerVTable`: as the 0.5.x
- * table, but `handle` also gets the run's `BlazenAssignmentContext`
- * (borrowed, valid only during that call) after `input_json`, for
+ * The assignment handler a worker calls (the 0.6.x surface,
+ * `BLAZEN_SURFACE == 6`). `handle` gets borrowed `run_id`,
+ * `workflow_name` and `input_json`, and the run's `BlazenAssignmentContext`
+ * (borrowed, valid only during that call) for
  * `blazen_assignment_context_emit_event`,
  * `blazen_assignment_context_request_input` and the other
- * `blazen_assignment_context_*` functions.
+ * `blazen_assignment_context_*` functions; it returns 0 and stores a JSON
+ * string made with `blazen_string_alloc` in `*out_json` (NULL means JSON
+ * null), or non-zero and stores a `BlazenError` (made by the library) in
+ * `*out_err`; the library takes both, and an error wins over an output.
+ * `on_cancel` and `on_drain` are notifications and may be NULL, as may
+ * `drop_user_data`, which is the table's last call, made when the
+ * worker's run ends (before `run` returns; after a `handle` still running
+ * then has returned), or by `blazen_controlplane_worker_free` for a worker
+ * never run; never for NULL `user_data`.
  */
 typedef struct {
   void *user_data;
@@ -521,7 +529,7 @@ int32_t blazen_future_take_controlplane_client(BlazenFuture *fut,
                                                BlazenError **out_err);
 
 /**
- * Releases a caller-owned `BlazenControlPlaneClient`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
+ * Releases a caller-owned `BlazenControlPlaneClient`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish. A handle whose work has ended (a worker whose run returned, a subscription whose stream ended or was cancelled) holds no callback table and calls nothing; otherwise its table gets `drop_user_data` here (none for NULL `user_data`), or right after a callback then in flight, on that callback's library thread.
  */
 void blazen_controlplane_client_free(BlazenControlPlaneClient *handle);
 
@@ -1026,7 +1034,7 @@ int32_t blazen_future_take_run_state_snapshot(BlazenFuture *fut,
                                               BlazenError **out_err);
 
 /**
- * Releases a caller-owned `BlazenRunStateSnapshot`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
+ * Releases a caller-owned `BlazenRunStateSnapshot`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish. A handle whose work has ended (a worker whose run returned, a subscription whose stream ended or was cancelled) holds no callback table and calls nothing; otherwise its table gets `drop_user_data` here (none for NULL `user_data`), or right after a callback then in flight, on that callback's library thread.
  */
 void blazen_run_state_snapshot_free(BlazenRunStateSnapshot *handle);
 
@@ -1100,7 +1108,7 @@ char *blazen_run_state_snapshot_error(const BlazenRunStateSnapshot *snap);
 uint32_t blazen_run_state_snapshot_error_kind(const BlazenRunStateSnapshot *snap);
 
 /**
- * Releases a caller-owned `BlazenWorkerInfo`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
+ * Releases a caller-owned `BlazenWorkerInfo`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish. A handle whose work has ended (a worker whose run returned, a subscription whose stream ended or was cancelled) holds no callback table and calls nothing; otherwise its table gets `drop_user_data` here (none for NULL `user_data`), or right after a callback then in flight, on that callback's library thread.
  */
 void blazen_worker_info_free(BlazenWorkerInfo *handle);
 
@@ -1151,7 +1159,7 @@ int32_t blazen_future_take_worker_info_list(BlazenFuture *fut,
                                             BlazenError **out_err);
 
 /**
- * Releases a caller-owned `BlazenWorkerInfoList`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
+ * Releases a caller-owned `BlazenWorkerInfoList`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish. A handle whose work has ended (a worker whose run returned, a subscription whose stream ended or was cancelled) holds no callback table and calls nothing; otherwise its table gets `drop_user_data` here (none for NULL `user_data`), or right after a callback then in flight, on that callback's library thread.
  */
 void blazen_worker_info_list_free(BlazenWorkerInfoList *handle);
 
@@ -1167,7 +1175,7 @@ uintptr_t blazen_worker_info_list_count(const BlazenWorkerInfoList *list);
 BlazenWorkerInfo *blazen_worker_info_list_get(const BlazenWorkerInfoList *list, uintptr_t index);
 
 /**
- * Releases a caller-owned `BlazenRunEvent`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
+ * Releases a caller-owned `BlazenRunEvent`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish. A handle whose work has ended (a worker whose run returned, a subscription whose stream ended or was cancelled) holds no callback table and calls nothing; otherwise its table gets `drop_user_data` here (none for NULL `user_data`), or right after a callback then in flight, on that callback's library thread.
  */
 void blazen_run_event_free(BlazenRunEvent *handle);
 
@@ -1198,7 +1206,7 @@ char *blazen_run_event_data_json(const BlazenRunEvent *event);
 uint64_t blazen_run_event_timestamp_ms(const BlazenRunEvent *event);
 
 /**
- * Releases a caller-owned `BlazenError`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
+ * Releases a caller-owned `BlazenError`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish. A handle whose work has ended (a worker whose run returned, a subscription whose stream ended or was cancelled) holds no callback table and calls nothing; otherwise its table gets `drop_user_data` here (none for NULL `user_data`), or right after a callback then in flight, on that callback's library thread.
  */
 void blazen_error_free(BlazenError *handle);
 
@@ -1210,7 +1218,7 @@ int32_t blazen_future_take_controlplane_server(BlazenFuture *fut,
                                                BlazenError **out_err);
 
 /**
- * Releases a caller-owned `BlazenControlPlaneServer`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
+ * Releases a caller-owned `BlazenControlPlaneServer`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish. A handle whose work has ended (a worker whose run returned, a subscription whose stream ended or was cancelled) holds no callback table and calls nothing; otherwise its table gets `drop_user_data` here (none for NULL `user_data`), or right after a callback then in flight, on that callback's library thread.
  */
 void blazen_controlplane_server_free(BlazenControlPlaneServer *handle);
 
@@ -1297,7 +1305,7 @@ uint16_t blazen_controlplane_server_port(const BlazenControlPlaneServer *server)
 void blazen_controlplane_server_shutdown(const BlazenControlPlaneServer *server);
 
 /**
- * Releases a caller-owned `BlazenControlPlaneSubscription`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
+ * Releases a caller-owned `BlazenControlPlaneSubscription`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish. A handle whose work has ended (a worker whose run returned, a subscription whose stream ended or was cancelled) holds no callback table and calls nothing; otherwise its table gets `drop_user_data` here (none for NULL `user_data`), or right after a callback then in flight, on that callback's library thread.
  */
 void blazen_controlplane_subscription_free(BlazenControlPlaneSubscription *handle);
 
@@ -1350,7 +1358,7 @@ int32_t blazen_controlplane_client_subscribe_all(const BlazenControlPlaneClient 
 void blazen_controlplane_subscription_cancel(BlazenControlPlaneSubscription *sub);
 
 /**
- * Releases a caller-owned `BlazenControlPlaneWorker`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight).
+ * Releases a caller-owned `BlazenControlPlaneWorker`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish. A handle whose work has ended (a worker whose run returned, a subscription whose stream ended or was cancelled) holds no callback table and calls nothing; otherwise its table gets `drop_user_data` here (none for NULL `user_data`), or right after a callback then in flight, on that callback's library thread.
  */
 void blazen_controlplane_worker_free(BlazenControlPlaneWorker *handle);
 

@@ -141,6 +141,9 @@ static void test_human_in_the_loop(const char *endpoint) {
     s = wait_terminal(brief);
     CHECK(s && blazen_run_state_snapshot_status(s) == BLAZEN_RUN_STATUS_FAILED, "unanswered run FAILED");
     CHECK(t_str_has(blazen_run_state_snapshot_error(s), "timed out"), "with the timeout's message");
+    CHECK(t_str_has(blazen_run_state_snapshot_error(s), "(200 ms)"), "naming the limit");
+    CHECK(blazen_run_state_snapshot_error_kind(s) == BLAZEN_ERROR_KIND_TIMEOUT, "of kind TIMEOUT (%u)",
+          blazen_run_state_snapshot_error_kind(s));
     blazen_run_state_snapshot_free(s);
 
     blazen_controlplane_worker_shutdown(w);

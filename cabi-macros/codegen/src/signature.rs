@@ -243,7 +243,7 @@ impl Handle {
                 free.clone(),
                 vec![quote!(handle: *mut #ty)],
                 quote!(()),
-                &format!("Releases a caller-owned `{ty}`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish (a callback table the handle owns gets `drop_user_data` as its last call, on a library thread once its callbacks are over, or on this thread when none is in flight)."),
+                &format!("Releases a caller-owned `{ty}`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish. A handle whose work has ended (a worker whose run returned, a subscription whose stream ended or was cancelled) holds no callback table and calls nothing; otherwise its table gets `drop_user_data` here (none for NULL `user_data`), or right after a callback then in flight, on that callback's library thread."),
             ));
         }
         v

@@ -79,13 +79,21 @@ pub struct BlazenContextHandlerVTable {
     pub on_drain: Option<unsafe extern "C" fn(user_data: *mut c_void, immediate: bool)>,
 }
 
-/// The assignment handler of the 0.6.x surface (`BLAZEN_SURFACE == 6`),
-/// where the header calls it `BlazenAssignmentHandlerVTable`: as the 0.5.x
-/// table, but `handle` also gets the run's `BlazenAssignmentContext`
-/// (borrowed, valid only during that call) after `input_json`, for
+/// The assignment handler a worker calls (the 0.6.x surface,
+/// `BLAZEN_SURFACE == 6`). `handle` gets borrowed `run_id`,
+/// `workflow_name` and `input_json`, and the run's `BlazenAssignmentContext`
+/// (borrowed, valid only during that call) for
 /// `blazen_assignment_context_emit_event`,
 /// `blazen_assignment_context_request_input` and the other
-/// `blazen_assignment_context_*` functions.
+/// `blazen_assignment_context_*` functions; it returns 0 and stores a JSON
+/// string made with `blazen_string_alloc` in `*out_json` (NULL means JSON
+/// null), or non-zero and stores a `BlazenError` (made by the library) in
+/// `*out_err`; the library takes both, and an error wins over an output.
+/// `on_cancel` and `on_drain` are notifications and may be NULL, as may
+/// `drop_user_data`, which is the table's last call, made when the
+/// worker's run ends (before `run` returns; after a `handle` still running
+/// then has returned), or by `blazen_controlplane_worker_free` for a worker
+/// never run; never for NULL `user_data`.
 #[repr(C)]
 pub struct BlazenAssignmentHandlerV06VTable {
     pub user_data: *mut c_void,
