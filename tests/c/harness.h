@@ -149,6 +149,18 @@ T_UNUSED static int32_t t_echo(void *ud, const char *run_id, const char *wf, con
     return 0;
 }
 
+/* Copies the `request_id` of an `input.request` event's data into `out`;
+ * returns 1 when there was one. */
+T_UNUSED static int t_request_id(const char *data, char *out, size_t len) {
+    const char *p = strstr(data, "\"request_id\":\"");
+    if (p == NULL || len == 0) return 0;
+    p += 14;
+    size_t i = 0;
+    for (; i < len - 1 && p[i] && p[i] != '"'; i++) out[i] = p[i];
+    out[i] = 0;
+    return 1;
+}
+
 /* Takes a string from the library, compares it with `want`, frees it. */
 T_UNUSED static int t_str_eq(char *got, const char *want) {
     int ok = got != NULL && want != NULL && strcmp(got, want) == 0;

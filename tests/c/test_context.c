@@ -61,11 +61,8 @@ static void s_event(void *ud, const char *run_id, const char *type, const char *
     if (s->n < 16) snprintf(s->types[s->n++], sizeof s->types[0], "%s", type);
     pthread_mutex_unlock(&s->mu);
     if (strcmp(type, "input.request") != 0) return;
-    const char *p = strstr(data, "\"request_id\":\"");
-    if (p == NULL) return;
-    p += 14;
-    char req[64] = {0};
-    for (size_t i = 0; i < sizeof req - 1 && p[i] && p[i] != '"'; i++) req[i] = p[i];
+    char req[64];
+    if (!t_request_id(data, req, sizeof req)) return;
     if (blazen_controlplane_client_respond_to_input_blocking(
             client, run_id, req, "{\"approved\":true,\"by\":\"c\"}", NULL) == 0)
         atomic_fetch_add(&s->answered, 1);

@@ -75,11 +75,8 @@ static void s_event(void *ud, const char *run_id, const char *type, const char *
     Host *h = ud;
     (void)ts;
     if (strcmp(type, "input.request") != 0) return;
-    const char *p = strstr(data, "\"request_id\":\"");
-    if (p == NULL) return;
-    p += 14;
-    char req[64] = {0};
-    for (size_t i = 0; i < sizeof req - 1 && p[i] && p[i] != '"'; i++) req[i] = p[i];
+    char req[64];
+    if (!t_request_id(data, req, sizeof req)) return;
     BlazenFuture *f = blazen_controlplane_client_respond_to_input(client, run_id, req, "{\"approved\":true}");
     BlazenError *err = NULL;
     if (blazen_future_wait(f) == 0 && blazen_future_take_unit(f, &err) == 0) atomic_fetch_add(&h->answered, 1);

@@ -224,48 +224,43 @@ fn ruby_suite(root: &Path) -> Result<()> {
     let outside = std::env::temp_dir().join("blazen-gem-consumer");
     std::fs::create_dir_all(&outside)?;
     let certs = root.join("target/test-certs");
-    for (name, script) in [
+    // The last two run the 0.6.x build, loaded by the installed gem in
+    // place of its own library: the published gems' ownership again, and
+    // the gem's own suite (its v0.6.x API runs on either build).
+    let lib06 = crate::cc::target_dir(root, Surface::V0_6).join("debug/libblazen_cabi.so");
+    let gem_suite = root.join("bindings/ruby/test/test_control_plane.rb");
+    let gc_order = root.join("tests/ruby/test_gc_order.rb");
+    for (name, script, lib) in [
+        ("the gem's suite", &gem_suite, None),
         (
-            "the gem's suite",
-            root.join("bindings/ruby/test/test_control_plane.rb"),
+            "consumer suite",
+            &root.join("tests/ruby/test_blazen.rb"),
+            None,
         ),
-        ("consumer suite", root.join("tests/ruby/test_blazen.rb")),
         (
             "GC-order suite (the published gems' ownership)",
-            root.join("tests/ruby/test_gc_order.rb"),
+            &gc_order,
+            None,
+        ),
+        ("GC-order suite on the 0.6.x build", &gc_order, Some(&lib06)),
+        (
+            "the gem's suite on the 0.6.x build",
+            &gem_suite,
+            Some(&lib06),
         ),
     ] {
         println!("== Ruby {name} (installed gem, ffi, minitest)");
-        sh(Command::new("ruby")
-            .arg(&script)
+        let mut cmd = Command::new("ruby");
+        cmd.arg(script)
             .env("GEM_HOME", &home)
             .env_remove("BLAZEN_CABI_LIB")
             .env_remove("RUBYLIB")
             .env("BLAZEN_TEST_CERTS", &certs)
-            .current_dir(&outside))?;
-    }
-    // The 0.6.x build, loaded by the installed gem in place of its own
-    // library: the published gems' ownership again, and the gem's own
-    // suite (its v0.6.x API runs on either build).
-    let lib06 = crate::cc::target_dir(root, Surface::V0_6).join("debug/libblazen_cabi.so");
-    for (name, script) in [
-        (
-            "GC-order suite on the 0.6.x build",
-            root.join("tests/ruby/test_gc_order.rb"),
-        ),
-        (
-            "the gem's suite on the 0.6.x build",
-            root.join("bindings/ruby/test/test_control_plane.rb"),
-        ),
-    ] {
-        println!("== Ruby {name}");
-        sh(Command::new("ruby")
-            .arg(&script)
-            .env("GEM_HOME", &home)
-            .env("BLAZEN_CABI_LIB", &lib06)
-            .env_remove("RUBYLIB")
-            .env("BLAZEN_TEST_CERTS", &certs)
-            .current_dir(&outside))?;
+            .current_dir(&outside);
+        if let Some(lib) = lib {
+            cmd.env("BLAZEN_CABI_LIB", lib);
+        }
+        sh(&mut cmd)?;
     }
     Ok(())
 }

@@ -128,85 +128,56 @@ macro_rules! notifications {
     };
 }
 
-impl Handler for AssignmentHandler {
-    fn handle(
-        &self,
-        _ctx: &mut BlazenAssignmentContext,
-        run_id: &str,
-        workflow_name: &str,
-        input_json: &[u8],
-    ) -> Result<Value, String> {
-        let f = self.vt.handle.ok_or(NO_HANDLE)?;
-        let mut c = Call::new(run_id, workflow_name, input_json)?;
-        // SAFETY: valid NUL-terminated strings and out-slots for the call.
-        let rc = unsafe {
-            f(
-                self.vt.user_data,
-                c.run_id.as_ptr(),
-                c.workflow_name.as_ptr(),
-                c.input.as_ptr(),
-                &mut c.out,
-                &mut c.err,
-            )
-        };
-        c.finish(rc)
-    }
+/// A `Handler` impl for one table layout: `$call` calls `handle` (`$f`)
+/// with `$ud`, the context `$ctx` and the strings and out-slots of `$c`, in
+/// that layout's order.
+macro_rules! handler {
+    ($owner:ident, |$f:ident, $ud:ident, $ctx:ident, $c:ident| $call:expr) => {
+        impl Handler for $owner {
+            fn handle(
+                &self,
+                $ctx: &mut BlazenAssignmentContext,
+                run_id: &str,
+                workflow_name: &str,
+                input_json: &[u8],
+            ) -> Result<Value, String> {
+                let $f = self.vt.handle.ok_or(NO_HANDLE)?;
+                let $ud = self.vt.user_data;
+                let mut $c = Call::new(run_id, workflow_name, input_json)?;
+                // SAFETY: valid NUL-terminated strings and out-slots for the
+                // call; the context outlives it.
+                let rc = unsafe { $call };
+                $c.finish(rc)
+            }
 
-    notifications!();
+            notifications!();
+        }
+    };
 }
 
-impl Handler for AssignmentHandlerV06 {
-    fn handle(
-        &self,
-        ctx: &mut BlazenAssignmentContext,
-        run_id: &str,
-        workflow_name: &str,
-        input_json: &[u8],
-    ) -> Result<Value, String> {
-        let f = self.vt.handle.ok_or(NO_HANDLE)?;
-        let mut c = Call::new(run_id, workflow_name, input_json)?;
-        // SAFETY: as above; `ctx` outlives the call.
-        let rc = unsafe {
-            f(
-                self.vt.user_data,
-                c.run_id.as_ptr(),
-                c.workflow_name.as_ptr(),
-                c.input.as_ptr(),
-                ctx,
-                &mut c.out,
-                &mut c.err,
-            )
-        };
-        c.finish(rc)
-    }
-
-    notifications!();
-}
-
-impl Handler for ContextHandler {
-    fn handle(
-        &self,
-        ctx: &mut BlazenAssignmentContext,
-        run_id: &str,
-        workflow_name: &str,
-        input_json: &[u8],
-    ) -> Result<Value, String> {
-        let f = self.vt.handle.ok_or(NO_HANDLE)?;
-        let mut c = Call::new(run_id, workflow_name, input_json)?;
-        // SAFETY: as above; `ctx` outlives the call.
-        let rc = unsafe {
-            f(
-                self.vt.user_data,
-                ctx,
-                c.run_id.as_ptr(),
-                c.workflow_name.as_ptr(),
-                c.input.as_ptr(),
-                &mut c.out,
-                &mut c.err,
-            )
-        };
-        c.finish(rc)
-    }
-
-    notifications!();
-}
+handler!(AssignmentHandler, |f, ud, _ctx, c| f(
+    ud,
+    c.run_id.as_ptr(),
+    c.workflow_name.as_ptr(),
+    c.input.as_ptr(),
+    &mut c.out,
+    &mut c.err
+));
+handler!(AssignmentHandlerV06, |f, ud, ctx, c| f(
+    ud,
+    c.run_id.as_ptr(),
+    c.workflow_name.as_ptr(),
+    c.input.as_ptr(),
+    ctx,
+    &mut c.out,
+    &mut c.err
+));
+handler!(ContextHandler, |f, ud, ctx, c| f(
+    ud,
+    ctx,
+    c.run_id.as_ptr(),
+    c.workflow_name.as_ptr(),
+    c.input.as_ptr(),
+    &mut c.out,
+    &mut c.err
+));
