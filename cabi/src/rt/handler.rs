@@ -16,6 +16,13 @@ use super::callbacks::{
 use super::strings::take_string;
 use super::{BlazenError, ErrorKind};
 
+/// The largest output a handler may return, in bytes of JSON text: the
+/// control plane's 4 MiB message limit less room for the envelope. A larger
+/// one fails its run at once with a VALIDATION error naming both sizes (it
+/// could not reach the control plane, which would drop the worker's
+/// connection and hand the run out again).
+pub const BLAZEN_MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024 - 64 * 1024;
+
 /// What a worker needs from a handler table, whichever kind it is.
 pub trait Handler: Send + Sync {
     /// Calls `handle`; `Ok` is the run's output, `Err` its failure message.
@@ -74,6 +81,12 @@ impl Call {
         let invalid = |why: String| ErrorKind::Validation.tag(&why);
         match out {
             None => Ok(Value::Null),
+            Some(bytes) if bytes.len() > BLAZEN_MAX_OUTPUT_BYTES => Err(invalid(format!(
+                "the handler's output is {} bytes, over the {BLAZEN_MAX_OUTPUT_BYTES}-byte \
+                 limit of a run's output (the control plane's 4 MiB message limit less room \
+                 for the envelope); keep large data elsewhere and return a reference to it",
+                bytes.len()
+            ))),
             Some(bytes) => {
                 let text = String::from_utf8(bytes).map_err(|_| {
                     invalid("the handler returned output that is not UTF-8".to_string())
