@@ -45,7 +45,11 @@ int main() {
           "endpoint");
 
     BlazenControlPlaneClient *raw_client = nullptr;
+#if BLAZEN_SURFACE == 6 /* the 0.6.x surface takes a bearer token (none here) */
+    check(blazen_controlplane_client_connect_blocking(endpoint.get(), nullptr, &raw_client, &err) == 0,
+#else
     check(blazen_controlplane_client_connect_blocking(endpoint.get(), &raw_client, &err) == 0,
+#endif
           "client connects");
     std::unique_ptr<BlazenControlPlaneClient, ClientFree> client(raw_client);
 
