@@ -68,14 +68,21 @@ pub(crate) fn wire_mismatch(e: &BlazenError, endpoint: &str) -> Option<BlazenErr
 /// ...) is left to the calls that follow.
 pub(crate) async fn check_wire(client: &Client, endpoint: &str) -> Result<()> {
     use blazen_core::distributed::OrchestratorClient;
-    match client.describe_workflow(uuid::Uuid::nil()).await {
-        Err(e) => match wire_mismatch(&BlazenError::from(e), endpoint) {
+    let probe = client.describe_workflow(uuid::Uuid::nil());
+    // A control plane answers within milliseconds; a peer that accepts the
+    // connection and never answers is left to the calls that follow (they
+    // stay pending or time out, as before).
+    match tokio::time::timeout(WIRE_PROBE_LIMIT, probe).await {
+        Ok(Err(e)) => match wire_mismatch(&BlazenError::from(e), endpoint) {
             Some(mismatch) => Err(mismatch),
             None => Ok(()),
         },
-        Ok(_) => Ok(()),
+        Ok(Ok(_)) | Err(_) => Ok(()),
     }
 }
+
+/// How long connect waits for the wire check's answer.
+const WIRE_PROBE_LIMIT: std::time::Duration = std::time::Duration::from_millis(1000);
 
 /// `Client::connect` with the endpoint checked first and a failure that
 /// names the endpoint and its cause.

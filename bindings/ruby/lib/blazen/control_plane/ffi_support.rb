@@ -107,17 +107,21 @@ module Blazen
         end
       end
 
+      # Lookups and removals take no lock: `drop_user_data` may run inside a
+      # finalizer (a collected subscription's `_free` releases its sink),
+      # where Ruby forbids Mutex#synchronize, and a single Hash read or
+      # delete is atomic under the VM lock anyway.
       def lookup(user_data)
-        REGISTRY_LOCK.synchronize { REGISTRY[user_data.address] }
+        REGISTRY[user_data.address]
       end
 
       def unregister(user_data)
-        REGISTRY_LOCK.synchronize { REGISTRY.delete(user_data.address) }
+        REGISTRY.delete(user_data.address)
       end
 
       # How many callback targets the library may still call.
       def registered_count
-        REGISTRY_LOCK.synchronize { REGISTRY.size }
+        REGISTRY.size
       end
 
       # Runs a callback body; an exception never unwinds into C. It goes to
