@@ -42,6 +42,21 @@ static int t_passed, t_failed;
 #define T_TOKEN_LAST(token)
 #endif
 
+/* The parameters of a `BlazenAssignmentHandlerVTable.handle` in the
+ * surface's shape; the 0.6.x one also gets `t_ctx`, the run's context
+ * (`T_UNUSED_CTX()` silences it where the handler does not use it). */
+#if BLAZEN_SURFACE == 6
+#define T_HANDLE_PARAMS                                                                        \
+    void *ud, const char *run_id, const char *wf, const char *input,                           \
+        const BlazenAssignmentContext *t_ctx, char **out_json, BlazenError **out_err
+#define T_UNUSED_CTX() (void)t_ctx
+#else
+#define T_HANDLE_PARAMS                                                                        \
+    void *ud, const char *run_id, const char *wf, const char *input, char **out_json,          \
+        BlazenError **out_err
+#define T_UNUSED_CTX() (void)0
+#endif
+
 #define CHECK(cond, ...)                                                  \
     do {                                                                  \
         if (cond) {                                                       \

@@ -57,14 +57,8 @@ static int32_t handle(Host *h, const char *wf, const char *input, char **out_jso
     return 0;
 }
 
-#if BLAZEN_SURFACE == 6
-static int32_t w_handle(void *ud, const char *run_id, const char *wf, const char *input,
-                        const BlazenAssignmentContext *ctx, char **out_json, BlazenError **out_err) {
-    (void)ctx;
-#else
-static int32_t w_handle(void *ud, const char *run_id, const char *wf, const char *input, char **out_json,
-                        BlazenError **out_err) {
-#endif
+static int32_t w_handle(T_HANDLE_PARAMS) {
+    T_UNUSED_CTX();
     (void)run_id;
     (void)out_err;
     return handle(ud, wf, input, out_json);
