@@ -81,6 +81,11 @@ enum Msg {
 /// The most events one hand-off to the event thread carries.
 const BATCH: usize = 256;
 
+/// How long a subscription to a run that has already ended waits for the
+/// control plane's replay of its events before it delivers the end from
+/// the run's snapshot instead.
+const REPLAY_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 fn is_terminal(event_type: &str) -> bool {
     matches!(
         event_type,
@@ -127,31 +132,46 @@ async fn pump(
     let stream = match stream {
         Ok(s) => s,
         Err(e) => {
-            let _ = opened.send(Err(e));
+            let _ = opened.send(Err(slot.conn().named(e).await));
             return;
         }
     };
+    // A run that had ended when the stream opened: a control plane that
+    // replays a run's events (this library's embedded one) has sent them
+    // all, its end included; for one that does not, the snapshot's
+    // terminal event stands in once REPLAY_WAIT has passed.
+    let mut finished = None;
     if let Some(id) = run {
-        // A run that ended before the stream opened still gets its end.
         match client.describe_workflow(id).await {
-            Ok(snap) => {
-                if let Some(ev) = terminal_event(&snap) {
-                    let _ = opened.send(Ok(()));
-                    let _ = tx.send(Msg::Events(vec![ev]));
-                    let _ = tx.send(Msg::Close);
-                    return;
-                }
-            }
+            Ok(snap) => finished = terminal_event(&snap),
             Err(e) => {
-                let _ = opened.send(Err(e.into()));
+                let _ = opened.send(Err(slot.conn().named(e.into()).await));
                 return;
             }
         }
     }
     let _ = opened.send(Ok(()));
+    let give_up = tokio::time::Instant::now() + REPLAY_WAIT;
     // Whatever the stream has ready at once, up to BATCH, crosses as one.
     let mut chunks = stream.ready_chunks(BATCH);
-    while let Some(items) = chunks.next().await {
+    loop {
+        let next = match finished.take() {
+            Some(end) => match tokio::time::timeout_at(give_up, chunks.next()).await {
+                Ok(next) => {
+                    finished = Some(end);
+                    next
+                }
+                Err(_) => {
+                    let _ = tx.send(Msg::Events(vec![end]));
+                    let _ = tx.send(Msg::Close);
+                    return;
+                }
+            },
+            None => chunks.next().await,
+        };
+        let Some(items) = next else {
+            break;
+        };
         let mut batch = Vec::with_capacity(items.len());
         let mut last = None;
         for item in items {
@@ -239,10 +259,15 @@ async fn open(
     Ok(BlazenControlPlaneSubscription { state })
 }
 
-/// Streams the events of run `run_id` (borrowed UUID text) into `sink`
-/// from now on, then calls `on_close` after the run's terminal `status.*`
-/// event (a run that has already ended gets one terminal event from its
-/// snapshot, then `on_close`). The library owns `sink.user_data` from this
+/// Streams the events of run `run_id` (borrowed UUID text) into `sink`,
+/// then calls `on_close` after the run's terminal `status.*` event. From
+/// this library's embedded control plane the stream starts with what the
+/// run has emitted so far (its last 256 events, always including an
+/// `input.request` still awaiting its answer; kept 60 s after the run
+/// ends), so subscribing right after submitting misses nothing; another
+/// control plane streams from now on, and for a run that has already
+/// ended the library delivers one terminal event from its snapshot
+/// (after waiting at most 250 ms for a replay). The library owns `sink.user_data` from this
 /// call on, on every path, and calls `drop_user_data` once: when the
 /// stream ends (after `on_close`/`on_error`), or in the
 /// `blazen_controlplane_subscription_cancel`/`_free` that ends it (right

@@ -30,6 +30,9 @@ pub(crate) struct Conn {
     load: AtomicUsize,
     /// Subscriptions opened over this connection and still open.
     streams: AtomicUsize,
+    /// Where it goes, for errors that name it.
+    pub(crate) endpoint: Arc<str>,
+    tls: Option<ClientTlsConfig>,
 }
 
 /// Counts a call against its connection's load until it finishes or is
@@ -61,11 +64,14 @@ impl Drop for StreamSlot {
 }
 
 impl BlazenControlPlaneClient {
-    pub(super) fn new(clients: Vec<Client>) -> Self {
+    pub(super) fn new(clients: Vec<Client>, endpoint: &str, tls: Option<ClientTlsConfig>) -> Self {
+        let endpoint: Arc<str> = Arc::from(endpoint);
         let conns = clients
             .into_iter()
             .map(|client| Conn {
                 client,
+                endpoint: endpoint.clone(),
+                tls: tls.clone(),
                 turn: Semaphore::new(1),
                 load: AtomicUsize::new(0),
                 streams: AtomicUsize::new(0),
@@ -163,9 +169,18 @@ where
     conn.load.fetch_add(1, Ordering::Relaxed);
     let _load = Load(&conn.load);
     let _turn = conn.turn.acquire().await;
-    Box::pin(call(conn.client.clone()))
-        .await
-        .map_err(Into::into)
+    match Box::pin(call(conn.client.clone())).await {
+        Ok(v) => Ok(v),
+        Err(e) => Err(conn.named(e.into()).await),
+    }
+}
+
+impl Conn {
+    /// `e`, naming this connection's endpoint and the cause when it is a
+    /// failure to reach the control plane.
+    pub(crate) async fn named(&self, e: BlazenError) -> BlazenError {
+        super::reach::named(e, &self.endpoint, self.tls.clone()).await
+    }
 }
 
 /// Opens `n` connections at once; fails if any fails.
@@ -183,5 +198,5 @@ pub(super) async fn connect_pool(
     if let Some(first) = clients.first() {
         super::reach::check_wire(first, &endpoint).await?;
     }
-    Ok(BlazenControlPlaneClient::new(clients))
+    Ok(BlazenControlPlaneClient::new(clients, &endpoint, tls))
 }

@@ -109,6 +109,46 @@ pub(crate) async fn unreachable(
     endpoint: &str,
     tls: Option<tonic::transport::ClientTlsConfig>,
 ) -> BlazenError {
+    probe(endpoint, tls).await.unwrap_or_else(|| {
+        BlazenError::peer(
+            "ControlPlaneTransport",
+            format!(
+                "cannot reach the control plane at {endpoint}: the connection failed, then \
+                 succeeded when retried"
+            ),
+        )
+    })
+}
+
+/// A call's failure to reach the control plane, with the endpoint and the
+/// cause (a probe's, when it fails too); any other error unchanged.
+pub(crate) async fn named(
+    e: BlazenError,
+    endpoint: &str,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> BlazenError {
+    let transport = matches!(
+        e.subkind.as_deref(),
+        Some("ControlPlaneTransport" | "ControlPlaneUnavailable")
+    );
+    if !transport || e.message.contains(endpoint) {
+        return e;
+    }
+    match probe(endpoint, tls).await {
+        Some(unreachable) => unreachable,
+        None => BlazenError {
+            message: format!("the control plane at {endpoint}: {}", e.message),
+            ..e
+        },
+    }
+}
+
+/// Connects once to `endpoint`; the error naming it and the cause when
+/// that fails.
+async fn probe(
+    endpoint: &str,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> Option<BlazenError> {
     let transport = |cause: &str| {
         BlazenError::peer(
             "ControlPlaneTransport",
@@ -116,30 +156,27 @@ pub(crate) async fn unreachable(
         )
     };
     let Ok(mut probe) = tonic::transport::Endpoint::from_shared(endpoint.to_string()) else {
-        return transport("the endpoint is not a valid URI");
+        return Some(transport("the endpoint is not a valid URI"));
     };
     probe = probe.connect_timeout(std::time::Duration::from_secs(5));
     if let Some(tls) = tls {
         match probe.tls_config(tls) {
             Ok(p) => probe = p,
-            Err(e) => return BlazenError::peer("ControlPlaneTls", cause_chain(&e)),
+            Err(e) => return Some(BlazenError::peer("ControlPlaneTls", cause_chain(&e))),
         }
     }
-    let cause = match probe.connect().await {
-        Ok(_) => "the connection failed, then succeeded when retried".to_string(),
-        Err(e) => cause_chain(&e),
-    };
+    let cause = cause_chain(&probe.connect().await.err()?);
     let lower = cause.to_ascii_lowercase();
     if ["certificate", "tls", "handshake", "alert"]
         .iter()
         .any(|w| lower.contains(w))
     {
-        return BlazenError::peer(
+        return Some(BlazenError::peer(
             "ControlPlaneTls",
             format!("TLS with the control plane at {endpoint} failed: {cause}"),
-        );
+        ));
     }
-    transport(&cause)
+    Some(transport(&cause))
 }
 
 /// An error's causes as one line, `outer: inner: ...`, leaving out tonic's

@@ -150,6 +150,12 @@ impl BlazenError {
             ..Self::new(ErrorKind::Peer, message)
         }
     }
+
+    /// The same error with `note` added to its message, in parentheses.
+    pub fn context(mut self, note: &str) -> Self {
+        self.message = format!("{} ({note})", self.message);
+        self
+    }
 }
 
 impl std::fmt::Display for BlazenError {
@@ -272,7 +278,16 @@ impl BlazenError {
             return e;
         }
         match grpc_code_in(&text) {
-            Some(code) => BlazenError::peer(subkind_for_code(&code), text),
+            // One format for every call's gRPC status, `Code: message`
+            // (the crate's client words some as "control-plane RPC failed
+            // (code=Code): message").
+            Some(code) => {
+                let crate_words = format!("control-plane RPC failed (code={code}): ");
+                let message = text.strip_prefix(&crate_words).map(str::to_string);
+                let message = message.or_else(|| status_message(&text));
+                let shown = message.map_or(text, |m| format!("{code}: {m}"));
+                BlazenError::peer(subkind_for_code(&code), shown)
+            }
             None => BlazenError::peer("ControlPlane", text),
         }
     }

@@ -34,8 +34,15 @@ const GRACE: Duration = Duration::from_secs(1);
 /// connection).
 pub(crate) const KEEPALIVE: Duration = Duration::from_secs(10);
 
-/// Broadcast capacity of the event bus, as in `ControlPlaneServer::new`.
-const EVENT_BUS_CAPACITY: usize = 1024;
+/// Broadcast capacity of the event bus (the crate's `ControlPlaneServer`
+/// has 1,024): a subscriber more than this many events behind loses some,
+/// and the run journal (`service::journal`) is one such subscriber that
+/// must keep up with 10,000-run bursts.
+const EVENT_BUS_CAPACITY: usize = 16_384;
+
+/// How many times a run is re-queued after losing its worker, unless
+/// `max_requeues` says otherwise.
+pub(crate) const DEFAULT_MAX_REQUEUES: u32 = 3;
 
 /// A control plane running inside this process. Caller-owned; free with
 /// `blazen_controlplane_server_free`, which stops it without waiting: every
@@ -111,6 +118,7 @@ pub struct ServerOptions {
     ca_path: Option<String>,
     store_url: Option<String>,
     finished_ttl_ms: Option<u64>,
+    max_requeues: Option<u32>,
 }
 
 impl ServerOptions {
@@ -189,7 +197,9 @@ async fn start(bind_addr: &str, options: ServerOptions) -> Result<BlazenControlP
     let auth = Auth {
         token: token.map(Arc::from),
     };
-    let service = GrpcServer::with_interceptor(crate::service::Service::new(shared, store), auth);
+    let max_requeues = options.max_requeues.unwrap_or(DEFAULT_MAX_REQUEUES);
+    let service = crate::service::Service::new(shared, store, max_requeues);
+    let service = GrpcServer::with_interceptor(service, auth);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let kill = CancellationToken::new();
     let killer = kill.clone();
@@ -246,8 +256,9 @@ async fn blazen_controlplane_server_start(bind_addr: String) -> Result<BlazenCon
 /// survives a restart"), with `finished_ttl_ms` (default 3,600,000, one
 /// hour; 0 keeps them; kept in whole seconds, rounded up) for how long
 /// finished runs stay describable there; a store not reached within 3 s
-/// fails the start with PEER / `ControlPlaneStore`; other keys are a
-/// VALIDATION error).
+/// fails the start with PEER / `ControlPlaneStore`; `max_requeues`
+/// (default 3) for how many times a run that lost its worker is re-queued
+/// before it fails instead; other keys are a VALIDATION error).
 #[export]
 async fn blazen_controlplane_server_start_with_options(
     bind_addr: String,

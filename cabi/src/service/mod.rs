@@ -18,19 +18,27 @@
 //!   a result comes back or a session ends (the crate only drains when a
 //!   worker connects).
 //! - When a session ends, its runs are re-queued and a `status.requeued`
-//!   event `{"node_id", "reason": "worker_lost"}` is emitted for each.
+//!   event `{"node_id", "reason": "worker_lost"}` is emitted for each; a
+//!   run lost more than `max_requeues` times fails instead, and each
+//!   re-run's assignment carries its `attempt`.
 //! - A second session for a node id already connected is refused
 //!   (ALREADY_EXISTS) instead of evicting the first.
 //! - A result for a run that is already terminal is ignored.
+//! - A run subscription starts with the run's events so far (`journal`),
+//!   and an answer to an input request the run never raised is refused.
+//! - A run queued with no connected worker able to take it gets a
+//!   `status.waiting` event (`waiting`).
 //!
 //! With a durable store (`crate::store`), a submission is refused while
 //! the store cannot record it, and `DescribeWorkflow` falls back to the
 //! store for runs this process does not know (finished before a restart).
 
 mod frames;
+mod journal;
 mod session;
 mod submit;
 mod volatile;
+mod waiting;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -96,12 +104,21 @@ struct Plane {
     sessions: Mutex<HashMap<Uuid, DrainKey>>,
     /// The durable store, when the server has one.
     store: Option<Arc<Durable>>,
+    /// Each run's events so far, for subscriptions opened late.
+    journal: journal::Journal,
+    /// How many times a run is re-queued after losing its worker before
+    /// it fails instead.
+    max_requeues: u32,
 }
 
 type DrainKey = (String, Vec<WorkerCapability>);
 
 impl Service {
-    pub(crate) fn new(shared: Arc<SharedState>, store: Option<Arc<Durable>>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<SharedState>,
+        store: Option<Arc<Durable>>,
+        max_requeues: u32,
+    ) -> Self {
         let (drain, requests) = mpsc::unbounded_channel();
         let cp = Arc::new(Plane {
             shared: shared.clone(),
@@ -110,8 +127,14 @@ impl Service {
             expired: Mutex::default(),
             sessions: Mutex::default(),
             store,
+            journal: journal::Journal::default(),
+            max_requeues,
         });
         tokio::spawn(drainer(Arc::downgrade(&cp), requests));
+        tokio::spawn(journal::recorder(
+            Arc::downgrade(&cp),
+            shared.events.subscribe(),
+        ));
         Self {
             inner: ControlPlaneService::new(shared),
             cp,
@@ -251,14 +274,14 @@ impl BlazenControlPlane for Service {
         &self,
         request: Request<PostcardRequest>,
     ) -> Result<Response<PostcardResponse>, Status> {
-        self.inner.respond_to_input(request).await
+        self.respond(request).await
     }
 
     async fn subscribe_run_events(
         &self,
         request: Request<PostcardRequest>,
     ) -> Result<Response<Self::SubscribeRunEventsStream>, Status> {
-        self.inner.subscribe_run_events(request).await
+        self.subscribe_run(request).await
     }
 
     async fn subscribe_all(

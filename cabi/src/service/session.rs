@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tonic::{Response, Status, Streaming};
 use uuid::Uuid;
 
-use crate::rt::lock;
+use crate::rt::{lock, ErrorKind};
 
 use super::*;
 
@@ -231,12 +231,17 @@ impl Plane {
         mut rx: mpsc::Receiver<ServerToWorker>,
         out: mpsc::UnboundedSender<ServerToWorker>,
     ) {
-        while let Some(frame) = rx.recv().await {
-            let run = match &frame {
-                ServerToWorker::Assignment(a) => Some(a.run_id),
-                ServerToWorker::Offer(o) => Some(o.assignment.run_id),
+        while let Some(mut frame) = rx.recv().await {
+            let assignment = match &mut frame {
+                ServerToWorker::Assignment(a) => Some(a),
+                ServerToWorker::Offer(o) => Some(&mut o.assignment),
                 _ => None,
             };
+            let run = assignment.map(|a| {
+                // Each re-run after a lost worker counts.
+                a.attempt = a.attempt.max(self.journal.requeues(a.run_id));
+                a.run_id
+            });
             if let Some(run_id) = run {
                 if let Some(error) = self.expired_error(run_id) {
                     tokio::spawn(self.clone().keep_expired(run_id, error));
@@ -270,14 +275,35 @@ impl Plane {
         }
         self.shared.registry.unregister(session.id);
         lock(&self.sessions).remove(&session.id);
-        let lost = self.still_running(&session);
-        self.shared.queue.surrender_session(session.id).await;
-        self.announce_requeued(&session, &lost);
-        self.request_drain(session.drain_key());
+        self.surrender(&session).await;
+        self.announce_orphans(&session);
         tokio::time::sleep(RESWEEP).await;
-        let late = self.still_running(&session);
+        self.surrender(&session).await;
+    }
+
+    /// Puts the runs still RUNNING on an ended session back in the queue,
+    /// except those lost more than `max_requeues` times: those fail.
+    async fn surrender(&self, session: &Session) {
+        let mut lost = self.still_running(session);
+        let mut given_up = Vec::new();
+        lost.retain(|run_id| {
+            let n = self.journal.requeued(*run_id);
+            if n > self.max_requeues {
+                given_up.push((*run_id, n));
+            }
+            n <= self.max_requeues
+        });
+        for (run_id, n) in given_up {
+            let error = ErrorKind::Workflow.tag(&format!(
+                "the run lost its worker {n} times (the last: node `{}`); a run is re-queued \
+                 at most max_requeues ({}) times",
+                session.node_id, self.max_requeues
+            ));
+            tracing::warn!(%run_id, node_id = %session.node_id, "{error}");
+            self.shared.queue.mark_failed(run_id, error).await;
+        }
         self.shared.queue.surrender_session(session.id).await;
-        self.announce_requeued(&session, &late);
+        self.announce_requeued(session, &lost);
         self.request_drain(session.drain_key());
     }
 

@@ -27,7 +27,7 @@ async fn routing_to_a_session_just_opened_does_not_wait_on_it() {
         events,
         key_store: key_store::default_key_store(),
     });
-    let service = Service::new(shared.clone(), None);
+    let service = Service::new(shared.clone(), None, 3);
     let cap = WorkerCapability {
         kind: "workflow:w".to_string(),
         version: 0,

@@ -147,7 +147,7 @@ impl Service {
                 run_id,
                 place.clone(),
                 assignment,
-                cap,
+                cap.clone(),
                 tags,
                 wait,
                 &shared.registry,
@@ -163,6 +163,7 @@ impl Service {
                 other => Status::internal(other.to_string()),
             });
         }
+        self.cp.journal.needs(run_id, &place, &cap);
         if let Some(deadline_ms) = core.deadline_ms {
             let plane = Arc::downgrade(&self.cp);
             tokio::spawn(Plane::enforce_deadline(plane, run_id, deadline_ms));
@@ -171,6 +172,9 @@ impl Service {
             .queue
             .describe(run_id)
             .ok_or_else(|| Status::internal("run state missing after submit"))?;
+        if snap.status == RunStatus::Pending {
+            self.cp.announce_if_unserved(run_id, &place, &cap);
+        }
         let mut wire = RunStateSnapshotWire::from_core(&snap)
             .map_err(|e| Status::internal(format!("encode run state: {e}")))?;
         wire.place = place;

@@ -176,6 +176,7 @@ pub(super) fn build(route: &mut Route, node_id: String, o: WorkerOptions) -> Res
     if let Some(ms) = o.heartbeat_ms {
         config = config.with_heartbeat_interval(Duration::from_millis(ms.max(1)));
     }
+    route.access.patient = o.retry.is_some();
     if let Some(r) = o.retry {
         let defaults = RetryPolicy::default();
         config = config.with_retry(RetryPolicy {

@@ -28,6 +28,9 @@ pub(super) struct Access {
     pub(super) configured: String,
     pub(super) tls: Option<tonic::transport::ClientTlsConfig>,
     pub(super) token: Option<String>,
+    /// Whether the host gave a retry policy (which then also governs the
+    /// first connection).
+    pub(super) patient: bool,
 }
 
 impl Access {
@@ -38,40 +41,78 @@ impl Access {
     /// ALREADY_EXISTS, which the crate would also retry). A node id still
     /// listed is checked again for up to [`DUPLICATE_GRACE`], so a worker
     /// restarted under the same id gets in once its predecessor's session
-    /// has ended. An unreachable server is left to the retry policy.
+    /// has ended. A control plane not reached within [`FIRST_CONNECT`]
+    /// fails `run` with the endpoint and the cause, unless the host gave a
+    /// retry policy (then that policy decides, as for later reconnects).
     pub(super) async fn rejected(&self, node_id: &str) -> Option<BlazenError> {
-        let probe = Client::connect(self.endpoint.clone(), self.tls.clone(), self.token.clone());
-        let client = probe.await.ok()?;
-        let deadline = tokio::time::Instant::now() + DUPLICATE_GRACE;
+        let start = tokio::time::Instant::now();
         loop {
-            let workers = match client.list_workers().await {
-                Ok(w) => w,
-                Err(e) => {
-                    let e = BlazenError::from(e);
-                    if let Some(mismatch) = crate::client::wire_mismatch(&e, &self.configured) {
-                        return Some(mismatch);
-                    }
-                    return (e.subkind.as_deref() == Some("ControlPlaneUnauthenticated"))
-                        .then_some(e);
+            let waited = start.elapsed();
+            match self.check(node_id).await {
+                Check::Unreachable if !self.patient && waited < FIRST_CONNECT => {}
+                Check::Unreachable if !self.patient => {
+                    let e = crate::client::unreachable(&self.configured, self.tls.clone()).await;
+                    return Some(e.context(&format!(
+                        "the worker could not connect within {} s (give it a `retry` policy \
+                         to keep trying)",
+                        FIRST_CONNECT.as_secs()
+                    )));
                 }
-            };
-            if !workers.iter().any(|w| w.node_id == node_id) {
-                return None;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Some(BlazenError::peer(
-                    "ControlPlaneAlreadyExists",
-                    format!(
-                        "node id `{node_id}` is already connected to the control plane at {}; \
-                         each worker needs a node id of its own",
-                        self.configured
-                    ),
-                ));
+                Check::Unreachable | Check::Admitted => return None,
+                Check::Listed if waited >= DUPLICATE_GRACE => {
+                    return Some(BlazenError::peer(
+                        "ControlPlaneAlreadyExists",
+                        format!(
+                            "node id `{node_id}` is already connected to the control plane at \
+                             {}; each worker needs a node id of its own",
+                            self.configured
+                        ),
+                    ))
+                }
+                Check::Listed => {}
+                Check::Refused(e) => return Some(e),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+
+    async fn check(&self, node_id: &str) -> Check {
+        let probe = Client::connect(self.endpoint.clone(), self.tls.clone(), self.token.clone());
+        let Ok(client) = probe.await else {
+            return Check::Unreachable;
+        };
+        match client.list_workers().await {
+            Ok(workers) if workers.iter().any(|w| w.node_id == node_id) => Check::Listed,
+            Ok(_) => Check::Admitted,
+            Err(e) => {
+                let e = BlazenError::from(e);
+                if let Some(mismatch) = crate::client::wire_mismatch(&e, &self.configured) {
+                    return Check::Refused(mismatch);
+                }
+                match e.subkind.as_deref() {
+                    Some("ControlPlaneUnauthenticated") => Check::Refused(e),
+                    Some("ControlPlaneTransport" | "ControlPlaneUnavailable") => {
+                        Check::Unreachable
+                    }
+                    _ => Check::Admitted,
+                }
+            }
+        }
+    }
 }
+
+/// What one call before the run found.
+enum Check {
+    Admitted,
+    /// Another worker is connected under the node id.
+    Listed,
+    Unreachable,
+    Refused(BlazenError),
+}
+
+/// How long a worker without a retry policy tries to make its first
+/// connection before `run` fails.
+pub(crate) const FIRST_CONNECT: Duration = Duration::from_secs(10);
 
 /// How long `run` waits for a worker with the same node id to leave.
 const DUPLICATE_GRACE: Duration = Duration::from_secs(2);

@@ -1,0 +1,367 @@
+//! Each run's events so far, so that a subscription opened after its run
+//! started still sees all of it (the crate's subscription starts "from now
+//! on", which loses whatever a fast run emitted before the subscriber got
+//! there: `status.running`, a `progress`, an `input.request`).
+//!
+//! One task reads the event bus. For each event it takes one lock, appends
+//! the event to its run's journal and hands it to that run's subscribers.
+//! A new subscriber copies the journal and joins the subscribers under the
+//! same lock, so it gets every event of the run once, in order.
+//!
+//! Bounds: a journal holds the run's last [`JOURNAL_EVENTS`] events (an
+//! `input.request` still awaiting its answer is never the one dropped) and
+//! is forgotten [`JOURNAL_KEEP`] after the run ends.
+//!
+//! The journal also knows which input requests of a run await an answer,
+//! so an answer to a request the run never raised is refused.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use blazen_controlplane::pb::blazen_control_plane_server::BlazenControlPlane;
+use blazen_controlplane::pb::{PostcardRequest, PostcardResponse};
+use blazen_controlplane::protocol::{
+    validate_envelope_version, RespondToInputRequest, RunEventWire, SubscribeRunRequest,
+};
+use blazen_controlplane::server::service::PostcardResponseStream;
+use blazen_core::distributed::{RunEvent, WorkerCapability};
+use futures_util::StreamExt;
+use tokio::sync::{broadcast, mpsc};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::rt::lock;
+
+use super::{decode, Plane, Service};
+
+/// The most events a run's journal keeps (the oldest go first).
+pub(crate) const JOURNAL_EVENTS: usize = 256;
+
+/// How long a finished run's journal is kept.
+pub(crate) const JOURNAL_KEEP: Duration = Duration::from_secs(60);
+
+/// Events a subscriber may have waiting before it is dropped (its stream
+/// then ends, which its client reports, instead of losing events quietly).
+const SUBSCRIBER_BUFFER: usize = 4096;
+
+#[derive(Default)]
+pub(super) struct Journal {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    runs: HashMap<Uuid, RunLog>,
+    /// Finished runs, oldest first, with when they finished.
+    ended: VecDeque<(Instant, Uuid)>,
+}
+
+#[derive(Default)]
+struct RunLog {
+    events: VecDeque<RunEvent>,
+    /// Request ids of `input.request` events not yet answered.
+    awaiting: HashSet<String>,
+    /// Set when the bus dropped events while this run was live: its
+    /// journal may lack some, so answers to input requests go unchecked.
+    gaps: bool,
+    ended: bool,
+    /// How many times the run was re-queued after losing its worker.
+    requeued: u32,
+    /// The place and capability the run was submitted for.
+    needs: Option<DrainKeyOne>,
+    subscribers: Vec<mpsc::Sender<RunEvent>>,
+}
+
+/// A place and one capability.
+pub(super) type DrainKeyOne = (String, WorkerCapability);
+
+/// What the journal knows of an input request.
+pub(super) enum Awaited {
+    /// The run raised it and it has no answer yet.
+    Yes,
+    /// The run has no such request awaiting an answer; these are the ones
+    /// that are.
+    No(Vec<String>),
+    /// The journal cannot tell (no journal, or one with gaps).
+    Unknown,
+}
+
+fn is_terminal(event_type: &str) -> bool {
+    matches!(
+        event_type,
+        "status.completed" | "status.failed" | "status.cancelled"
+    )
+}
+
+fn request_id(event: &RunEvent) -> Option<String> {
+    (event.event_type == "input.request")
+        .then(|| event.data.get("request_id")?.as_str().map(str::to_string))
+        .flatten()
+}
+
+impl RunLog {
+    fn push(&mut self, event: RunEvent) {
+        if let Some(id) = request_id(&event) {
+            self.awaiting.insert(id);
+        }
+        if is_terminal(&event.event_type) {
+            self.ended = true;
+            self.awaiting.clear();
+        }
+        self.subscribers
+            .retain(|s| s.try_send(event.clone()).is_ok());
+        self.events.push_back(event);
+        if self.events.len() > JOURNAL_EVENTS {
+            let awaited = |e: &RunEvent| request_id(e).is_some_and(|id| self.awaiting.contains(&id));
+            if let Some(i) = self.events.iter().position(|e| !awaited(e)) {
+                self.events.remove(i);
+            }
+        }
+    }
+}
+
+impl Journal {
+    /// Appends `event` to its run's journal and hands it to the run's
+    /// subscribers; forgets the journals of runs that ended long enough ago.
+    fn record(&self, event: RunEvent) {
+        let now = Instant::now();
+        let mut inner = lock(&self.inner);
+        let run_id = event.run_id;
+        let log = inner.runs.entry(run_id).or_default();
+        let was_ended = log.ended;
+        log.push(event);
+        if log.ended && !was_ended {
+            inner.ended.push_back((now, run_id));
+        }
+        while let Some(&(at, id)) = inner.ended.front() {
+            if now.duration_since(at) < JOURNAL_KEEP {
+                break;
+            }
+            inner.ended.pop_front();
+            if inner.runs.get(&id).is_some_and(|l| l.ended) {
+                inner.runs.remove(&id);
+            }
+        }
+    }
+
+    /// Marks every live run's journal as possibly incomplete.
+    fn lost_some(&self) {
+        for log in lock(&self.inner).runs.values_mut() {
+            log.gaps |= !log.ended;
+        }
+    }
+
+    /// Subscribes to `run_id`: the events it has emitted so far, and a
+    /// receiver of the ones that follow. `known` says whether the run
+    /// exists (a journal is only started for a run that does).
+    pub(super) fn join(
+        &self,
+        run_id: Uuid,
+        known: bool,
+    ) -> Option<(Vec<RunEvent>, mpsc::Receiver<RunEvent>)> {
+        let mut inner = lock(&self.inner);
+        let log = match inner.runs.get_mut(&run_id) {
+            Some(log) => log,
+            None if known => inner.runs.entry(run_id).or_default(),
+            None => return None,
+        };
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
+        log.subscribers.push(tx);
+        Some((log.events.iter().cloned().collect(), rx))
+    }
+
+    /// Whether `request_id` of `run_id` awaits an answer.
+    pub(super) fn awaited(&self, run_id: Uuid, request_id: &str) -> Awaited {
+        let inner = lock(&self.inner);
+        match inner.runs.get(&run_id) {
+            Some(log) if !log.gaps && !log.ended => {
+                if log.awaiting.contains(request_id) {
+                    Awaited::Yes
+                } else {
+                    let mut ids: Vec<String> = log.awaiting.iter().cloned().collect();
+                    ids.sort();
+                    Awaited::No(ids)
+                }
+            }
+            _ => Awaited::Unknown,
+        }
+    }
+
+    /// Counts a re-queue of `run_id` after its worker was lost; returns
+    /// the count so far.
+    pub(super) fn requeued(&self, run_id: Uuid) -> u32 {
+        let mut inner = lock(&self.inner);
+        let log = inner.runs.entry(run_id).or_default();
+        log.requeued = log.requeued.saturating_add(1);
+        log.requeued
+    }
+
+    /// How many times `run_id` has been re-queued after losing its worker.
+    pub(super) fn requeues(&self, run_id: Uuid) -> u32 {
+        lock(&self.inner).runs.get(&run_id).map_or(0, |l| l.requeued)
+    }
+
+    /// Records the place and capability `run_id` was submitted for.
+    pub(super) fn needs(&self, run_id: Uuid, place: &str, cap: &WorkerCapability) {
+        let mut inner = lock(&self.inner);
+        inner.runs.entry(run_id).or_default().needs = Some((place.to_string(), cap.clone()));
+    }
+
+    /// The runs not yet ended that were submitted for `place` and `cap`.
+    pub(super) fn runs_needing(&self, place: &str, cap: &WorkerCapability) -> Vec<Uuid> {
+        let inner = lock(&self.inner);
+        inner
+            .runs
+            .iter()
+            .filter(|(_, l)| !l.ended)
+            .filter(|(_, l)| l.needs.as_ref().is_some_and(|(p, c)| p == place && c == cap))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Records that `request_id` of `run_id` has been answered.
+    pub(super) fn answered(&self, run_id: Uuid, request_id: &str) {
+        if let Some(log) = lock(&self.inner).runs.get_mut(&run_id) {
+            log.awaiting.remove(request_id);
+        }
+    }
+}
+
+impl Service {
+    /// `SubscribeRunEvents`: the run's journal, then its live events. A
+    /// run this process does not know gets the crate's stream.
+    pub(super) async fn subscribe_run(
+        &self,
+        request: Request<PostcardRequest>,
+    ) -> Result<Response<PostcardResponseStream>, Status> {
+        let req: SubscribeRunRequest =
+            decode(&request.get_ref().postcard_payload, "SubscribeRunRequest")?;
+        validate_envelope_version(req.envelope_version)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let known = self.cp.shared.queue.describe(req.run_id).is_some();
+        let Some((backlog, live)) = self.cp.journal.join(req.run_id, known) else {
+            return self.inner.subscribe_run_events(request).await;
+        };
+        let events = futures_util::stream::iter(backlog)
+            .chain(tokio_stream::wrappers::ReceiverStream::new(live))
+            .filter_map(|event| async move {
+                let wire = RunEventWire::from_core(&event).ok()?;
+                let postcard_payload = postcard::to_allocvec(&wire).ok()?;
+                Some(Ok(PostcardResponse { postcard_payload }))
+            });
+        Ok(Response::new(Box::pin(events)))
+    }
+
+    /// `RespondToInput`: refused (NOT_FOUND, naming the requests that do
+    /// await an answer) when the run has no such request awaiting one;
+    /// otherwise the crate's, which sends it to the run's worker.
+    pub(super) async fn respond(
+        &self,
+        request: Request<PostcardRequest>,
+    ) -> Result<Response<PostcardResponse>, Status> {
+        let req: RespondToInputRequest =
+            decode(&request.get_ref().postcard_payload, "RespondToInputRequest")?;
+        if let Awaited::No(ids) = self.cp.journal.awaited(req.run_id, &req.request_id) {
+            let awaiting = if ids.is_empty() {
+                "none is".to_string()
+            } else {
+                format!("{} {}", ids.join(", "), if ids.len() == 1 { "is" } else { "are" })
+            };
+            return Err(Status::not_found(format!(
+                "run {} has no input request {:?} awaiting an answer ({awaiting})",
+                req.run_id, req.request_id
+            )));
+        }
+        let answer = self.inner.respond_to_input(request).await?;
+        self.cp.journal.answered(req.run_id, &req.request_id);
+        Ok(answer)
+    }
+}
+
+/// Reads the event bus into the journal until the server ends.
+pub(super) async fn recorder(plane: Weak<Plane>, mut events: broadcast::Receiver<RunEvent>) {
+    loop {
+        let received = events.recv().await;
+        let Some(cp) = plane.upgrade() else {
+            return;
+        };
+        match received {
+            Ok(event) => cp.journal.record(event),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "run journal fell behind the event bus; some events were not recorded"
+                );
+                cp.journal.lost_some();
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(run_id: Uuid, event_type: &str, data: serde_json::Value) -> RunEvent {
+        RunEvent {
+            run_id,
+            event_type: event_type.into(),
+            data,
+            timestamp_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_late_subscriber_gets_every_event_once_in_order() {
+        let j = Journal::default();
+        let run = Uuid::new_v4();
+        j.record(ev(run, "status.running", serde_json::json!({})));
+        j.record(ev(run, "progress", serde_json::json!({"n": 1})));
+        let (backlog, mut rx) = j.join(run, true).unwrap();
+        j.record(ev(run, "status.completed", serde_json::json!({})));
+        let types: Vec<_> = backlog.iter().map(|e| e.event_type.as_str()).collect();
+        assert_eq!(types, ["status.running", "progress"]);
+        assert_eq!(rx.try_recv().unwrap().event_type, "status.completed");
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn an_unknown_run_gets_no_journal() {
+        let j = Journal::default();
+        assert!(j.join(Uuid::new_v4(), false).is_none());
+    }
+
+    #[test]
+    fn the_bound_never_drops_an_awaited_input_request() {
+        let j = Journal::default();
+        let run = Uuid::new_v4();
+        j.record(ev(run, "input.request", serde_json::json!({"request_id": "r1"})));
+        for n in 0..(JOURNAL_EVENTS + 10) {
+            j.record(ev(run, "progress", serde_json::json!({ "n": n })));
+        }
+        let (backlog, _rx) = j.join(run, true).unwrap();
+        assert_eq!(backlog.len(), JOURNAL_EVENTS);
+        assert_eq!(backlog[0].event_type, "input.request");
+        assert_eq!(backlog.last().unwrap().data["n"], JOURNAL_EVENTS + 9);
+        assert!(matches!(j.awaited(run, "r1"), Awaited::Yes));
+        match j.awaited(run, "r2") {
+            Awaited::No(ids) => assert_eq!(ids, ["r1"]),
+            _ => panic!("r2 should be refused"),
+        }
+        j.answered(run, "r1");
+        assert!(matches!(j.awaited(run, "r1"), Awaited::No(_)));
+    }
+
+    #[test]
+    fn gaps_and_ended_runs_leave_answers_unchecked() {
+        let j = Journal::default();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        j.record(ev(a, "status.running", serde_json::json!({})));
+        j.record(ev(b, "status.completed", serde_json::json!({})));
+        j.lost_some();
+        assert!(matches!(j.awaited(a, "x"), Awaited::Unknown));
+        assert!(matches!(j.awaited(b, "x"), Awaited::Unknown));
+    }
+}
