@@ -1255,8 +1255,9 @@ BlazenFuture *blazen_controlplane_server_start(const char *bind_addr);
  * survives a restart"), with `finished_ttl_ms` (default 3,600,000, one
  * hour; 0 keeps them; kept in whole seconds, rounded up) for how long
  * finished runs stay describable there; a store not reached within 3 s
- * fails the start with PEER / `ControlPlaneStore`; other keys are a
- * VALIDATION error).
+ * fails the start with PEER / `ControlPlaneStore`; `max_requeues`
+ * (default 3) for how many times a run that lost its worker is re-queued
+ * before it fails instead; other keys are a VALIDATION error).
  *
  * Blocks the calling thread. Returns 0 and stores a new caller-owned `BlazenControlPlaneServer` in `*out_server` (free it with its `_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.
  */
@@ -1276,8 +1277,9 @@ int32_t blazen_controlplane_server_start_with_options_blocking(const char *bind_
  * survives a restart"), with `finished_ttl_ms` (default 3,600,000, one
  * hour; 0 keeps them; kept in whole seconds, rounded up) for how long
  * finished runs stay describable there; a store not reached within 3 s
- * fails the start with PEER / `ControlPlaneStore`; other keys are a
- * VALIDATION error).
+ * fails the start with PEER / `ControlPlaneStore`; `max_requeues`
+ * (default 3) for how many times a run that lost its worker is re-queued
+ * before it fails instead; other keys are a VALIDATION error).
  *
  * Non-blocking: returns a caller-owned `BlazenFuture` (never NULL) running the operation; await it with `blazen_future_poll`, `blazen_future_wait` or `blazen_future_fd`, collect it with the matching `blazen_future_take_*` for `BlazenControlPlaneServer`, and release it with `blazen_future_free`. Invalid arguments give an already-failed future.
  */
@@ -1312,10 +1314,15 @@ void blazen_controlplane_server_shutdown(const BlazenControlPlaneServer *server)
 void blazen_controlplane_subscription_free(BlazenControlPlaneSubscription *handle);
 
 /**
- * Streams the events of run `run_id` (borrowed UUID text) into `sink`
- * from now on, then calls `on_close` after the run's terminal `status.*`
- * event (a run that has already ended gets one terminal event from its
- * snapshot, then `on_close`). The library owns `sink.user_data` from this
+ * Streams the events of run `run_id` (borrowed UUID text) into `sink`,
+ * then calls `on_close` after the run's terminal `status.*` event. From
+ * this library's embedded control plane the stream starts with what the
+ * run has emitted so far (its last 256 events, always including an
+ * `input.request` still awaiting its answer; kept 60 s after the run
+ * ends), so subscribing right after submitting misses nothing; another
+ * control plane streams from now on, and for a run that has already
+ * ended the library delivers one terminal event from its snapshot
+ * (after waiting at most 250 ms for a replay). The library owns `sink.user_data` from this
  * call on, on every path, and calls `drop_user_data` once: when the
  * stream ends (after `on_close`/`on_error`), or in the
  * `blazen_controlplane_subscription_cancel`/`_free` that ends it (right

@@ -154,8 +154,8 @@ T_UNUSED static void t_drop_ud(void *ud) {
 }
 
 /* A handler that answers with its input. */
-T_UNUSED static int32_t t_echo(void *ud, const char *run_id, const char *wf, const char *input, char **out_json,
-                               BlazenError **out_err) {
+T_UNUSED static int32_t t_echo(T_HANDLE_PARAMS) {
+    T_UNUSED_CTX();
     (void)ud;
     (void)run_id;
     (void)wf;

@@ -19,7 +19,7 @@ int main(void) {
     CHECK(blazen_controlplane_client_list_workers_blocking(valid_BlazenControlPlaneClient,
                                                            &valid_BlazenWorkerInfoList, NULL) == 0,
           "list");
-    BlazenAssignmentHandlerVTable vt = {NULL, NULL, NULL, NULL, NULL};
+    BlazenAssignmentHandlerVTable vt = {NULL, NULL, t_echo, NULL, NULL};
     CHECK(blazen_controlplane_worker_new_blocking(ep, "adv", NULL, NULL, 0, 1, T_TOKEN(NULL) vt, &valid_BlazenControlPlaneWorker,
                                                   NULL) == 0,
           "worker");

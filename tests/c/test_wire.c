@@ -92,7 +92,7 @@ int main(void) {
           "connect_with_options refuses it");
     refused(err, ep, "connect_with_options");
 
-    BlazenAssignmentHandlerVTable vt = {NULL, NULL, NULL, NULL, NULL};
+    BlazenAssignmentHandlerVTable vt = {NULL, NULL, t_echo, NULL, NULL};
     BlazenControlPlaneWorker *w = NULL;
     CHECK(blazen_controlplane_worker_new_blocking(ep, "old-w", NULL, NULL, 0, 1, T_TOKEN(NULL) vt, &w, NULL) == 0,
           "a worker is made (nothing connects before run)");

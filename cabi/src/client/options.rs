@@ -44,7 +44,10 @@ pub struct SubmitOptions {
 
 /// `resource_hint` of [`SubmitOptions`].
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an object with any of vram_mb, cpu_cores, expected_seconds"
+)]
 pub struct HintOptions {
     pub(super) vram_mb: Option<u64>,
     pub(super) cpu_cores: Option<f32>,

@@ -223,9 +223,16 @@ impl<T: serde::de::DeserializeOwned + Default + CheckOptions> FromCStr for Optio
     fn from_c(raw: Option<&CStr>, name: &str) -> Result<Self> {
         let options: T = match json(raw, name)? {
             None | Some(Value::Null) => T::default(),
-            Some(v @ Value::Object(_)) => {
-                serde_json::from_value(v).map_err(|e| BlazenError::invalid(name, e))?
-            }
+            Some(v @ Value::Object(_)) => serde_path_to_error::deserialize(v).map_err(|e| {
+                // Name the key a wrong value is at (`retry.max_attempts`,
+                // `capabilities[0]`); errors about the object itself (an
+                // unknown key) have no path.
+                let path = e.path().to_string();
+                match path.as_str() {
+                    "." => BlazenError::invalid(name, e.into_inner()),
+                    _ => BlazenError::invalid(name, format!("`{path}`: {}", e.into_inner())),
+                }
+            })?,
             Some(_) => return Err(BlazenError::invalid(name, "must be null or a JSON object")),
         };
         options.check().map_err(|e| BlazenError::invalid(name, e))?;

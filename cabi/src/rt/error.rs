@@ -151,9 +151,9 @@ impl BlazenError {
         }
     }
 
-    /// The same error with `note` added to its message, in parentheses.
+    /// The same error with `note` added to its message, after a `; `.
     pub fn context(mut self, note: &str) -> Self {
-        self.message = format!("{} ({note})", self.message);
+        self.message = format!("{}; {note}", self.message);
         self
     }
 }

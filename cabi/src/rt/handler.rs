@@ -37,6 +37,8 @@ pub trait Handler: Send + Sync {
     fn on_cancel(&self, run_id: &str);
     /// Calls `on_drain` if set.
     fn on_drain(&self, immediate: bool);
+    /// Whether the table has a `handle` function (a worker needs one).
+    fn has_handle(&self) -> bool;
 }
 
 /// The C strings of one `handle` call and the handler's answer.
@@ -164,6 +166,10 @@ macro_rules! handler {
             }
 
             notifications!();
+
+            fn has_handle(&self) -> bool {
+                self.vt.handle.is_some()
+            }
         }
     };
 }

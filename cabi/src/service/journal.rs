@@ -262,6 +262,14 @@ impl Service {
     ) -> Result<Response<PostcardResponse>, Status> {
         let req: RespondToInputRequest =
             decode(&request.get_ref().postcard_payload, "RespondToInputRequest")?;
+        if let Some(snap) = self.cp.shared.queue.describe(req.run_id) {
+            if super::is_terminal(snap.status) {
+                return Err(Status::failed_precondition(format!(
+                    "run {} has ended ({:?}); no input request of it awaits an answer",
+                    req.run_id, snap.status
+                )));
+            }
+        }
         if let Awaited::No(ids) = self.cp.journal.awaited(req.run_id, &req.request_id) {
             let awaiting = if ids.is_empty() {
                 "none is".to_string()

@@ -29,7 +29,10 @@ pub struct WorkerOptions {
 }
 
 #[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an object {\"kind\": \"workflow:NAME\", \"version\": integer (optional)}"
+)]
 struct CapabilityOption {
     kind: String,
     #[serde(default)]
@@ -37,7 +40,11 @@ struct CapabilityOption {
 }
 
 #[derive(Debug, serde::Deserialize)]
-#[serde(tag = "mode", deny_unknown_fields)]
+#[serde(
+    tag = "mode",
+    deny_unknown_fields,
+    expecting = "an object {\"mode\": \"Fixed\", \"max_in_flight\": n} | {\"mode\": \"VramBudget\", \"max_vram_mb\": n} | {\"mode\": \"Reactive\"}"
+)]
 enum AdmissionOption {
     Fixed { max_in_flight: u32 },
     VramBudget { max_vram_mb: u64 },
@@ -45,7 +52,10 @@ enum AdmissionOption {
 }
 
 #[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an object with any of max_attempts, initial_backoff_ms, max_backoff_ms"
+)]
 struct RetryOption {
     max_attempts: Option<u32>,
     initial_backoff_ms: Option<u64>,
@@ -69,7 +79,8 @@ impl AdmissionOption {
         }
     }
 
-    /// The control plane's admission; a Fixed cap of 0 means 1.
+    /// The control plane's admission; a Fixed cap of 0 (only `worker_new`'s
+    /// `admission_param` can give one; options refuse it) means 1.
     fn into_mode(self) -> AdmissionMode {
         match self {
             Self::Fixed { max_in_flight } => AdmissionMode::Fixed {
@@ -83,6 +94,9 @@ impl AdmissionOption {
 
 impl CheckOptions for WorkerOptions {
     fn check(&self) -> std::result::Result<(), String> {
+        if let Some(AdmissionOption::Fixed { max_in_flight: 0 }) = self.admission {
+            return Err("`admission.max_in_flight` must be at least 1, not 0".to_string());
+        }
         crate::tls::pem_triple(&self.cert_path, &self.key_path, &self.ca_path).map(drop)
     }
 }
@@ -202,6 +216,33 @@ mod tests {
 
     use super::*;
     use crate::rt::ErrorKind;
+
+    fn refusal(json: &str) -> String {
+        let text = std::ffi::CString::new(json).unwrap();
+        let r = <crate::rt::arg::Options<WorkerOptions> as crate::rt::arg::FromCStr>::from_c(
+            Some(&text),
+            "options_json",
+        );
+        let e = r.err().expect("refused");
+        assert_eq!(e.kind, ErrorKind::Validation);
+        e.message
+    }
+
+    #[test]
+    fn option_errors_name_the_key_and_the_expected_shape() {
+        let m = refusal(r#"{"heartbeat_ms":"5"}"#);
+        assert!(m.contains("`heartbeat_ms`: invalid type: string"), "{m}");
+        let m = refusal(r#"{"retry":{"max_attempts":-1}}"#);
+        assert!(m.contains("`retry.max_attempts`"), "{m}");
+        let m = refusal(r#"{"capabilities":["workflow:a"]}"#);
+        assert!(m.contains("`capabilities[0]`") && m.contains(r#"{"kind""#), "{m}");
+        let m = refusal(r#"{"admission":{"mode":"Fixed","max_in_flight":0}}"#);
+        assert!(m.contains("at least 1"), "{m}");
+        let m = refusal(r#"{"admission":{"mode":"Fixed","max_in_flight":"4"}}"#);
+        assert!(m.contains("`admission"), "{m}");
+        let m = refusal(r#"{"capabilitys":[]}"#);
+        assert!(m.contains("unknown field `capabilitys`"), "{m}");
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(10_000))]

@@ -53,8 +53,8 @@ impl Access {
                 Check::Unreachable if !self.patient => {
                     let e = crate::client::unreachable(&self.configured, self.tls.clone()).await;
                     return Some(e.context(&format!(
-                        "the worker could not connect within {} s (give it a `retry` policy \
-                         to keep trying)",
+                        "the worker could not connect within {} s (a `retry` policy keeps \
+                         it trying)",
                         FIRST_CONNECT.as_secs()
                     )));
                 }
