@@ -1053,7 +1053,10 @@ char *blazen_run_state_snapshot_run_id(const BlazenRunStateSnapshot *snap);
 uint32_t blazen_run_state_snapshot_status(const BlazenRunStateSnapshot *snap);
 
 /**
- * When the run was submitted (ms since the Unix epoch).
+ * When the run was submitted (ms since the Unix epoch; the control
+ * plane's field is named for a start, but it is the submission: a worker
+ * taking the run does not change it, and the moment it did is the
+ * `timestamp_ms` of the run's `status.running` event). `snap` is borrowed.
  */
 uint64_t blazen_run_state_snapshot_started_at_ms(const BlazenRunStateSnapshot *snap);
 

@@ -38,7 +38,10 @@ pub(crate) fn status_code(s: RunStatus) -> u32 {
     }
 }
 
-/// When the run was submitted (ms since the Unix epoch).
+/// When the run was submitted (ms since the Unix epoch; the control
+/// plane's field is named for a start, but it is the submission: a worker
+/// taking the run does not change it, and the moment it did is the
+/// `timestamp_ms` of the run's `status.running` event). `snap` is borrowed.
 #[export]
 fn blazen_run_state_snapshot_started_at_ms(snap: &BlazenRunStateSnapshot) -> u64 {
     snap.0.started_at_ms

@@ -21,6 +21,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/wait.h>
+#include <time.h>
 
 static BlazenControlPlaneClient *client;
 static char endpoint_g[64];
@@ -163,6 +164,55 @@ static void test_submit_then_subscribe(void) {
         blazen_string_free(id);
     }
     printf("submit then subscribe: %d of %d human-in-the-loop runs saw every event\n", complete, HITL_RUNS);
+}
+
+/* `started_at_ms` is the submission time; `status.running` says when a
+ * worker took the run. */
+static uint64_t running_ts;
+static void ts_event(void *ud, const char *run_id, const char *type, const char *data, uint64_t ts) {
+    (void)ud;
+    (void)run_id;
+    (void)data;
+    if (strcmp(type, "status.running") == 0) running_ts = ts;
+}
+
+static void test_started_at(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    uint64_t before = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+    BlazenRunStateSnapshot *s = NULL;
+    CHECK(blazen_controlplane_client_submit_workflow_blocking(client, "nobody-yet", "{}", NULL, true, &s, NULL) == 0,
+          "submit a run that waits");
+    uint64_t started = blazen_run_state_snapshot_started_at_ms(s);
+    CHECK(started >= before && started <= before + 5000, "started_at_ms is the submission time (%llu, %llu)",
+          (unsigned long long)started, (unsigned long long)before);
+    char *id = blazen_run_state_snapshot_run_id(s);
+    blazen_run_state_snapshot_free(s);
+    BlazenRunEventSinkVTable vt = {NULL, NULL, ts_event, NULL, NULL};
+    BlazenControlPlaneSubscription *sub = NULL;
+    CHECK(blazen_controlplane_client_subscribe_run_events(client, id, vt, &sub, NULL) == 0, "subscribed");
+    t_sleep_ms(300);
+    BlazenContextHandlerVTable hv = {NULL, NULL, ask, NULL, NULL};
+    BlazenControlPlaneWorker *w = NULL;
+    CHECK(blazen_controlplane_worker_new_with_options_blocking(
+              endpoint_g, "late", "{\"capabilities\":[{\"kind\":\"workflow:nobody-yet\"}]}", hv, &w, NULL) == 0,
+          "a worker arrives 300 ms later");
+    BlazenFuture *run = blazen_controlplane_worker_run(w);
+    for (int i = 0; i < 500 && running_ts == 0; i++) t_sleep_ms(10);
+    CHECK(running_ts >= started + 250, "status.running is stamped when the worker took it (%llu ms later)",
+          (unsigned long long)(running_ts - started));
+    BlazenRunStateSnapshot *d = NULL;
+    CHECK(blazen_controlplane_client_describe_workflow_blocking(client, id, &d, NULL) == 0 &&
+              blazen_run_state_snapshot_started_at_ms(d) == started,
+          "and started_at_ms stays the submission time");
+    blazen_run_state_snapshot_free(d);
+    blazen_controlplane_client_cancel_workflow_blocking(client, id, NULL, NULL);
+    blazen_controlplane_subscription_free(sub);
+    blazen_controlplane_worker_shutdown(w);
+    CHECK(t_await(run, T_BY_WAIT), "worker run returns");
+    blazen_future_free(run);
+    blazen_controlplane_worker_free(w);
+    blazen_string_free(id);
 }
 
 static void test_unknown_request_id(void) {
@@ -440,6 +490,7 @@ int main(void) {
 
     test_submit_then_subscribe();
     test_unknown_request_id();
+    test_started_at();
     test_waiting();
     test_requeue_cap(sup, port_pipe[1], attempt_pipe[0], blazen_controlplane_server_port(server));
     test_options(ep);

@@ -229,6 +229,37 @@ pub fn run(root: &Path) -> Result<()> {
     );
 
     t.step(
+        "demo.c built without an rpath (the README's run-time note)",
+        |t| {
+            let flags = pkg_config(&pc_dir, &["--cflags", "--libs"])?;
+            let exe = work.join("demo_no_rpath");
+            output(
+                Command::new("cc")
+                    .current_dir(&work)
+                    .args(["-std=c11", "-Wall", "-Wextra", "-pthread", "demo.c", "-o"])
+                    .arg(&exe)
+                    .args(&flags),
+            )?;
+            let alone = Command::new(&exe).env_remove("LD_LIBRARY_PATH").output()?;
+            let said = String::from_utf8_lossy(&alone.stderr);
+            t.check(
+                !alone.status.success()
+                    && said.contains("error while loading shared libraries")
+                    && said.contains(&soname),
+                &format!("without rpath or LD_LIBRARY_PATH it cannot start: {}", said.trim()),
+            );
+            let with_path = Command::new(&exe)
+                .env("LD_LIBRARY_PATH", prefix.join("lib"))
+                .output()?;
+            t.check(
+                with_path.status.success() && String::from_utf8_lossy(&with_path.stdout).contains("done"),
+                &format!("with LD_LIBRARY_PATH={}/lib it runs", prefix.display()),
+            );
+            Ok(())
+        },
+    );
+
+    t.step(
         "demo.c built with `pkg-config --static` (static archive)",
         |t| {
             // With both kinds in one directory the linker prefers the shared

@@ -14,7 +14,10 @@ const GEM_DIR: &str = "bindings/ruby";
 /// stripped) into the gem and builds it; returns the `.gem` file.
 pub fn build(root: &Path) -> Result<PathBuf> {
     crate::ruby::run(root, true)?;
-    let lib = crate::cc::build_library(root, true)?.join("libblazen_cabi.so");
+    crate::install::build(root, blazen_cabi_codegen::Surface::V0_5)?;
+    let lib = crate::cc::target_dir(root, blazen_cabi_codegen::Surface::V0_5)
+        .join("release")
+        .join("libblazen_cabi.so");
     let bundled = root
         .join(GEM_DIR)
         .join("lib/blazen/native/libblazen_cabi.so");

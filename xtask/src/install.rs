@@ -211,8 +211,11 @@ pub fn install(
 }
 
 /// The release build of both library kinds for `surface`; returns the
-/// `-l` flags rustc says a static link needs.
-fn build(root: &Path, surface: Surface) -> Result<Vec<String>> {
+/// `-l` flags rustc says a static link needs. `cargo xtask gem` builds
+/// through here too: one invocation, so neither rebuilds what the other
+/// just built (a plain `cargo build --release` has other flags, and cargo
+/// would rebuild the library for it).
+pub(crate) fn build(root: &Path, surface: Surface) -> Result<Vec<String>> {
     println!(
         "install: release build of blazen-cabi (cdylib + staticlib), surface {}",
         surface.name()
