@@ -348,8 +348,48 @@ class ControlPlaneTest < Minitest::Test
     events = @client.run_events(snap[:run_id]).to_a
     assert_equal "status.completed", events.last[:event_type]
     assert_equal({ "output" => 3 }, events.last[:data])
-    # A finished run still gives its terminal event.
-    assert_equal ["status.completed"], @client.run_events(snap[:run_id]).map { |e| e[:event_type] }
+    # A finished run is replayed, its terminal event last.
+    assert_equal %w[status.running status.completed], @client.run_events(snap[:run_id]).map { |e| e[:event_type] }
+  end
+
+  # The README's pattern (submit, then enumerate the run's events) sees
+  # every event of every run, the input request included, because a run
+  # subscription starts with what the run has emitted so far.
+  def test_submit_then_run_events_sees_every_event
+    serve("hitl#{@id}", admission: :fixed, admission_param: 4) do |_a, ctx|
+      ctx.emit_event("progress", { "step" => 1 })
+      ctx.request_input("Approve?", nil, timeout_ms: 20_000)
+    end
+    20.times do |i|
+      run = @client.submit_workflow(workflow_name: "hitl#{@id}", input: {})
+      types = @client.run_events(run[:run_id]).map do |ev|
+        @client.respond_to_input(run[:run_id], ev[:data]["request_id"], i) if ev[:event_type] == "input.request"
+        ev[:event_type]
+      end
+      assert_equal %w[input.request progress status.completed status.running], types.sort, "run #{i}"
+      assert_equal "status.completed", types.last
+      assert_equal i, @client.describe_workflow(run[:run_id])[:output]
+    end
+  end
+
+  # Answers to requests a run never raised, and runs nobody can take, are
+  # not silent.
+  def test_unknown_input_requests_and_waiting_runs_are_named
+    serve("asks#{@id}") { |_a, ctx| ctx.request_input("Go?", nil, timeout_ms: 20_000) }
+    run = @client.submit_workflow(workflow_name: "asks#{@id}", input: {})
+    events = @client.run_events(run[:run_id])
+    request = events.find { |ev| ev[:event_type] == "input.request" }[:data]["request_id"]
+    err = assert_raises(Blazen::PeerError) { @client.respond_to_input(run[:run_id], "nope", 1) }
+    assert_equal "ControlPlaneNotFound", err.kind
+    assert_includes err.message, request
+    @client.respond_to_input(run[:run_id], request, 1)
+    assert_equal 1, finished(run[:run_id])[:output]
+
+    waiting = @client.submit_workflow(workflow_name: "nobody#{@id}", input: {}, wait_for_worker: true)
+    first = @client.run_events(waiting[:run_id]).first
+    assert_equal "status.waiting", first[:event_type]
+    assert_equal "workflow:nobody#{@id}", first[:data]["capability"]
+    @client.cancel_workflow(waiting[:run_id])
   end
 
   def test_run_blocking_and_shutdown_idempotent

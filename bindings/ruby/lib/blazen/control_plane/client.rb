@@ -179,9 +179,11 @@ module Blazen
         end
       end
 
-      # An Enumerator over a run's events, from now until its terminal
-      # `status.*` event (included); the subscription is closed when the
-      # enumeration ends or is abandoned.
+      # An Enumerator over a run's events until its terminal `status.*` event
+      # (included): from this library's embedded control plane, starting with
+      # what the run has emitted so far (so enumerating right after
+      # {#submit_workflow} misses nothing); from another, from now on. The
+      # subscription is closed when the enumeration ends or is abandoned.
       # @param run_id [String]
       # @return [Enumerator<Hash>]
       def run_events(run_id)

@@ -198,7 +198,7 @@ module Blazen
           raise ValidationError, "admission: #{admission.inspect} is not one of #{ADMISSION.keys.inspect}"
         end
         adm = { "mode" => mode }
-        adm["max_in_flight"] = param if admission == :fixed
+        adm["max_in_flight"] = [param, 1].max if admission == :fixed # 0 means 1, as in worker_new
         adm["max_vram_mb"] = param if admission == :vram_budget
         opts = { "capabilities" => capabilities, "tags" => tags, "admission" => adm }
         opts.merge!(mtls.transform_keys(&:to_s)) if mtls
