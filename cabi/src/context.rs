@@ -14,8 +14,10 @@ fn blazen_assignment_context_run_id(ctx: &BlazenAssignmentContext) -> String {
     ctx.inner.run_id().to_string()
 }
 
-/// Which attempt at the run this assignment is (as the control plane
-/// counts them).
+/// Which attempt at the run this assignment is: 0 for its first run, and
+/// from the embedded control plane one more for each time the run lost its
+/// worker (or was recovered after a restart) before this one; 0 for NULL.
+/// `ctx` is borrowed.
 #[export]
 fn blazen_assignment_context_attempt(ctx: &BlazenAssignmentContext) -> u32 {
     ctx.attempt

@@ -246,13 +246,17 @@ pub fn run(root: &Path) -> Result<()> {
                 !alone.status.success()
                     && said.contains("error while loading shared libraries")
                     && said.contains(&soname),
-                &format!("without rpath or LD_LIBRARY_PATH it cannot start: {}", said.trim()),
+                &format!(
+                    "without rpath or LD_LIBRARY_PATH it cannot start: {}",
+                    said.trim()
+                ),
             );
             let with_path = Command::new(&exe)
                 .env("LD_LIBRARY_PATH", prefix.join("lib"))
                 .output()?;
             t.check(
-                with_path.status.success() && String::from_utf8_lossy(&with_path.stdout).contains("done"),
+                with_path.status.success()
+                    && String::from_utf8_lossy(&with_path.stdout).contains("done"),
                 &format!("with LD_LIBRARY_PATH={}/lib it runs", prefix.display()),
             );
             Ok(())

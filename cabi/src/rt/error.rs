@@ -3,6 +3,8 @@
 use blazen_controlplane::ControlPlaneError;
 use blazen_core::error::WorkflowError;
 
+use super::grpc_text::{grpc_code_in, status_message, subkind_for_code};
+
 /// Result of every stub: the error side becomes a `BlazenError *`.
 pub type Result<T> = std::result::Result<T, BlazenError>;
 
@@ -162,64 +164,6 @@ impl std::fmt::Display for BlazenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
     }
-}
-
-/// `ControlPlane` + the gRPC code's name, with unreachable servers reported
-/// as `ControlPlaneTransport`.
-fn subkind_for_code(code: &str) -> String {
-    match code {
-        "Unavailable" | "Unknown" | "Cancelled" => "ControlPlaneTransport".to_string(),
-        other => format!("ControlPlane{other}"),
-    }
-}
-
-/// Reads the gRPC code's name out of an error text, whichever rendering
-/// produced it: `code=Name)` (trait methods), `status: Name,` (older tonic
-/// Display) or `code: 'description'` (tonic 0.14 Display).
-fn grpc_code_in(text: &str) -> Option<String> {
-    if let Some(i) = text.find("code: '") {
-        let rest = &text[i + 7..];
-        let desc = &rest[..rest.find('\'')?];
-        return (0..=16)
-            .map(tonic::Code::from_i32)
-            .find(|c| c.description() == desc)
-            .map(|c| format!("{c:?}"));
-    }
-    let start = text
-        .find("code=")
-        .map(|i| i + 5)
-        .or_else(|| text.find("status: ").map(|i| i + 8))?;
-    let rest = &text[start..];
-    let end = rest
-        .find(|c: char| !c.is_ascii_alphanumeric())
-        .unwrap_or(rest.len());
-    let code = &rest[..end];
-    code.chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_uppercase())
-        .then(|| code.to_string())
-}
-
-/// The message of a tonic `Status` rendering (`code: '...', message:
-/// "...", source: ...`), unescaped; `None` when the text has none.
-fn status_message(text: &str) -> Option<String> {
-    let start = text.find("message: \"")? + "message: \"".len();
-    let mut out = String::new();
-    let mut chars = text[start..].chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => return Some(out),
-            '\\' => match chars.next()? {
-                'n' => out.push('\n'),
-                't' => out.push('\t'),
-                'r' => out.push('\r'),
-                '0' => out.push('\0'),
-                other => out.push(other),
-            },
-            c => out.push(c),
-        }
-    }
-    None
 }
 
 impl From<WorkflowError> for BlazenError {

@@ -19,6 +19,7 @@ pub mod callbacks;
 mod error;
 mod eventfd;
 pub mod future;
+mod grpc_text;
 pub mod handler;
 mod log_record;
 pub mod logging;

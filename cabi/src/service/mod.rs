@@ -35,6 +35,7 @@
 
 mod frames;
 mod journal;
+mod requeue;
 mod session;
 mod submit;
 mod volatile;

@@ -235,7 +235,10 @@ mod tests {
         let m = refusal(r#"{"retry":{"max_attempts":-1}}"#);
         assert!(m.contains("`retry.max_attempts`"), "{m}");
         let m = refusal(r#"{"capabilities":["workflow:a"]}"#);
-        assert!(m.contains("`capabilities[0]`") && m.contains(r#"{"kind""#), "{m}");
+        assert!(
+            m.contains("`capabilities[0]`") && m.contains(r#"{"kind""#),
+            "{m}"
+        );
         let m = refusal(r#"{"admission":{"mode":"Fixed","max_in_flight":0}}"#);
         assert!(m.contains("at least 1"), "{m}");
         let m = refusal(r#"{"admission":{"mode":"Fixed","max_in_flight":"4"}}"#);

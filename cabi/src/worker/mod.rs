@@ -230,7 +230,9 @@ async fn blazen_controlplane_worker_new_with_options(
 }
 
 /// Connects and serves assignments until `blazen_controlplane_worker_shutdown`
-/// (then 0), a drain, or a failure the retry policy gives up on (then -1).
+/// (then 0), a drain, or a failure the retry policy gives up on (then -1;
+/// without a `retry` option, a control plane not reached within 10 s of
+/// the start is such a failure, naming the endpoint and the cause).
 /// `worker` is borrowed and must outlive the call. When the run ends, and
 /// before this returns (or the future completes), the handler table is
 /// released: `drop_user_data` is called (on a library thread; or, if a

@@ -91,9 +91,7 @@ impl Access {
                 }
                 match e.subkind.as_deref() {
                     Some("ControlPlaneUnauthenticated") => Check::Refused(e),
-                    Some("ControlPlaneTransport" | "ControlPlaneUnavailable") => {
-                        Check::Unreachable
-                    }
+                    Some("ControlPlaneTransport" | "ControlPlaneUnavailable") => Check::Unreachable,
                     _ => Check::Admitted,
                 }
             }

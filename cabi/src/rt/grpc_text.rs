@@ -1,0 +1,60 @@
+//! Reading a gRPC status out of the text the control plane's client made
+//! of it (its code's name, its message, and the subkind they map to).
+
+/// `ControlPlane` + the gRPC code's name, with unreachable servers reported
+/// as `ControlPlaneTransport`.
+pub(super) fn subkind_for_code(code: &str) -> String {
+    match code {
+        "Unavailable" | "Unknown" | "Cancelled" => "ControlPlaneTransport".to_string(),
+        other => format!("ControlPlane{other}"),
+    }
+}
+
+/// Reads the gRPC code's name out of an error text, whichever rendering
+/// produced it: `code=Name)` (trait methods), `status: Name,` (older tonic
+/// Display) or `code: 'description'` (tonic 0.14 Display).
+pub(super) fn grpc_code_in(text: &str) -> Option<String> {
+    if let Some(i) = text.find("code: '") {
+        let rest = &text[i + 7..];
+        let desc = &rest[..rest.find('\'')?];
+        return (0..=16)
+            .map(tonic::Code::from_i32)
+            .find(|c| c.description() == desc)
+            .map(|c| format!("{c:?}"));
+    }
+    let start = text
+        .find("code=")
+        .map(|i| i + 5)
+        .or_else(|| text.find("status: ").map(|i| i + 8))?;
+    let rest = &text[start..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(rest.len());
+    let code = &rest[..end];
+    code.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_uppercase())
+        .then(|| code.to_string())
+}
+
+/// The message of a tonic `Status` rendering (`code: '...', message:
+/// "...", source: ...`), unescaped; `None` when the text has none.
+pub(super) fn status_message(text: &str) -> Option<String> {
+    let start = text.find("message: \"")? + "message: \"".len();
+    let mut out = String::new();
+    let mut chars = text[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => match chars.next()? {
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                'r' => out.push('\r'),
+                '0' => out.push('\0'),
+                other => out.push(other),
+            },
+            c => out.push(c),
+        }
+    }
+    None
+}

@@ -1,0 +1,68 @@
+//! The run journal's bounds and ordering.
+
+use super::*;
+
+fn ev(run_id: Uuid, event_type: &str, data: serde_json::Value) -> RunEvent {
+    RunEvent {
+        run_id,
+        event_type: event_type.into(),
+        data,
+        timestamp_ms: 0,
+    }
+}
+
+#[test]
+fn a_late_subscriber_gets_every_event_once_in_order() {
+    let j = Journal::default();
+    let run = Uuid::new_v4();
+    j.record(ev(run, "status.running", serde_json::json!({})));
+    j.record(ev(run, "progress", serde_json::json!({"n": 1})));
+    let (backlog, mut rx) = j.join(run, true).unwrap();
+    j.record(ev(run, "status.completed", serde_json::json!({})));
+    let types: Vec<_> = backlog.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["status.running", "progress"]);
+    assert_eq!(rx.try_recv().unwrap().event_type, "status.completed");
+    assert!(rx.try_recv().is_err());
+}
+
+#[test]
+fn an_unknown_run_gets_no_journal() {
+    let j = Journal::default();
+    assert!(j.join(Uuid::new_v4(), false).is_none());
+}
+
+#[test]
+fn the_bound_never_drops_an_awaited_input_request() {
+    let j = Journal::default();
+    let run = Uuid::new_v4();
+    j.record(ev(
+        run,
+        "input.request",
+        serde_json::json!({"request_id": "r1"}),
+    ));
+    for n in 0..(JOURNAL_EVENTS + 10) {
+        j.record(ev(run, "progress", serde_json::json!({ "n": n })));
+    }
+    let (backlog, _rx) = j.join(run, true).unwrap();
+    assert_eq!(backlog.len(), JOURNAL_EVENTS);
+    assert_eq!(backlog[0].event_type, "input.request");
+    assert_eq!(backlog.last().unwrap().data["n"], JOURNAL_EVENTS + 9);
+    assert!(matches!(j.awaited(run, "r1"), Awaited::Yes));
+    match j.awaited(run, "r2") {
+        Awaited::No(ids) => assert_eq!(ids, ["r1"]),
+        _ => panic!("r2 should be refused"),
+    }
+    j.answered(run, "r1");
+    assert!(matches!(j.awaited(run, "r1"), Awaited::No(_)));
+}
+
+#[test]
+fn gaps_and_ended_runs_leave_answers_unchecked() {
+    let j = Journal::default();
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    j.record(ev(a, "status.running", serde_json::json!({})));
+    j.record(ev(b, "status.completed", serde_json::json!({})));
+    j.lost_some();
+    assert!(matches!(j.awaited(a, "x"), Awaited::Unknown));
+    assert!(matches!(j.awaited(b, "x"), Awaited::Unknown));
+}

@@ -1,0 +1,67 @@
+//! A worker session that ended: its runs go back to the queue with a
+//! `status.requeued` event each, except a run that has lost its worker more
+//! than `max_requeues` times, which fails instead (no run a worker dies on
+//! can loop for ever).
+
+use blazen_core::distributed::{RunEvent, RunStatus};
+use uuid::Uuid;
+
+use crate::rt::{lock, ErrorKind};
+
+use super::session::Session;
+use super::{now_ms, Plane};
+
+impl Plane {
+    /// Puts the runs still RUNNING on an ended session back in the queue,
+    /// except those lost more than `max_requeues` times: those fail.
+    pub(super) async fn surrender(&self, session: &Session) {
+        let mut lost = self.still_running(session);
+        let mut given_up = Vec::new();
+        lost.retain(|run_id| {
+            let n = self.journal.requeued(*run_id);
+            if n > self.max_requeues {
+                given_up.push((*run_id, n));
+            }
+            n <= self.max_requeues
+        });
+        for (run_id, n) in given_up {
+            let error = ErrorKind::Workflow.tag(&format!(
+                "the run lost its worker {n} times (the last: node `{}`); a run is re-queued \
+                 at most max_requeues ({}) times",
+                session.node_id, self.max_requeues
+            ));
+            tracing::warn!(%run_id, node_id = %session.node_id, "{error}");
+            self.shared.queue.mark_failed(run_id, error).await;
+        }
+        self.shared.queue.surrender_session(session.id).await;
+        self.announce_requeued(session, &lost);
+        self.request_drain(session.drain_key());
+    }
+
+    /// Takes the session's runs that are still RUNNING on it (those a
+    /// surrender puts back in the queue).
+    pub(super) fn still_running(&self, session: &Session) -> Vec<Uuid> {
+        let runs = std::mem::take(&mut *lock(&session.assigned));
+        runs.into_iter()
+            .filter(|r| {
+                self.shared.queue.describe(*r).is_some_and(|s| {
+                    s.status == RunStatus::Running
+                        && s.assigned_to.as_deref() == Some(session.node_id.as_str())
+                })
+            })
+            .collect()
+    }
+
+    /// Emits `status.requeued` `{"node_id", "reason": "worker_lost"}` for
+    /// each of `runs`.
+    pub(super) fn announce_requeued(&self, session: &Session, runs: &[Uuid]) {
+        for run_id in runs {
+            let _ = self.shared.events.send(RunEvent {
+                run_id: *run_id,
+                event_type: "status.requeued".to_string(),
+                data: serde_json::json!({"node_id": session.node_id, "reason": "worker_lost"}),
+                timestamp_ms: now_ms(),
+            });
+        }
+    }
+}
