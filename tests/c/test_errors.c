@@ -5,6 +5,19 @@
  * and text with no Rust debug dump, and its subkind matches. */
 #include "harness.h"
 
+/* A context handler for workers whose runs never come. */
+static int32_t never_called(void *ud, BlazenAssignmentContext *ctx, const char *run_id, const char *wf,
+                            const char *input, char **out_json, BlazenError **out_err) {
+    (void)ud;
+    (void)ctx;
+    (void)run_id;
+    (void)wf;
+    (void)input;
+    (void)out_json;
+    (void)out_err;
+    return 1;
+}
+
 #include <ctype.h>
 #include <stdatomic.h>
 
@@ -56,7 +69,7 @@ int main(void) {
         CHECK(blazen_controlplane_client_connect_blocking(malformed[i], &c, &err) == -1 &&
                   t_err_is(err, BLAZEN_ERROR_KIND_VALIDATION, "endpoint"),
               "client: %s is a VALIDATION error naming endpoint", malformed[i]);
-        BlazenAssignmentHandlerVTable vt = {(void *)&t_drops, t_drop_ud, NULL, NULL, NULL};
+        BlazenAssignmentHandlerVTable vt = {(void *)&t_drops, t_drop_ud, t_echo, NULL, NULL};
         BlazenControlPlaneWorker *w = NULL;
         err = NULL;
         CHECK(blazen_controlplane_worker_new_blocking(malformed[i], "n", NULL, NULL, 0, 1, vt, &w, &err) == -1 &&
@@ -100,7 +113,7 @@ int main(void) {
     blazen_controlplane_client_free(c);
     blazen_controlplane_server_shutdown(server);
     blazen_controlplane_server_free(server);
-    BlazenContextHandlerVTable vt = {(void *)&t_drops, t_drop_ud, NULL, NULL, NULL};
+    BlazenContextHandlerVTable vt = {(void *)&t_drops, t_drop_ud, never_called, NULL, NULL};
     BlazenControlPlaneWorker *w = NULL;
     CHECK(blazen_controlplane_worker_new_with_options_blocking(
               ep, "gives-up",

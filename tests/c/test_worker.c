@@ -303,7 +303,8 @@ static void test_workflows(void) {
     CHECK(t_wait_until(&eu.cancels, 1, 10000), "on_cancel seen");
     blazen_string_free(block_id);
 
-    /* a per-run subscription sees status.running, then status.completed */
+    /* a per-run subscription sees status.waiting (no worker serves "late"
+     * yet), status.running, then status.completed */
     char *late_id = submit("late", "{\"late\":true}", true);
     Sink run_sink = {0};
     run_sink.client = client;
@@ -321,9 +322,10 @@ static void test_workflows(void) {
     pthread_create(&tb, NULL, run_blocking_thread, &arg_b);
     CHECK(t_wait_until(&run_sink.closes, 1, 20000), "per-run subscription closes");
     pthread_mutex_lock(&run_sink.mu);
-    CHECK(run_sink.n >= 2 && strcmp(run_sink.types[0], "status.running") == 0 &&
+    CHECK(run_sink.n >= 3 && strcmp(run_sink.types[0], "status.waiting") == 0 &&
+              strcmp(run_sink.types[1], "status.running") == 0 &&
               strcmp(run_sink.types[run_sink.n - 1], "status.completed") == 0,
-          "running then completed (%d events, first %s)", run_sink.n,
+          "waiting, running, then completed (%d events, first %s)", run_sink.n,
           run_sink.n ? run_sink.types[0] : "-");
     pthread_mutex_unlock(&run_sink.mu);
     CHECK(atomic_load(&run_sink.errors) == 0 && atomic_load(&run_sink.closes) == 1, "one close");

@@ -137,11 +137,11 @@ async fn make(
     vt: Arc<dyn Handler>,
 ) -> Result<BlazenControlPlaneWorker> {
     options.check_kinds(capabilities_param)?;
+    let mut route = Route::new(endpoint).await?;
     if !vt.has_handle() {
         let problem = "has no `handle` function (every run would fail)";
         return Err(BlazenError::invalid("vtable", problem));
     }
-    let mut route = Route::new(endpoint).await?;
     let config = config::build(&mut route, node_id, options)?;
     build(config, vt, route)
 }
