@@ -223,7 +223,7 @@ mod tests {
             Some(&text),
             "options_json",
         );
-        let e = r.err().expect("refused");
+        let e = r.expect_err("refused");
         assert_eq!(e.kind, ErrorKind::Validation);
         e.message
     }

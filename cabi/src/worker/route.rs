@@ -70,7 +70,7 @@ impl Access {
                     ))
                 }
                 Check::Listed => {}
-                Check::Refused(e) => return Some(e),
+                Check::Refused(e) => return Some(*e),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -87,10 +87,10 @@ impl Access {
             Err(e) => {
                 let e = BlazenError::from(e);
                 if let Some(mismatch) = crate::client::wire_mismatch(&e, &self.configured) {
-                    return Check::Refused(mismatch);
+                    return Check::Refused(Box::new(mismatch));
                 }
                 match e.subkind.as_deref() {
-                    Some("ControlPlaneUnauthenticated") => Check::Refused(e),
+                    Some("ControlPlaneUnauthenticated") => Check::Refused(Box::new(e)),
                     Some("ControlPlaneTransport" | "ControlPlaneUnavailable") => Check::Unreachable,
                     _ => Check::Admitted,
                 }
@@ -105,7 +105,7 @@ enum Check {
     /// Another worker is connected under the node id.
     Listed,
     Unreachable,
-    Refused(BlazenError),
+    Refused(Box<BlazenError>),
 }
 
 /// How long a worker without a retry policy tries to make its first
