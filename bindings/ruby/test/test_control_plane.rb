@@ -7,6 +7,7 @@
 
 require "minitest/autorun"
 require "securerandom"
+require "timeout"
 require "blazen"
 require_relative "tiny_scheduler"
 
@@ -350,6 +351,24 @@ class ControlPlaneTest < Minitest::Test
     assert_equal({ "output" => 3 }, events.last[:data])
     # A finished run is replayed, its terminal event last.
     assert_equal %w[status.running status.completed], @client.run_events(snap[:run_id]).map { |e| e[:event_type] }
+  end
+
+  # A stream that ends before `on_end` is given its block still reaches
+  # it (run_events sets it after subscribing; a finished run's replay can
+  # end the stream in between, which used to leave run_events waiting).
+  def test_an_end_before_on_end_is_kept_for_it
+    serve("early#{@id}") { |a| a[:input] }
+    run = @client.submit_workflow(workflow_name: "early#{@id}", input: 1)
+    finished(run[:run_id])
+    seen = Queue.new
+    sub = @client.subscribe_run_events(run[:run_id]) { |ev| seen << ev[:event_type] }
+    assert wait_until { seen.size >= 2 }, "the replay arrived"
+    sleep 0.2 # the close follows the terminal event
+    ends = Queue.new
+    sub.on_end { |error| ends << (error || :closed) }
+    assert_equal :closed, Timeout.timeout(5) { ends.pop }
+    sub.close
+    3.times { assert_equal "status.completed", @client.run_events(run[:run_id]).to_a.last[:event_type] }
   end
 
   # The README's pattern (submit, then enumerate the run's events) sees

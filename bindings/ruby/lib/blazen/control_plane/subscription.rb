@@ -14,21 +14,35 @@ module Blazen
       # What the library calls: the block, and an optional end notification.
       # @api private
       class Sink
-        attr_accessor :ender
-
         def initialize(block)
           @block = block
           @lock = Mutex.new
           @done = ConditionVariable.new
           @released = false
+          @ender = nil
+          @end = nil # [error] once the stream has ended
         end
 
         def event(*args)
           @block.call(Records.event(*args))
         end
 
+        # The stream's end reaches the end block whichever comes first: an
+        # end that arrives before the block is set is kept for it.
         def ended(error)
+          ender = @lock.synchronize do
+            @end = [error]
+            @ender
+          end
           ender&.call(error)
+        end
+
+        def ender=(block)
+          ended = @lock.synchronize do
+            @ender = block
+            @end
+          end
+          block.call(ended.first) if ended
         end
 
         def callback_failed(exception)
@@ -91,8 +105,9 @@ module Blazen
       end
 
       # Calls the block once when the stream ends by itself: with nil after
-      # the run's terminal event, or with a {Blazen::PeerError} when it broke.
-      # Not called after {cancel}.
+      # the run's terminal event, or with a {Blazen::PeerError} when it broke
+      # (at once, on the calling thread, if it has already ended). Not
+      # called after {cancel}.
       # @yieldparam error [Blazen::PeerError, nil]
       # @return [self]
       def on_end(&block)
