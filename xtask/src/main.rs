@@ -1,4 +1,5 @@
-//! Project tasks: `cargo xtask <header [--check] | ruby [--check] | gem | test | demo | bench
+//! Project tasks: `cargo xtask <header [--check] | ruby [--check] | gem
+//! | test [SUITE...] [--tool gcc|clang|valgrind|asan]... [--surface v0.6] | demo | bench
 //! | abi | adversarial | consumers | install --prefix DIR [--strip]>`.
 
 mod abi;
@@ -11,6 +12,7 @@ mod gem;
 mod header;
 mod install;
 mod ruby;
+mod select;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -35,7 +37,7 @@ fn run() -> Result<()> {
         Some("header") => header::run(&root, args.iter().any(|a| a == "--check")),
         Some("ruby") => ruby::run(&root, args.iter().any(|a| a == "--check")),
         Some("gem") => gem::build(&root).map(drop),
-        Some("test") => test::test_all(&root),
+        Some("test") => test::run(&root, &args[1..]),
         Some("demo") => demo::demo(&root),
         Some("bench") => bench::bench(&root),
         Some("abi") => abi::abi_check(&root, surface_arg(&args)?),
@@ -47,7 +49,7 @@ fn run() -> Result<()> {
             })
         }
         _ => {
-            bail!("usage: cargo xtask <header [--check] | ruby [--check] | gem | test | demo | bench | abi | adversarial | consumers | install --prefix DIR [--strip]>")
+            bail!("usage: cargo xtask <header [--check] | ruby [--check] | gem | test [SUITE...] [--tool gcc|clang|valgrind|asan]... [--surface v0.6] | demo | bench | abi | adversarial | consumers | install --prefix DIR [--strip]>")
         }
     }
 }

@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 use blazen_cabi_codegen::Surface;
 
 use crate::cc::{build_library, build_surface, compile_for, need, suites, C_COMPILERS};
+use crate::select::{Selection, Tool};
 use crate::{cargo, sh};
 
 /// The header of `surface` on its own compiles warning-free as C99 and
@@ -83,7 +84,7 @@ fn make_certs(root: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn c_suites(root: &Path, lib: &Path, bin: &Path, surface: Surface) -> Result<()> {
+fn c_suites(root: &Path, lib: &Path, bin: &Path, surface: Surface, sel: &Selection) -> Result<()> {
     let certs = make_certs(root)?;
     let (cases, n) = crate::adversarial::generate(root, surface)?;
     println!(
@@ -91,53 +92,58 @@ fn c_suites(root: &Path, lib: &Path, bin: &Path, surface: Surface) -> Result<()>
         cases.display()
     );
     let flags = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-pthread"];
+    let asan = [
+        &flags[..],
+        &["-fsanitize=address", "-fno-omit-frame-pointer"],
+    ]
+    .concat();
     let mut failed = Vec::new();
     let sources = suites(root, "c", "c")?;
-    for src in sources.iter().filter(|s| runs_on(s, surface)) {
+    for src in sources
+        .iter()
+        .filter(|s| runs_on(s, surface) && sel.has_c(s))
+    {
         let name = format!(
             "{}{}",
             src.file_stem().unwrap().to_string_lossy(),
             tag(surface)
         );
-        for cc in C_COMPILERS {
-            let out = bin.join(format!("{name}_{cc}"));
-            compile_for(root, surface, cc, src, lib, &out, &flags)?;
-            println!("== C suite {name} ({cc})");
-            let status = Command::new(&out)
-                .env("BLAZEN_TEST_CERTS", &certs)
-                .current_dir(root)
-                .status()?;
-            if !status.success() {
-                failed.push(format!("{name} ({cc})"));
+        for tool in &sel.tools {
+            // valgrind runs the gcc build.
+            let (cc, out, args): (&str, PathBuf, &[&str]) = match tool {
+                Tool::Gcc | Tool::Valgrind => ("gcc", bin.join(format!("{name}_gcc")), &flags),
+                Tool::Clang => ("clang", bin.join(format!("{name}_clang")), &flags),
+                Tool::Asan => ("clang", bin.join(format!("{name}_asan")), &asan),
+            };
+            let label = match tool {
+                Tool::Gcc | Tool::Clang => format!("({cc})"),
+                Tool::Valgrind => "(gcc) under valgrind memcheck".to_string(),
+                Tool::Asan => "(clang, AddressSanitizer + LeakSanitizer)".to_string(),
+            };
+            let fresh = *tool != Tool::Valgrind || !sel.tools.contains(&Tool::Gcc);
+            if fresh {
+                compile_for(root, surface, cc, src, lib, &out, args)?;
             }
-        }
-        println!("== C suite {name} (gcc) under valgrind memcheck");
-        let status = Command::new("valgrind")
-            .args(MEMCHECK)
-            .arg(bin.join(format!("{name}_gcc")))
-            .env("BLAZEN_TEST_CERTS", &certs)
-            .env("BLAZEN_UNDER_TOOL", "valgrind")
-            .current_dir(root)
-            .status()?;
-        if !status.success() {
-            failed.push(format!("{name} (valgrind, exit {status})"));
-        }
-        println!("== C suite {name} (clang, AddressSanitizer + LeakSanitizer)");
-        let out = bin.join(format!("{name}_asan"));
-        let asan = [
-            &flags[..],
-            &["-fsanitize=address", "-fno-omit-frame-pointer"],
-        ]
-        .concat();
-        compile_for(root, surface, "clang", src, lib, &out, &asan)?;
-        let status = Command::new(&out)
-            .env("ASAN_OPTIONS", "detect_leaks=1")
-            .env("BLAZEN_TEST_CERTS", &certs)
-            .env("BLAZEN_UNDER_TOOL", "asan")
-            .current_dir(root)
-            .status()?;
-        if !status.success() {
-            failed.push(format!("{name} (ASan/LSan, exit {status})"));
+            println!("== C suite {name} {label}");
+            let mut cmd = if *tool == Tool::Valgrind {
+                let mut v = Command::new("valgrind");
+                v.args(MEMCHECK).arg(&out);
+                v
+            } else {
+                Command::new(&out)
+            };
+            cmd.env("BLAZEN_TEST_CERTS", &certs).current_dir(root);
+            match tool {
+                Tool::Valgrind => cmd.env("BLAZEN_UNDER_TOOL", "valgrind"),
+                Tool::Asan => cmd
+                    .env("BLAZEN_UNDER_TOOL", "asan")
+                    .env("ASAN_OPTIONS", "detect_leaks=1"),
+                Tool::Gcc | Tool::Clang => &mut cmd,
+            };
+            let status = cmd.status()?;
+            if !status.success() {
+                failed.push(format!("{name} ({}, {status})", tool.name()));
+            }
         }
     }
     if !failed.is_empty() {
@@ -146,7 +152,57 @@ fn c_suites(root: &Path, lib: &Path, bin: &Path, surface: Surface) -> Result<()>
     Ok(())
 }
 
-pub fn test_all(root: &Path) -> Result<()> {
+/// `cargo xtask test [SUITE...] [--tool TOOL]... [--surface v0.6]`: every
+/// suite without arguments; otherwise the named ones (C suites by name,
+/// e.g. `client` for tests/c/test_client.c, and `rust`, `header`, `abi`,
+/// `consumers`, `ruby`), the C ones with the named tools only (all four
+/// by default), on the named surface's build.
+pub fn run(root: &Path, args: &[String]) -> Result<()> {
+    let started = std::time::Instant::now();
+    let result = if args.is_empty() {
+        test_all(root)
+    } else {
+        test_selected(root, &Selection::parse(root, args)?)
+    };
+    println!("xtask test: {:.0} s", started.elapsed().as_secs_f64());
+    result
+}
+
+fn test_selected(root: &Path, sel: &Selection) -> Result<()> {
+    let surface = sel.surface;
+    if sel.has("rust") {
+        println!("== cargo test");
+        sh(cargo().args(["test", "--workspace"]))?;
+    }
+    if sel.has("wire") {
+        std::env::set_var("BLAZEN_OLDCP", build_old_control_plane(root)?);
+    }
+    let lib = build_surface(root, false, surface)?;
+    let bin = root.join("target/consumers");
+    std::fs::create_dir_all(&bin)?;
+    if sel.has("header") {
+        crate::header::run(root, true)?;
+        header_compiles(root, &lib, &bin, surface)?;
+    }
+    if sel.any_c() {
+        c_suites(root, &lib, &bin, surface, sel)?;
+    }
+    if sel.has("abi") {
+        crate::abi::run_abi_check(root, &lib, surface)?;
+    }
+    if sel.has("consumers") {
+        crate::consumers::run(root)?;
+    }
+    if sel.has("ruby") {
+        build_surface(root, false, Surface::V0_6)?;
+        crate::ruby::run(root, true)?;
+        ruby_suite(root)?;
+    }
+    println!("xtask test: the selected suites passed");
+    Ok(())
+}
+
+fn test_all(root: &Path) -> Result<()> {
     sh(Command::new("bash").arg(root.join(".ci/install-deps")))?;
     for tool in [
         "gcc",
@@ -169,13 +225,14 @@ pub fn test_all(root: &Path) -> Result<()> {
     let bin = root.join("target/consumers");
     std::fs::create_dir_all(&bin)?;
     header_compiles(root, &lib, &bin, Surface::V0_5)?;
-    c_suites(root, &lib, &bin, Surface::V0_5)?;
+    let every = |surface| Selection::parse(root, &["--surface".into(), surface]);
+    c_suites(root, &lib, &bin, Surface::V0_5, &every("v0.5".into())?)?;
     println!("== abi-check");
     crate::abi::run_abi_check(root, &lib, Surface::V0_5)?;
     println!("== the 0.6.x surface build (feature surface-v0_6)");
     let lib06 = build_surface(root, false, Surface::V0_6)?;
     header_compiles(root, &lib06, &bin, Surface::V0_6)?;
-    c_suites(root, &lib06, &bin, Surface::V0_6)?;
+    c_suites(root, &lib06, &bin, Surface::V0_6, &every("v0.6".into())?)?;
     println!("== abi-check --surface v0.6.74");
     crate::abi::run_abi_check(root, &lib06, Surface::V0_6)?;
     println!("== consumers of the installed library (pkg-config, CMake)");

@@ -1,0 +1,132 @@
+//! `cargo xtask test [SUITE...] [--tool TOOL]... [--surface v0.6]`: which
+//! suites and which ways of running the C ones a partial run takes.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use blazen_cabi_codegen::Surface;
+
+use crate::cc::suites;
+
+/// One way of building and running a C suite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tool {
+    Gcc,
+    Clang,
+    /// The gcc build under valgrind memcheck.
+    Valgrind,
+    /// A clang build with AddressSanitizer and LeakSanitizer.
+    Asan,
+}
+
+impl Tool {
+    pub const ALL: [Tool; 4] = [Tool::Gcc, Tool::Clang, Tool::Valgrind, Tool::Asan];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tool::Gcc => "gcc",
+            Tool::Clang => "clang",
+            Tool::Valgrind => "valgrind",
+            Tool::Asan => "asan",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
+
+/// Suites that are not C suites, by the name that selects them.
+pub const OTHER_SUITES: [&str; 5] = ["rust", "header", "abi", "consumers", "ruby"];
+
+/// What a partial run runs.
+#[derive(Debug)]
+pub struct Selection {
+    /// C suite names (`client` for tests/c/test_client.c) and names from
+    /// [`OTHER_SUITES`].
+    pub names: Vec<String>,
+    pub tools: Vec<Tool>,
+    pub surface: Surface,
+}
+
+impl Selection {
+    /// Reads the arguments after `test`; unknown names and tools are
+    /// errors that list the known ones.
+    pub fn parse(root: &Path, args: &[String]) -> Result<Self> {
+        let c_names = c_suite_names(root)?;
+        let mut sel = Selection {
+            names: Vec::new(),
+            tools: Vec::new(),
+            surface: Surface::V0_5,
+        };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            match arg.as_str() {
+                "--tool" => {
+                    let value = it.next().map(String::as_str).unwrap_or_default();
+                    for name in value.split(',') {
+                        let Some(tool) = Tool::parse(name) else {
+                            let known: Vec<_> = Tool::ALL.iter().map(|t| t.name()).collect();
+                            bail!("--tool {name:?}: expected one of {}", known.join(", "));
+                        };
+                        if !sel.tools.contains(&tool) {
+                            sel.tools.push(tool);
+                        }
+                    }
+                }
+                "--surface" => {
+                    let name = it.next().map(String::as_str).unwrap_or_default();
+                    sel.surface = Surface::parse(name)
+                        .with_context(|| format!("--surface {name:?}: expected v0.5 or v0.6"))?;
+                }
+                name if name.starts_with('-') => bail!("unknown option {name:?}"),
+                name => {
+                    let name = name.strip_prefix("test_").unwrap_or(name);
+                    if !c_names.iter().any(|n| n == name) && !OTHER_SUITES.contains(&name) {
+                        bail!(
+                            "no suite {name:?}; the suites are {}, and {}",
+                            c_names.join(", "),
+                            OTHER_SUITES.join(", ")
+                        );
+                    }
+                    sel.names.push(name.to_string());
+                }
+            }
+        }
+        if sel.tools.is_empty() {
+            sel.tools = Tool::ALL.to_vec();
+        }
+        // In the order of ALL: valgrind reuses the gcc build.
+        sel.tools
+            .sort_by_key(|t| Tool::ALL.iter().position(|a| a == t));
+        if sel.names.is_empty() {
+            sel.names = c_names;
+        }
+        Ok(sel)
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n == name)
+    }
+
+    /// Whether the C suite at `src` is selected.
+    pub fn has_c(&self, src: &Path) -> bool {
+        self.has(&c_name(src))
+    }
+
+    pub fn any_c(&self) -> bool {
+        self.names
+            .iter()
+            .any(|n| !OTHER_SUITES.contains(&n.as_str()))
+    }
+}
+
+/// `client` for tests/c/test_client.c.
+pub fn c_name(src: &Path) -> String {
+    let stem = src.file_stem().unwrap_or_default().to_string_lossy();
+    stem.strip_prefix("test_").unwrap_or(&stem).to_string()
+}
+
+fn c_suite_names(root: &Path) -> Result<Vec<String>> {
+    Ok(suites(root, "c", "c")?.iter().map(|p| c_name(p)).collect())
+}
