@@ -813,8 +813,10 @@ BlazenFuture *blazen_controlplane_client_drain_worker(const BlazenControlPlaneCl
 char *blazen_assignment_context_run_id(const BlazenAssignmentContext *ctx);
 
 /**
- * Which attempt at the run this assignment is (as the control plane
- * counts them).
+ * Which attempt at the run this assignment is: 0 for its first run, and
+ * from the embedded control plane one more for each time the run lost its
+ * worker (or was recovered after a restart) before this one; 0 for NULL.
+ * `ctx` is borrowed.
  */
 uint32_t blazen_assignment_context_attempt(const BlazenAssignmentContext *ctx);
 
@@ -1443,7 +1445,9 @@ int32_t blazen_controlplane_worker_new_with_options_blocking(const char *endpoin
 
 /**
  * Connects and serves assignments until `blazen_controlplane_worker_shutdown`
- * (then 0), a drain, or a failure the retry policy gives up on (then -1).
+ * (then 0), a drain, or a failure the retry policy gives up on (then -1;
+ * without a `retry` option, a control plane not reached within 10 s of
+ * the start is such a failure, naming the endpoint and the cause).
  * `worker` is borrowed and must outlive the call. When the run ends, and
  * before this returns (or the future completes), the handler table is
  * released: `drop_user_data` is called (on a library thread; or, if a
@@ -1459,7 +1463,9 @@ int32_t blazen_controlplane_worker_run_blocking(const BlazenControlPlaneWorker *
 
 /**
  * Connects and serves assignments until `blazen_controlplane_worker_shutdown`
- * (then 0), a drain, or a failure the retry policy gives up on (then -1).
+ * (then 0), a drain, or a failure the retry policy gives up on (then -1;
+ * without a `retry` option, a control plane not reached within 10 s of
+ * the start is such a failure, naming the endpoint and the cause).
  * `worker` is borrowed and must outlive the call. When the run ends, and
  * before this returns (or the future completes), the handler table is
  * released: `drop_user_data` is called (on a library thread; or, if a

@@ -117,7 +117,7 @@ module Blazen
     attach_function :blazen_controlplane_client_drain_worker, [:pointer, :string, :bool], :pointer
     # The id of the run `ctx` (borrowed) belongs to
     attach_function :blazen_assignment_context_run_id, [:pointer], :pointer
-    # Which attempt at the run this assignment is (as the control plane counts them)
+    # Which attempt at the run this assignment is: 0 for its first run, and from the embedded control plane one more for each time the run lost its worker (or was recovered after a restart) before this one; 0 for NULL. `ctx` is borrowed
     attach_function :blazen_assignment_context_attempt, [:pointer], :uint32
     # True once the run has been cancelled (by the orchestrator, a drain or the worker's shutdown): the handler should stop and return
     attach_function :blazen_assignment_context_is_cancelled, [:pointer], :bool
@@ -177,7 +177,7 @@ module Blazen
     attach_function :blazen_run_state_snapshot_run_id, [:pointer], :pointer
     # The run's status, a `BLAZEN_RUN_STATUS_*` constant (0 also for NULL)
     attach_function :blazen_run_state_snapshot_status, [:pointer], :uint32
-    # When the run was submitted (ms since the Unix epoch)
+    # When the run was submitted (ms since the Unix epoch; the control plane's field is named for a start, but it is the submission: a worker taking the run does not change it, and the moment it did is the `timestamp_ms` of the run's `status.running` event). `snap` is borrowed
     attach_function :blazen_run_state_snapshot_started_at_ms, [:pointer], :uint64
     # When the run finished (ms since the Unix epoch), if it has
     attach_function :blazen_run_state_snapshot_completed_at_ms, [:pointer, :pointer, :pointer], :int32
@@ -263,9 +263,9 @@ module Blazen
     attach_function :blazen_controlplane_server_start_blocking, [:string, :pointer, :pointer], :int32, blocking: true
     # Starts a control-plane server in this process, listening on `bind_addr` (borrowed, `IP:PORT`; port 0 picks a free port, bound once with no race)
     attach_function :blazen_controlplane_server_start, [:string], :pointer
-    # As `server_start`, with `options_json` (borrowed; NULL or an object with any of `bearer_token`, which every call must then present, overriding `BLAZEN_PEER_TOKEN` for this server only; and `cert_path` + `key_path` + `ca_path` to serve mutual TLS from PEM files; `store_url` (`redis://HOST:PORT/DB` or `unix://PATH`, a Redis or Valkey server) to keep queued, running and finished runs there so a new control plane on the same store resumes them (see the README's "A control plane that survives a restart"), with `finished_ttl_ms` (default 3,600,000, one hour; 0 keeps them; kept in whole seconds, rounded up) for how long finished runs stay describable there; a store not reached within 3 s fails the start with PEER / `ControlPlaneStore`; other keys are a VALIDATION error)
+    # As `server_start`, with `options_json` (borrowed; NULL or an object with any of `bearer_token`, which every call must then present, overriding `BLAZEN_PEER_TOKEN` for this server only; and `cert_path` + `key_path` + `ca_path` to serve mutual TLS from PEM files; `store_url` (`redis://HOST:PORT/DB` or `unix://PATH`, a Redis or Valkey server) to keep queued, running and finished runs there so a new control plane on the same store resumes them (see the README's "A control plane that survives a restart"), with `finished_ttl_ms` (default 3,600,000, one hour; 0 keeps them; kept in whole seconds, rounded up) for how long finished runs stay describable there; a store not reached within 3 s fails the start with PEER / `ControlPlaneStore`; `max_requeues` (default 3) for how many times a run that lost its worker is re-queued before it fails instead; other keys are a VALIDATION error)
     attach_function :blazen_controlplane_server_start_with_options_blocking, [:string, :string, :pointer, :pointer], :int32, blocking: true
-    # As `server_start`, with `options_json` (borrowed; NULL or an object with any of `bearer_token`, which every call must then present, overriding `BLAZEN_PEER_TOKEN` for this server only; and `cert_path` + `key_path` + `ca_path` to serve mutual TLS from PEM files; `store_url` (`redis://HOST:PORT/DB` or `unix://PATH`, a Redis or Valkey server) to keep queued, running and finished runs there so a new control plane on the same store resumes them (see the README's "A control plane that survives a restart"), with `finished_ttl_ms` (default 3,600,000, one hour; 0 keeps them; kept in whole seconds, rounded up) for how long finished runs stay describable there; a store not reached within 3 s fails the start with PEER / `ControlPlaneStore`; other keys are a VALIDATION error)
+    # As `server_start`, with `options_json` (borrowed; NULL or an object with any of `bearer_token`, which every call must then present, overriding `BLAZEN_PEER_TOKEN` for this server only; and `cert_path` + `key_path` + `ca_path` to serve mutual TLS from PEM files; `store_url` (`redis://HOST:PORT/DB` or `unix://PATH`, a Redis or Valkey server) to keep queued, running and finished runs there so a new control plane on the same store resumes them (see the README's "A control plane that survives a restart"), with `finished_ttl_ms` (default 3,600,000, one hour; 0 keeps them; kept in whole seconds, rounded up) for how long finished runs stay describable there; a store not reached within 3 s fails the start with PEER / `ControlPlaneStore`; `max_requeues` (default 3) for how many times a run that lost its worker is re-queued before it fails instead; other keys are a VALIDATION error)
     attach_function :blazen_controlplane_server_start_with_options, [:string, :string], :pointer
     # The server's endpoint for clients and workers, `http://IP:PORT` (`https://` when it serves TLS) (caller-owned string)
     attach_function :blazen_controlplane_server_endpoint, [:pointer], :pointer
@@ -275,7 +275,7 @@ module Blazen
     attach_function :blazen_controlplane_server_shutdown, [:pointer], :void, blocking: true
     # Releases a caller-owned `BlazenControlPlaneSubscription`
     attach_function :blazen_controlplane_subscription_free, [:pointer], :void
-    # Streams the events of run `run_id` (borrowed UUID text) into `sink` from now on, then calls `on_close` after the run's terminal `status.*` event (a run that has already ended gets one terminal event from its snapshot, then `on_close`)
+    # Streams the events of run `run_id` (borrowed UUID text) into `sink`, then calls `on_close` after the run's terminal `status.*` event
     attach_function :blazen_controlplane_client_subscribe_run_events, [:pointer, :string, BlazenRunEventSinkVTable.by_value, :pointer, :pointer], :int32, blocking: true
     # Streams the events of every run whose submission matches `required_tags_json` (NULL, `null` or `["key=value", ...]`, borrowed) into `sink` until cancelled; a broken stream ends with `on_error`
     attach_function :blazen_controlplane_client_subscribe_all, [:pointer, :string, BlazenRunEventSinkVTable.by_value, :pointer, :pointer], :int32, blocking: true
@@ -285,9 +285,9 @@ module Blazen
     attach_function :blazen_controlplane_worker_free, [:pointer], :void
     # Creates a worker from `options_json` (borrowed; NULL or an object with any of `capabilities` `[{"kind", "version"}]`, `tags` and `labels` `{"k": "v"}`, `admission` `{"mode": "Fixed", "max_in_flight": n}` | `{"mode": "VramBudget", "max_vram_mb": n}` | `{"mode": "Reactive"}`, `bearer_token`, `cert_path` + `key_path` + `ca_path`, `heartbeat_ms`, `retry` `{"max_attempts", "initial_backoff_ms", "max_backoff_ms"}` (without `retry` the worker reconnects forever); other keys are a VALIDATION error). `vtable.handle` also receives the run's `BlazenAssignmentContext`
     attach_function :blazen_controlplane_worker_new_with_options_blocking, [:string, :string, :string, BlazenContextHandlerVTable.by_value, :pointer, :pointer], :int32, blocking: true
-    # Connects and serves assignments until `blazen_controlplane_worker_shutdown` (then 0), a drain, or a failure the retry policy gives up on (then -1). `worker` is borrowed and must outlive the call
+    # Connects and serves assignments until `blazen_controlplane_worker_shutdown` (then 0), a drain, or a failure the retry policy gives up on (then -1; without a `retry` option, a control plane not reached within 10 s of the start is such a failure, naming the endpoint and the cause). `worker` is borrowed and must outlive the call
     attach_function :blazen_controlplane_worker_run_blocking, [:pointer, :pointer], :int32, blocking: true
-    # Connects and serves assignments until `blazen_controlplane_worker_shutdown` (then 0), a drain, or a failure the retry policy gives up on (then -1). `worker` is borrowed and must outlive the call
+    # Connects and serves assignments until `blazen_controlplane_worker_shutdown` (then 0), a drain, or a failure the retry policy gives up on (then -1; without a `retry` option, a control plane not reached within 10 s of the start is such a failure, naming the endpoint and the cause). `worker` is borrowed and must outlive the call
     attach_function :blazen_controlplane_worker_run, [:pointer], :pointer
     # Stops the worker (borrowed), whether or not it is running, without waiting for any thread: the worker leaves the control plane at once, a running `run` returns 0 promptly, and each assignment in progress gets `on_cancel` on the calling thread before this returns (its `handle` call, which may still be running on a library thread, is not waited for; its result is discarded and the control plane re-queues the run)
     attach_function :blazen_controlplane_worker_shutdown, [:pointer], :void
