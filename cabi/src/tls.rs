@@ -1,14 +1,14 @@
-//! TLS from PEM files, for clients, workers and the embedded server: the
-//! one place that reads the files and maps their errors.
+//! TLS from PEM files for clients and workers, and the options that name
+//! them (the embedded server loads its own, in blazen-embedded-cp).
 
 use std::path::{Path, PathBuf};
 
-use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
+use tonic::transport::ClientTlsConfig;
 
 use crate::rt::{BlazenError, Result};
 
 /// A certificate problem: PEER, subkind `ControlPlaneTls`.
-pub(crate) fn error(e: impl std::fmt::Display) -> BlazenError {
+fn error(e: impl std::fmt::Display) -> BlazenError {
     BlazenError::peer("ControlPlaneTls", e.to_string())
 }
 
@@ -50,10 +50,4 @@ pub(crate) fn client_from_options(
     pem_paths(cert, key, ca)?
         .map(|[c, k, a]| client(&c, &k, &a))
         .transpose()
-}
-
-/// The embedded server's TLS settings from its certificate, key and the CA
-/// its clients must present certificates of.
-pub(crate) fn server(cert: &Path, key: &Path, ca: &Path) -> Result<ServerTlsConfig> {
-    blazen_controlplane::tls::load_server_tls(cert, key, ca).map_err(error)
 }

@@ -3,6 +3,8 @@
 use blazen_controlplane::ControlPlaneError;
 use blazen_core::error::WorkflowError;
 
+use blazen_embedded_cp::{STORE_STATUS_PREFIX, STORE_SUBKIND};
+
 use super::grpc_text::{grpc_code_in, status_message, subkind_for_code};
 
 /// Result of every stub: the error side becomes a `BlazenError *`.
@@ -166,6 +168,17 @@ impl std::fmt::Display for BlazenError {
     }
 }
 
+impl From<blazen_embedded_cp::Error> for BlazenError {
+    fn from(e: blazen_embedded_cp::Error) -> Self {
+        use blazen_embedded_cp::Error as E;
+        match e {
+            E::Invalid { param, problem } => BlazenError::invalid(param, problem),
+            E::Peer { subkind, message } => BlazenError::peer(subkind, message),
+            E::Internal(message) => BlazenError::internal(message),
+        }
+    }
+}
+
 impl From<WorkflowError> for BlazenError {
     fn from(e: WorkflowError) -> Self {
         BlazenError::from_workflow_text(e.to_string())
@@ -236,13 +249,6 @@ impl BlazenError {
         }
     }
 }
-
-/// Start of the message of every gRPC status caused by the store; the
-/// client turns such statuses into PEER / `ControlPlaneStore`.
-pub(crate) const STORE_STATUS_PREFIX: &str = "control plane store";
-
-/// The subkind of errors caused by the store.
-pub(crate) const STORE_SUBKIND: &str = "ControlPlaneStore";
 
 #[cfg(test)]
 mod tests {

@@ -32,7 +32,6 @@ pub mod strings;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 pub use error::{BlazenError, ErrorKind, Result};
-pub(crate) use error::{STORE_STATUS_PREFIX, STORE_SUBKIND};
 pub use future::BlazenFuture;
 
 /// The library's tokio runtime, started on first use.

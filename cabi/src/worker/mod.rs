@@ -19,7 +19,7 @@ use blazen_core::distributed::AdmissionMode;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::relay::Relay;
+use blazen_embedded_cp::relay::Relay;
 use crate::rt::arg::{Capabilities, Options, StringMap};
 #[allow(unused_imports)] // named in the 0.6.x surface's `#[surface]` only
 use crate::rt::callbacks::BlazenAssignmentHandlerV06VTable;

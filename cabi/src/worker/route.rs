@@ -8,7 +8,7 @@ use blazen_controlplane::worker::WorkerConfig;
 use blazen_controlplane::Client;
 use blazen_core::distributed::OrchestratorClient;
 
-use crate::relay::Relay;
+use blazen_embedded_cp::relay::Relay;
 use crate::rt::{BlazenError, Result};
 
 /// Where a worker connects: through the library's relay when the endpoint

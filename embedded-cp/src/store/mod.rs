@@ -16,9 +16,9 @@ use blazen_controlplane::ControlPlaneError;
 use blazen_core::distributed::{RunStateSnapshot, WorkerCapability};
 use uuid::Uuid;
 
-use crate::rt::lock;
-use crate::rt::BlazenError;
-pub(crate) use crate::rt::{STORE_STATUS_PREFIX as STATUS_PREFIX, STORE_SUBKIND as SUBKIND};
+use crate::lock;
+use crate::Error;
+pub(crate) use crate::{STORE_STATUS_PREFIX as STATUS_PREFIX, STORE_SUBKIND as SUBKIND};
 
 mod recover;
 
@@ -36,7 +36,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 const PROBE_EVERY: Duration = Duration::from_millis(250);
 
 /// Default time a finished run's snapshot is kept in the store.
-pub(crate) const DEFAULT_FINISHED_TTL: Duration = Duration::from_secs(3600);
+pub const DEFAULT_FINISHED_TTL: Duration = Duration::from_secs(3600);
 
 /// A write the store missed while it was down, replayed when it is back.
 enum Write {
@@ -83,7 +83,7 @@ fn redact(url: &str) -> String {
 }
 
 /// Checks the option: a `redis://` or `unix://` URL.
-pub(crate) fn check_url(url: &str) -> Result<(), String> {
+pub fn check_url(url: &str) -> Result<(), String> {
     let ok = ["redis://", "unix://", "redis+unix://"]
         .iter()
         .any(|s| url.starts_with(s));
@@ -106,10 +106,10 @@ fn cause(e: &ControlPlaneError) -> String {
 }
 
 /// Connects to the store at `url` within [`CONNECT_TIMEOUT`].
-pub(crate) async fn connect(url: &str, ttl: Option<Duration>) -> Result<Arc<Durable>, BlazenError> {
+pub(crate) async fn connect(url: &str, ttl: Option<Duration>) -> Result<Arc<Durable>, Error> {
     let target = redact(url);
     let fail = |why: String| {
-        BlazenError::peer(
+        Error::peer(
             SUBKIND,
             format!("cannot reach the control plane store {target}: {why}"),
         )

@@ -31,7 +31,7 @@ use tokio::sync::{broadcast, mpsc};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::rt::lock;
+use crate::lock;
 
 use super::{decode, Plane, Service};
 

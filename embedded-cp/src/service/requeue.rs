@@ -6,7 +6,7 @@
 use blazen_core::distributed::{RunEvent, RunStatus};
 use uuid::Uuid;
 
-use crate::rt::{lock, ErrorKind};
+use crate::{lock, RunErrorKind};
 
 use super::session::Session;
 use super::{now_ms, Plane};
@@ -25,7 +25,7 @@ impl Plane {
             n <= self.max_requeues
         });
         for (run_id, n) in given_up {
-            let error = ErrorKind::Workflow.tag(&format!(
+            let error = RunErrorKind::Workflow.tag(&format!(
                 "the run lost its worker {n} times (the last: node `{}`); a run is re-queued \
                  at most max_requeues ({}) times",
                 session.node_id, self.max_requeues

@@ -17,8 +17,7 @@ use blazen_core::distributed::{NodeSelector, ResourceHint, RunStatus, WorkerCapa
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::rt::lock;
-use crate::rt::ErrorKind;
+use crate::{lock, RunErrorKind};
 use crate::store::Durable;
 
 use super::*;
@@ -45,7 +44,7 @@ impl Plane {
         } else {
             "RUNNING"
         };
-        let error = ErrorKind::Timeout.tag(&format!(
+        let error = RunErrorKind::Timeout.tag(&format!(
             "the run's deadline_ms ({deadline_ms}) passed while it was {state}"
         ));
         lock(&cp.expired).insert(run_id, error.clone());

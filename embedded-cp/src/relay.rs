@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Uri;
 
-use crate::rt::{BlazenError, Result};
+use crate::{Error, Result};
 
 /// A running relay; closing it (or dropping it) cuts every connection.
 pub struct Relay {
@@ -47,10 +47,10 @@ impl Relay {
         let target = format!("{}:{port}", authority.host());
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
-            .map_err(|e| BlazenError::internal(format!("worker relay: cannot listen: {e}")))?;
+            .map_err(|e| Error::Internal(format!("worker relay: cannot listen: {e}")))?;
         let local = listener
             .local_addr()
-            .map_err(|e| BlazenError::internal(format!("worker relay: {e}")))?;
+            .map_err(|e| Error::Internal(format!("worker relay: {e}")))?;
         let closed = CancellationToken::new();
         tokio::spawn(accept_loop(listener, target, closed.clone()));
         let path = uri.path_and_query().map_or("", |p| p.as_str());

@@ -56,7 +56,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
-use crate::rt::lock;
+use crate::lock;
 use crate::store::Durable;
 
 pub(crate) use volatile::Volatile;

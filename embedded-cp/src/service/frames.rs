@@ -10,8 +10,7 @@ use blazen_controlplane::protocol::{
 use blazen_core::distributed::{RunEvent, RunStatus};
 use uuid::Uuid;
 
-use crate::rt::lock;
-use crate::rt::ErrorKind;
+use crate::{lock, RunErrorKind};
 
 use super::session::Session;
 use super::*;
@@ -64,12 +63,12 @@ impl Plane {
                         let error = match r.error.as_deref() {
                             // The crate worker's own deadline (counted from
                             // when it received the run).
-                            Some("deadline exceeded") => ErrorKind::Timeout.tag(
+                            Some("deadline exceeded") => RunErrorKind::Timeout.tag(
                                 "the run's deadline_ms passed while it was RUNNING \
                                  (reported by its worker)",
                             ),
                             Some(e) => e.to_string(),
-                            None => ErrorKind::Workflow.tag("the worker reported no error"),
+                            None => RunErrorKind::Workflow.tag("the worker reported no error"),
                         };
                         queue.mark_failed(r.run_id, error).await;
                     }

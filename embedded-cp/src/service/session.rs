@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tonic::{Response, Status, Streaming};
 use uuid::Uuid;
 
-use crate::rt::lock;
+use crate::lock;
 
 use super::*;
 

@@ -1,0 +1,211 @@
+//! Starting and stopping the embedded control plane: bound without a port
+//! race, with optional mutual TLS, bearer token and durable store, and a
+//! stop that closes every connection.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use blazen_controlplane::pb::blazen_control_plane_server::BlazenControlPlaneServer as GrpcServer;
+use blazen_controlplane::server::{
+    admission::Admission, key_store, queue::AssignmentQueue, registry::WorkerRegistry,
+    store::AssignmentStore, SharedState,
+};
+use futures_util::StreamExt;
+use tokio::sync::{broadcast, oneshot};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+
+use crate::conn::{Auth, Killable};
+use crate::{lock, Error, Result};
+
+/// How long a graceful stop waits for requests and streams in progress
+/// before it closes every connection.
+pub const GRACE: Duration = Duration::from_secs(1);
+
+/// HTTP/2 PING interval and ack timeout (and TCP keepalive): a peer that
+/// vanishes without closing its connection (host down, network cut) is
+/// dropped within two of these, and a worker's runs are then re-queued.
+/// A worker process that dies is noticed at once (its kernel closes the
+/// connection).
+pub const KEEPALIVE: Duration = Duration::from_secs(10);
+
+/// Broadcast capacity of the event bus (the crate's `ControlPlaneServer`
+/// has 1,024): a subscriber more than this many events behind loses some,
+/// and the run journal (`service::journal`) is one such subscriber that
+/// must keep up with 10,000-run bursts.
+const EVENT_BUS_CAPACITY: usize = 16_384;
+
+/// How many times a run is re-queued after losing its worker, unless
+/// [`Config::max_requeues`] says otherwise.
+pub const DEFAULT_MAX_REQUEUES: u32 = 3;
+
+/// How to run a control plane.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// A token every call must present (`authorization: Bearer ...`);
+    /// `None` follows `BLAZEN_PEER_TOKEN`, as a standalone server does.
+    pub bearer_token: Option<String>,
+    /// Mutual TLS from PEM files: certificate, key, and the CA client
+    /// certificates must chain to.
+    pub tls: Option<[PathBuf; 3]>,
+    /// A Redis or Valkey URL to keep runs in (see [`crate::store`]).
+    pub store_url: Option<String>,
+    /// How long finished runs stay in the store (`None`: kept).
+    pub finished_ttl: Option<Duration>,
+    /// See [`DEFAULT_MAX_REQUEUES`].
+    pub max_requeues: u32,
+}
+
+/// A running control plane. Dropping it stops it without waiting (every
+/// connection is closed at once); [`Server::shutdown`] stops it gracefully.
+pub struct Server {
+    addr: SocketAddr,
+    scheme: &'static str,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    /// Closes every accepted connection (see [`Killable`]).
+    kill: CancellationToken,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Server {
+    /// Starts a control plane on `bind_addr` (`IP:PORT`; port 0 picks a
+    /// free port, bound once with no race). Must run on a tokio runtime,
+    /// which then serves it.
+    pub async fn start(bind_addr: &str, config: Config) -> Result<Server> {
+        let tls = match &config.tls {
+            Some([c, k, a]) => {
+                Some(blazen_controlplane::tls::load_server_tls(c, k, a).map_err(Error::tls)?)
+            }
+            None => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let addr: SocketAddr = bind_addr.parse().map_err(|e| Error::Invalid {
+            param: "bind_addr",
+            problem: format!("is not an IP:port address ({e})"),
+        })?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::peer("ControlPlaneTransport", format!("cannot bind {addr}: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Internal(format!("local_addr: {e}")))?;
+        let store = match &config.store_url {
+            Some(url) => Some(crate::store::connect(url, config.finished_ttl).await?),
+            None => None,
+        };
+        let queue_store: Arc<dyn AssignmentStore> = match &store {
+            Some(s) => s.clone(),
+            None => Arc::new(crate::service::Volatile),
+        };
+        let (events, _) = broadcast::channel(EVENT_BUS_CAPACITY);
+        let shared = Arc::new(SharedState {
+            registry: WorkerRegistry::new(),
+            queue: AssignmentQueue::with_events_and_store(events.clone(), queue_store),
+            admission: Admission::new(),
+            node_id: format!("blazen-cabi-{addr}"),
+            events,
+            key_store: key_store::default_key_store(),
+        });
+        match &store {
+            Some(store) => {
+                let found = crate::store::recover(&shared, store)
+                    .await
+                    .map_err(|e| Error::peer(crate::STORE_SUBKIND, e.to_string()))?;
+                tracing::info!(
+                    queued = found.queued,
+                    rerun = found.rerun,
+                    "embedded control plane recovered its runs from the store"
+                );
+            }
+            None => shared.queue.recover_from_store().await?,
+        }
+        let auth = Auth {
+            token: config.bearer_token.map(Arc::from),
+        };
+        let service = crate::service::Service::new(shared, store, config.max_requeues);
+        let service = GrpcServer::with_interceptor(service, auth);
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let kill = CancellationToken::new();
+        let killer = kill.clone();
+        let incoming = TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .map(move |r| {
+                r.map(|io| Killable {
+                    io,
+                    killed: Box::pin(killer.clone().cancelled_owned()),
+                })
+            });
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).map_err(Error::tls)?;
+        }
+        let task = tokio::spawn(async move {
+            let _ = builder
+                .http2_keepalive_interval(Some(KEEPALIVE))
+                .http2_keepalive_timeout(Some(KEEPALIVE))
+                .tcp_keepalive(Some(KEEPALIVE))
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+        });
+        tracing::info!(endpoint = %format!("{scheme}://{addr}"), "embedded control plane started");
+        Ok(Server {
+            addr,
+            scheme,
+            stop: Mutex::new(Some(stop_tx)),
+            kill,
+            task: Mutex::new(Some(task)),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The endpoint for clients and workers, `http://IP:PORT` (`https://`
+    /// with TLS).
+    pub fn endpoint(&self) -> String {
+        format!("{}://{}", self.scheme, self.addr)
+    }
+
+    /// Stops gracefully: refuses new connections, waits up to [`GRACE`] for
+    /// requests and streams in progress, then closes every connection
+    /// still open (streams end with an error at their clients). Returns
+    /// once the server task has ended and the port is free. Idempotent.
+    pub async fn shutdown(&self) {
+        let stop = lock(&self.stop).take();
+        let task = lock(&self.task).take();
+        if let Some(stop) = stop {
+            let _ = stop.send(());
+        }
+        if let Some(mut task) = task {
+            tracing::info!(addr = %self.addr, "embedded control plane stopping");
+            if tokio::time::timeout(GRACE, &mut task).await.is_err() {
+                self.kill.cancel();
+                if tokio::time::timeout(GRACE, &mut task).await.is_err() {
+                    task.abort();
+                    let _ = task.await;
+                }
+            }
+        }
+        self.kill.cancel();
+    }
+}
+
+impl Drop for Server {
+    /// Signals only: never waits for the server task.
+    fn drop(&mut self) {
+        if let Some(stop) = lock(&self.stop).take() {
+            let _ = stop.send(());
+        }
+        self.kill.cancel();
+        if let Some(task) = lock(&self.task).take() {
+            task.abort();
+        }
+    }
+}
