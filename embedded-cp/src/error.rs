@@ -8,7 +8,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Error {
     /// An argument is wrong: which one (its C name), and how.
-    Invalid { param: &'static str, problem: String },
+    Invalid {
+        param: &'static str,
+        problem: String,
+    },
     /// A failure of the network, TLS or the store, with the subkind
     /// blazen-cabi's PEER errors carry (`ControlPlaneTransport`,
     /// `ControlPlaneTls`, [`STORE_SUBKIND`], `ControlPlane`).

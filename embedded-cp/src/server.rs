@@ -85,9 +85,9 @@ impl Server {
             param: "bind_addr",
             problem: format!("is not an IP:port address ({e})"),
         })?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| Error::peer("ControlPlaneTransport", format!("cannot bind {addr}: {e}")))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Error::peer("ControlPlaneTransport", format!("cannot bind {addr}: {e}"))
+        })?;
         let addr = listener
             .local_addr()
             .map_err(|e| Error::Internal(format!("local_addr: {e}")))?;

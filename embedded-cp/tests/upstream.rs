@@ -57,7 +57,10 @@ async fn s02_max_in_flight_holds_and_a_backlog_spreads() {
     }
     let (pa, pb) = (a.peak.load(Ordering::SeqCst), b.peak.load(Ordering::SeqCst));
     assert!(pa <= 4 && pb <= 4, "peaks {pa} / {pb} with max_in_flight 2");
-    let (na, nb) = (a.calls.load(Ordering::SeqCst), b.calls.load(Ordering::SeqCst));
+    let (na, nb) = (
+        a.calls.load(Ordering::SeqCst),
+        b.calls.load(Ordering::SeqCst),
+    );
     assert_eq!(na + nb, 40);
     assert!(na >= 8 && nb >= 8, "spread over both workers: {na} / {nb}");
 }
@@ -77,7 +80,10 @@ async fn s03_queued_runs_are_routed_as_results_come_back() {
     for run in runs {
         assert_eq!(ended(&c, run).await.status, RunStatus::Completed);
     }
-    assert!(echo.peak.load(Ordering::SeqCst) <= 2, "max_in_flight 1 (+1, see s02)");
+    assert!(
+        echo.peak.load(Ordering::SeqCst) <= 2,
+        "max_in_flight 1 (+1, see s02)"
+    );
 }
 
 /// §4: a lost worker's runs go back to the queue with a `status.requeued`
@@ -89,14 +95,20 @@ async fn s04_a_lost_workers_run_is_requeued_announced_and_counted() {
     let hold = Hold::default();
     let a = worker(&s, "doomed", "lost", 1, hold.clone()).await;
     let run = submit(&c, "lost", json!("x"), true).await;
-    until(10, || async { (hold.calls.load(Ordering::SeqCst) == 1).then_some(()) })
-        .await
-        .expect("the first worker took the run");
+    until(10, || async {
+        (hold.calls.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await
+    .expect("the first worker took the run");
     a.vanish();
     let echo = Echo::default();
     let _b = worker(&s, "heir", "lost", 1, echo.clone()).await;
     assert_eq!(ended(&c, run).await.status, RunStatus::Completed);
-    let types: Vec<String> = events_of(&c, run).await.into_iter().map(|e| e.event_type).collect();
+    let types: Vec<String> = events_of(&c, run)
+        .await
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
     assert!(types.contains(&"status.requeued".to_string()), "{types:?}");
     assert_eq!(*hold.attempts.lock().unwrap(), [0]);
     assert_eq!(*echo.attempts.lock().unwrap(), [1]);
@@ -116,9 +128,11 @@ async fn s04_a_run_that_keeps_losing_its_worker_fails_after_max_requeues() {
     for (n, node) in ["p0", "p1"].iter().enumerate() {
         let hold = Hold::default();
         let w = worker(&s, node, "poison", 1, hold.clone()).await;
-        until(10, || async { (hold.calls.load(Ordering::SeqCst) == 1).then_some(()) })
-            .await
-            .expect("taken");
+        until(10, || async {
+            (hold.calls.load(Ordering::SeqCst) == 1).then_some(())
+        })
+        .await
+        .expect("taken");
         assert_eq!(*hold.attempts.lock().unwrap(), [n as u32]);
         w.vanish();
     }
@@ -126,7 +140,8 @@ async fn s04_a_run_that_keeps_losing_its_worker_fails_after_max_requeues() {
     assert_eq!(snap.status, RunStatus::Failed);
     let error = snap.error.unwrap_or_default();
     assert!(
-        error.starts_with("[Workflow] the run lost its worker 2 times") && error.contains("max_requeues (1)"),
+        error.starts_with("[Workflow] the run lost its worker 2 times")
+            && error.contains("max_requeues (1)"),
         "{error}"
     );
 }
@@ -140,19 +155,24 @@ async fn s05_a_second_worker_with_a_connected_node_id_is_refused() {
         .await
         .unwrap()
         .unwrap();
-    let config = blazen_controlplane::worker::WorkerConfig::new(relayed.endpoint, "twin").with_retry(
-        blazen_controlplane::worker::RetryPolicy {
+    let config = blazen_controlplane::worker::WorkerConfig::new(relayed.endpoint, "twin")
+        .with_retry(blazen_controlplane::worker::RetryPolicy {
             max_attempts: Some(1),
             ..Default::default()
-        },
-    );
+        });
     let second = blazen_controlplane::worker::Worker::connect(config).unwrap();
     let r = tokio::time::timeout(Duration::from_secs(20), second.run(Echo::default()))
         .await
         .expect("the second worker's run ends");
     let e = r.expect_err("refused").to_string();
-    assert!(e.contains("already connected") || e.contains("AlreadyExists"), "{e}");
-    assert!(!first.run.is_finished(), "the first worker keeps its session");
+    assert!(
+        e.contains("already connected") || e.contains("AlreadyExists"),
+        "{e}"
+    );
+    assert!(
+        !first.run.is_finished(),
+        "the first worker keeps its session"
+    );
 }
 
 /// §6: `deadline_ms` fails a run that is still queued when it passes.
@@ -164,7 +184,10 @@ async fn s06_a_deadline_fails_a_queued_run_with_timeout() {
     let snap = ended(&c, run).await;
     assert_eq!(snap.status, RunStatus::Failed);
     let error = snap.error.unwrap_or_default();
-    assert!(error.starts_with("[Timeout] the run's deadline_ms (200) passed while it was PENDING"), "{error}");
+    assert!(
+        error.starts_with("[Timeout] the run's deadline_ms (200) passed while it was PENDING"),
+        "{error}"
+    );
 }
 
 /// §7: results that arrive before their routing is recorded still end
@@ -188,10 +211,19 @@ async fn s07_fast_results_end_every_run() {
 async fn s13_a_drained_worker_with_a_run_in_flight_returns() {
     let s = server(config()).await;
     let c = client(&s).await;
-    let w = worker(&s, "drained", "drain", 1, Echo::slow(Duration::from_millis(300))).await;
+    let w = worker(
+        &s,
+        "drained",
+        "drain",
+        1,
+        Echo::slow(Duration::from_millis(300)),
+    )
+    .await;
     let run = submit(&c, "drain", json!(1), true).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    c.drain_worker("drained".into(), false).await.expect("drain");
+    c.drain_worker("drained".into(), false)
+        .await
+        .expect("drain");
     assert_eq!(ended(&c, run).await.status, RunStatus::Completed);
     let r = tokio::time::timeout(Duration::from_secs(10), w.run)
         .await

@@ -19,13 +19,13 @@ use blazen_core::distributed::AdmissionMode;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use blazen_embedded_cp::relay::Relay;
 use crate::rt::arg::{Capabilities, Options, StringMap};
 #[allow(unused_imports)] // named in the 0.6.x surface's `#[surface]` only
 use crate::rt::callbacks::BlazenAssignmentHandlerV06VTable;
 use crate::rt::callbacks::{BlazenAssignmentHandlerVTable, BlazenContextHandlerVTable};
 use crate::rt::handler::Handler;
 use crate::rt::{lock, BlazenError, Result};
+use blazen_embedded_cp::relay::Relay;
 
 pub use config::WorkerOptions;
 use handler::{CHandler, Table};

@@ -8,8 +8,8 @@ use blazen_controlplane::worker::WorkerConfig;
 use blazen_controlplane::Client;
 use blazen_core::distributed::OrchestratorClient;
 
-use blazen_embedded_cp::relay::Relay;
 use crate::rt::{BlazenError, Result};
+use blazen_embedded_cp::relay::Relay;
 
 /// Where a worker connects: through the library's relay when the endpoint
 /// is a URI (see [`Relay`]).

@@ -3,6 +3,7 @@
 //! than `max_requeues` times, which fails instead (no run a worker dies on
 //! can loop for ever).
 
+use blazen_controlplane::server::store::AssignmentStore;
 use blazen_core::distributed::{RunEvent, RunStatus};
 use uuid::Uuid;
 
@@ -34,8 +35,29 @@ impl Plane {
             self.shared.queue.mark_failed(run_id, error).await;
         }
         self.shared.queue.surrender_session(session.id).await;
+        self.remember_attempts(&lost).await;
         self.announce_requeued(session, &lost);
         self.request_drain(session.drain_key());
+    }
+
+    /// With a store, each re-queued run's stored assignment carries its
+    /// next attempt, so a control plane that takes over the store after a
+    /// restart counts the losses before it too.
+    async fn remember_attempts(&self, runs: &[Uuid]) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        for run_id in runs {
+            let attempt = self.journal.requeues(*run_id);
+            if let Ok(Some(mut a)) = store.get_assignment(*run_id).await {
+                if a.attempt < attempt {
+                    a.attempt = attempt;
+                    if let Err(e) = store.put_assignment(*run_id, &a).await {
+                        tracing::warn!(%run_id, error = %e, "cannot record the run's attempt");
+                    }
+                }
+            }
+        }
     }
 
     /// Takes the session's runs that are still RUNNING on it (those a

@@ -17,8 +17,8 @@ use blazen_core::distributed::{NodeSelector, ResourceHint, RunStatus, WorkerCapa
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::{lock, RunErrorKind};
 use crate::store::Durable;
+use crate::{lock, RunErrorKind};
 
 use super::*;
 

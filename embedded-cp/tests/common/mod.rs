@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use blazen_controlplane::client::Client;
 use blazen_controlplane::protocol::Assignment;
-use blazen_controlplane::worker::{AssignmentContext, AssignmentFailure, AssignmentHandler, RetryPolicy};
+use blazen_controlplane::worker::{
+    AssignmentContext, AssignmentFailure, AssignmentHandler, RetryPolicy,
+};
 use blazen_controlplane::worker::{Worker, WorkerConfig};
 use blazen_core::distributed::{
     AdmissionMode, OrchestratorClient, RunEvent, RunStateSnapshot, RunStatus,
@@ -25,7 +27,9 @@ use uuid::Uuid;
 
 /// A control plane with `config` on 127.0.0.1, port picked by the system.
 pub async fn server(config: Config) -> Server {
-    Server::start("127.0.0.1:0", config).await.expect("server starts")
+    Server::start("127.0.0.1:0", config)
+        .await
+        .expect("server starts")
 }
 
 /// The default configuration, with the default re-queue limit.
@@ -70,7 +74,10 @@ pub async fn submit_with(
 }
 
 /// Waits (up to `secs`) until `f` returns `Some`.
-pub async fn until<T, F: Future<Output = Option<T>>>(secs: u64, mut f: impl FnMut() -> F) -> Option<T> {
+pub async fn until<T, F: Future<Output = Option<T>>>(
+    secs: u64,
+    mut f: impl FnMut() -> F,
+) -> Option<T> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(v) = f().await {
@@ -101,9 +108,13 @@ pub async fn ended(c: &Client, run_id: Uuid) -> RunStateSnapshot {
 pub async fn events_of(c: &Client, run_id: Uuid) -> Vec<RunEvent> {
     let mut stream = c.subscribe_run_events(run_id).await.expect("subscribed");
     let mut seen = Vec::new();
-    while let Ok(Some(Ok(ev))) = tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
+    while let Ok(Some(Ok(ev))) = tokio::time::timeout(Duration::from_secs(30), stream.next()).await
+    {
         let end = ev.event_type.starts_with("status.")
-            && matches!(ev.event_type.as_str(), "status.completed" | "status.failed" | "status.cancelled");
+            && matches!(
+                ev.event_type.as_str(),
+                "status.completed" | "status.failed" | "status.cancelled"
+            );
         seen.push(ev);
         if end {
             break;
@@ -187,7 +198,11 @@ impl Echo {
 
 #[async_trait::async_trait]
 impl AssignmentHandler for Echo {
-    async fn handle(&self, a: Assignment, _ctx: AssignmentContext) -> Result<Value, AssignmentFailure> {
+    async fn handle(
+        &self,
+        a: Assignment,
+        _ctx: AssignmentContext,
+    ) -> Result<Value, AssignmentFailure> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.attempts.lock().unwrap().push(a.attempt);
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
@@ -207,7 +222,11 @@ pub struct Hold {
 
 #[async_trait::async_trait]
 impl AssignmentHandler for Hold {
-    async fn handle(&self, a: Assignment, ctx: AssignmentContext) -> Result<Value, AssignmentFailure> {
+    async fn handle(
+        &self,
+        a: Assignment,
+        ctx: AssignmentContext,
+    ) -> Result<Value, AssignmentFailure> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.attempts.lock().unwrap().push(a.attempt);
         ctx.cancellation_token().cancelled().await;
@@ -221,7 +240,11 @@ pub struct Ask;
 
 #[async_trait::async_trait]
 impl AssignmentHandler for Ask {
-    async fn handle(&self, _a: Assignment, ctx: AssignmentContext) -> Result<Value, AssignmentFailure> {
+    async fn handle(
+        &self,
+        _a: Assignment,
+        ctx: AssignmentContext,
+    ) -> Result<Value, AssignmentFailure> {
         ctx.emit_event("progress", serde_json::json!({"step": 1}))
             .await
             .map_err(|e| AssignmentFailure::new(e.to_string()))?;

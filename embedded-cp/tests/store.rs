@@ -1,0 +1,103 @@
+//! §12 of docs/upstream.md: with a durable store (a real Redis, started
+//! here), a control plane that stops keeps every run, and a new one on the
+//! same store runs each exactly once (the crate's recovery lost queued
+//! runs' states and duplicated others). Needs `redis-server` (installed by
+//! .ci/install-deps); without it the test fails and says so.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use blazen_core::distributed::RunStatus;
+use common::*;
+use serde_json::json;
+
+struct Redis(Child);
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A throw-away Redis on a free loopback port, without persistence.
+async fn redis() -> (Redis, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (run .ci/install-deps)");
+    let up = until(10, || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
+    assert!(up.is_some(), "redis-server did not start");
+    (Redis(child), format!("redis://127.0.0.1:{port}/0"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s12_a_new_control_plane_on_the_store_runs_every_run_once() {
+    let (_redis, url) = redis().await;
+    let stored = || blazen_embedded_cp::Config {
+        store_url: Some(url.clone()),
+        ..config()
+    };
+    let first = server(stored()).await;
+    let c = client(&first).await;
+    let hold = Hold::default();
+    let _busy = worker(&first, "busy", "kept", 1, hold.clone()).await;
+    let mut runs = Vec::new();
+    for i in 0..6 {
+        runs.push(submit(&c, "kept", json!(i), true).await);
+    }
+    until(10, || async {
+        (hold.calls.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await
+    .expect("one run is running, five are queued");
+    drop(c);
+    drop(first); // stops at once, as a crash would
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let second = server(stored()).await;
+    let c = client(&second).await;
+    let echo = Echo::default();
+    let _w = worker(&second, "after", "kept", 2, echo.clone()).await;
+    for (i, run) in runs.into_iter().enumerate() {
+        let snap = ended(&c, run).await;
+        assert_eq!(snap.status, RunStatus::Completed, "run {i}");
+        assert_eq!(snap.output, Some(json!(i)));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        echo.calls.load(Ordering::SeqCst),
+        6,
+        "each run ran once after the restart"
+    );
+    let attempts = echo.attempts.lock().unwrap().clone();
+    assert_eq!(
+        attempts.iter().filter(|a| **a == 1).count(),
+        1,
+        "the running one came back as attempt 1: {attempts:?}"
+    );
+}
