@@ -37,6 +37,11 @@ pub const KEEPALIVE: Duration = Duration::from_secs(10);
 /// must keep up with 10,000-run bursts.
 const EVENT_BUS_CAPACITY: usize = 16_384;
 
+/// The target of the server's own log records (start, recovery, stop):
+/// the one they had when this code was part of blazen-cabi, which hosts'
+/// log filters and sinks name.
+pub const LOG_TARGET: &str = "blazen_cabi::server";
+
 /// How many times a run is re-queued after losing its worker, unless
 /// [`Config::max_requeues`] says otherwise.
 pub const DEFAULT_MAX_REQUEUES: u32 = 3;
@@ -114,6 +119,7 @@ impl Server {
                     .await
                     .map_err(|e| Error::peer(crate::STORE_SUBKIND, e.to_string()))?;
                 tracing::info!(
+                    target: LOG_TARGET,
                     queued = found.queued,
                     rerun = found.rerun,
                     "embedded control plane recovered its runs from the store"
@@ -152,7 +158,7 @@ impl Server {
                 })
                 .await;
         });
-        tracing::info!(endpoint = %format!("{scheme}://{addr}"), "embedded control plane started");
+        tracing::info!(target: LOG_TARGET, endpoint = %format!("{scheme}://{addr}"), "embedded control plane started");
         Ok(Server {
             addr,
             scheme,
@@ -184,7 +190,7 @@ impl Server {
             let _ = stop.send(());
         }
         if let Some(mut task) = task {
-            tracing::info!(addr = %self.addr, "embedded control plane stopping");
+            tracing::info!(target: LOG_TARGET, addr = %self.addr, "embedded control plane stopping");
             if tokio::time::timeout(GRACE, &mut task).await.is_err() {
                 self.kill.cancel();
                 if tokio::time::timeout(GRACE, &mut task).await.is_err() {

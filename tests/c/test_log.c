@@ -12,7 +12,7 @@ typedef struct {
     atomic_int started;       /* "embedded control plane started" (INFO) */
     atomic_int connecting;    /* "connecting to the control plane" (DEBUG) */
     atomic_int session;       /* blazen_controlplane "worker session established" */
-    atomic_int other_info;    /* INFO records not from blazen_embedded_cp::server */
+    atomic_int other_info;    /* INFO records not from blazen_cabi::server */
     atomic_int localhost;     /* records naming [::1]:1 (see reenter) */
     atomic_int in_callback;
     atomic_int drops;         /* drop_user_data calls */
@@ -76,7 +76,7 @@ static void reenter(Sink *s, const char *message) {
     } else if (step == 1 && atomic_load(&swap_armed) && strstr(message, swap_marker) != NULL) {
         atomic_store(&s->step, 2);
         BlazenError *err = NULL;
-        int32_t rc = blazen_log_set_sink(vt(&after_reenter), "blazen_embedded_cp::server=info", &err);
+        int32_t rc = blazen_log_set_sink(vt(&after_reenter), "blazen_cabi::server=info", &err);
         if (rc != 0) t_err_is(err, 0, NULL);
         atomic_store(&s->step, rc == 0 ? 3 : -1);
     }
@@ -90,7 +90,7 @@ static void on_log(void *ud, uint32_t level, const char *target, const char *mes
         atomic_fetch_add(&s->bad, 1);
     } else {
         atomic_fetch_add(&s->levels[level], 1);
-        int server = strcmp(target, "blazen_embedded_cp::server") == 0;
+        int server = strcmp(target, "blazen_cabi::server") == 0;
         if (server && strstr(message, "embedded control plane started")) {
             atomic_fetch_add(&s->started, 1);
             if (level != BLAZEN_LOG_LEVEL_INFO) atomic_fetch_add(&s->wrong_level, 1);
@@ -166,7 +166,7 @@ static void check_released(Sink *s) {
 }
 
 static Sink bad_filter = {.name = "bad_filter"}, debug_sink = {.name = "debug"},
-            narrow = {.name = "error,blazen_embedded_cp::server=info"}, info_default = {.name = "NULL filter"},
+            narrow = {.name = "error,blazen_cabi::server=info"}, info_default = {.name = "NULL filter"},
             reentrant = {.name = "reentrant", .mode = REENTER},
             clearer = {.name = "clear_inside", .mode = CLEAR_INSIDE}, first = {.name = "first"},
             second = {.name = "second"};
@@ -193,7 +193,7 @@ static void test_sink(void) {
 
     /* Replacing it: the first sink is released once, after its last
      * callback; the new filter applies per target. */
-    CHECK(set_sink(&narrow, "error,blazen_embedded_cp::server=info"), "replace with a narrow filter");
+    CHECK(set_sink(&narrow, "error,blazen_cabi::server=info"), "replace with a narrow filter");
     check_released(&debug_sink);
     activity(0, &narrow, 0);
     CHECK(t_wait_until(&narrow.started, 1, 30000), "narrow: the server record passes");
@@ -228,7 +228,7 @@ static void test_sink(void) {
     CHECK(atomic_load(&after_reenter.localhost) == 0, "nor does the next sink get it");
 
     /* Clearing from inside a callback. */
-    CHECK(set_sink(&clearer, "blazen_cabi=info,blazen_embedded_cp=info"), "set a sink that clears itself");
+    CHECK(set_sink(&clearer, "blazen_cabi=info"), "set a sink that clears itself");
     check_released(&after_reenter);
     activity(0, &clearer, 0);
     check_released(&clearer);
@@ -308,10 +308,10 @@ static void test_stderr(const char *self) {
           "BLAZEN_LOG=debug logs INFO and DEBUG records to stderr");
     free(out);
 
-    out = child_stderr(self, "blazen_embedded_cp::server=info");
+    out = child_stderr(self, "blazen_cabi::server=info");
     CHECK(out != NULL && strstr(out, "embedded control plane started") && !strstr(out, "DEBUG") &&
               !strstr(out, "blazen_cabi::client"),
-          "BLAZEN_LOG=blazen_embedded_cp::server=info filters by target and level (%s)", out ? out : "?");
+          "BLAZEN_LOG=blazen_cabi::server=info filters by target and level (%s)", out ? out : "?");
     free(out);
 
     out = child_stderr(self, "blazen=notalevel");
