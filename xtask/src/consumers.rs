@@ -117,6 +117,18 @@ fn ldd(exe: &Path) -> Result<String> {
     stdout(Command::new("ldd").arg(exe).env_remove("LD_LIBRARY_PATH"))
 }
 
+/// Compiles `demo.c` in `work` into `exe` with `flags` (as a user would).
+fn build_demo(work: &Path, exe: &Path, flags: &[String]) -> Result<()> {
+    output(
+        Command::new("cc")
+            .current_dir(work)
+            .args(["-std=c11", "-Wall", "-Wextra", "-pthread", "demo.c", "-o"])
+            .arg(exe)
+            .args(flags),
+    )
+    .map(drop)
+}
+
 /// Runs a built program; passes when it exits 0 and prints `expect`.
 fn run_program(t: &mut Tally, exe: &Path, expect: &str) -> Result<()> {
     let out = Command::new(exe).env_remove("LD_LIBRARY_PATH").output()?;
@@ -205,17 +217,11 @@ pub fn run(root: &Path) -> Result<()> {
     t.step(
         "demo.c built with `pkg-config --cflags --libs` (shared)",
         |t| {
-            let flags = pkg_config(&pc_dir, &["--cflags", "--libs"])?;
+            let mut flags = pkg_config(&pc_dir, &["--cflags", "--libs"])?;
             let libdir = pkg_config(&pc_dir, &["--variable=libdir"])?.join("");
             let exe = work.join("demo_shared");
-            output(
-                Command::new("cc")
-                    .current_dir(&work)
-                    .args(["-std=c11", "-Wall", "-Wextra", "-pthread", "demo.c", "-o"])
-                    .arg(&exe)
-                    .args(&flags)
-                    .arg(format!("-Wl,-rpath,{libdir}")),
-            )?;
+            flags.push(format!("-Wl,-rpath,{libdir}"));
+            build_demo(&work, &exe, &flags)?;
             let (needed, _) = dynamic(&exe)?;
             t.check(
                 needed.contains(&soname),
@@ -233,13 +239,7 @@ pub fn run(root: &Path) -> Result<()> {
         |t| {
             let flags = pkg_config(&pc_dir, &["--cflags", "--libs"])?;
             let exe = work.join("demo_no_rpath");
-            output(
-                Command::new("cc")
-                    .current_dir(&work)
-                    .args(["-std=c11", "-Wall", "-Wextra", "-pthread", "demo.c", "-o"])
-                    .arg(&exe)
-                    .args(&flags),
-            )?;
+            build_demo(&work, &exe, &flags)?;
             let alone = Command::new(&exe).env_remove("LD_LIBRARY_PATH").output()?;
             let said = String::from_utf8_lossy(&alone.stderr);
             t.check(
@@ -278,13 +278,7 @@ pub fn run(root: &Path) -> Result<()> {
                 }
             }
             let exe = work.join("demo_static");
-            output(
-                Command::new("cc")
-                    .current_dir(&work)
-                    .args(["-std=c11", "-Wall", "-Wextra", "-pthread", "demo.c", "-o"])
-                    .arg(&exe)
-                    .args(&flags),
-            )?;
+            build_demo(&work, &exe, &flags)?;
             let (needed, _) = dynamic(&exe)?;
             t.check(
                 !needed.iter().any(|n| n.starts_with("libblazen_cabi")),
