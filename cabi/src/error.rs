@@ -222,6 +222,7 @@ mod tests {
             BLAZEN_ERROR_KIND_INTERNAL,
             BLAZEN_ERROR_KIND_CALLER,
         ];
+        assert_eq!(consts.len(), ErrorKind::ALL.len(), "a constant per kind");
         for (c, (k, _)) in consts.iter().zip(ErrorKind::ALL) {
             assert_eq!(*c, k as u32);
         }

@@ -296,6 +296,16 @@ mod tests {
     }
 
     #[test]
+    fn the_embedded_control_planes_run_error_tags_are_error_kinds() {
+        for k in blazen_embedded_cp::RunErrorKind::ALL {
+            let text = k.tag("the message");
+            let (kind, message) = ErrorKind::untag(&text);
+            assert_eq!(kind.map(ErrorKind::name), Some(k.name()), "{text}");
+            assert_eq!(message, "the message");
+        }
+    }
+
+    #[test]
     fn kinds_are_numbered_like_the_constants() {
         for (i, (k, name)) in ErrorKind::ALL.iter().enumerate() {
             assert_eq!(*k as u32, i as u32 + 1);
