@@ -1307,7 +1307,7 @@ uint16_t blazen_controlplane_server_port(const BlazenControlPlaneServer *server)
 
 /**
  * Stops the server (borrowed): new connections are refused, open streams
- * get up to two seconds to finish and are then closed. Returns once it has
+ * get up to one second to finish and are then closed. Returns once it has
  * stopped. Blocks the calling thread (for the network only, never for a
  * callback). Idempotent; the handle must still be freed.
  */

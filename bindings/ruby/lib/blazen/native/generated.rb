@@ -271,7 +271,7 @@ module Blazen
     attach_function :blazen_controlplane_server_endpoint, [:pointer], :pointer
     # The port the server listens on (0 for NULL)
     attach_function :blazen_controlplane_server_port, [:pointer], :uint16
-    # Stops the server (borrowed): new connections are refused, open streams get up to two seconds to finish and are then closed
+    # Stops the server (borrowed): new connections are refused, open streams get up to one second to finish and are then closed
     attach_function :blazen_controlplane_server_shutdown, [:pointer], :void, blocking: true
     # Releases a caller-owned `BlazenControlPlaneSubscription`
     attach_function :blazen_controlplane_subscription_free, [:pointer], :void
