@@ -1320,7 +1320,8 @@ void blazen_controlplane_subscription_free(BlazenControlPlaneSubscription *handl
 
 /**
  * Streams the events of run `run_id` (borrowed UUID text) into `sink`,
- * then calls `on_close` after the run's terminal `status.*` event. From
+ * then calls `on_close` 500 ms after the run's terminal `status.*` event
+ * (not at all if the subscription is cancelled or freed by then). From
  * this library's embedded control plane the stream starts with what the
  * run has emitted so far (its last 256 events, always including an
  * `input.request` still awaiting its answer; kept 60 s after the run

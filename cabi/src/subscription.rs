@@ -10,7 +10,7 @@
 //! that moment). Nothing ever waits for the event thread.
 
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use blazen_cabi_macros::{export, handle};
 use blazen_core::distributed::{OrchestratorClient, RunEvent, RunStateSnapshot, RunStatus};
@@ -37,6 +37,8 @@ struct State {
     /// callback holds its own clone, so whoever lets go last (the cancel,
     /// or a callback in flight) calls `drop_user_data`.
     sink: Mutex<Option<Arc<EventSink>>>,
+    /// Signalled when a cancel takes the sink (see [`State::settle`]).
+    taken: Condvar,
     pump: OnceLock<tokio::task::AbortHandle>,
 }
 
@@ -46,10 +48,24 @@ impl State {
     /// flight (then right after it, on the event thread). Never waits.
     fn cancel(&self) {
         let sink = lock(&self.sink).take();
+        self.taken.notify_all();
         if let Some(p) = self.pump.get() {
             p.abort();
         }
         drop(sink);
+    }
+
+    /// Waits up to [`CLOSE_GRACE`] for a cancel, so that a host which ends
+    /// the subscription in answer to the terminal event gets no `on_close`.
+    /// A garbage-collected host (the published Ruby gems) frees its
+    /// callbacks right after that cancel; an `on_close` the library had
+    /// already entered (waiting there for the host's VM lock) would then
+    /// run a freed callback. Only the event thread waits here.
+    fn settle(&self) {
+        let sink = lock(&self.sink);
+        let _ = self
+            .taken
+            .wait_timeout_while(sink, CLOSE_GRACE, |s| s.is_some());
     }
 
     /// Calls `f` with the sink unless it has been released; false when it
@@ -80,6 +96,10 @@ enum Msg {
 
 /// The most events one hand-off to the event thread carries.
 const BATCH: usize = 256;
+
+/// How long `on_close` waits after the terminal event for the host to
+/// cancel the subscription instead (see [`State::settle`]).
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How long a subscription to a run that has already ended waits for the
 /// control plane's replay of its events before it delivers the end from
@@ -221,7 +241,10 @@ fn dispatch(state: Arc<State>, rx: mpsc::Receiver<Msg>) {
                 });
                 (all, false)
             }
-            Msg::Close => (state.deliver(EventSink::on_close), true),
+            Msg::Close => {
+                state.settle();
+                (state.deliver(EventSink::on_close), true)
+            }
             Msg::Error(m) => (state.deliver(|sink| sink.on_error(&m)), true),
         };
         if !delivered || last {
@@ -244,6 +267,7 @@ async fn open(
     let task = tokio::spawn(pump(slot, run, tags, opened_tx, tx));
     let state = Arc::new(State {
         sink: Mutex::new(Some(Arc::new(sink))),
+        taken: Condvar::new(),
         pump: OnceLock::new(),
     });
     let _ = state.pump.set(task.abort_handle());
@@ -260,7 +284,8 @@ async fn open(
 }
 
 /// Streams the events of run `run_id` (borrowed UUID text) into `sink`,
-/// then calls `on_close` after the run's terminal `status.*` event. From
+/// then calls `on_close` 500 ms after the run's terminal `status.*` event
+/// (not at all if the subscription is cancelled or freed by then). From
 /// this library's embedded control plane the stream starts with what the
 /// run has emitted so far (its last 256 events, always including an
 /// `input.request` still awaiting its answer; kept 60 s after the run

@@ -246,6 +246,12 @@ static void test_unknown_request_id(void) {
     CHECK(snap && t_str_eq(blazen_run_state_snapshot_output_json(snap), "{\"ok\":1}"),
           "the run completes with the first answer");
     blazen_run_state_snapshot_free(snap);
+    err = NULL;
+    CHECK(blazen_controlplane_client_respond_to_input_blocking(client, id, req, "{\"ok\":3}", &err) == -1,
+          "an answer after the run ended is refused");
+    sub_kind = blazen_error_subkind(err);
+    CHECK(t_str_eq(sub_kind, "ControlPlaneFailedPrecondition"), "as ControlPlaneFailedPrecondition");
+    CHECK(t_err_is(err, BLAZEN_ERROR_KIND_PEER, "has ended"), "saying the run has ended");
 
     /* Unknown runs: the same format. */
     err = NULL;

@@ -15,11 +15,15 @@ pub(super) fn subkind_for_code(code: &str) -> String {
 /// Display) or `code: 'description'` (tonic 0.14 Display).
 pub(super) fn grpc_code_in(text: &str) -> Option<String> {
     if let Some(i) = text.find("code: '") {
+        // Matched whole: a description may hold an apostrophe itself
+        // (FailedPrecondition's "... the operation's execution").
         let rest = &text[i + 7..];
-        let desc = &rest[..rest.find('\'')?];
         return (0..=16)
             .map(tonic::Code::from_i32)
-            .find(|c| c.description() == desc)
+            .find(|c| {
+                rest.strip_prefix(c.description())
+                    .is_some_and(|after| after.starts_with('\''))
+            })
             .map(|c| format!("{c:?}"));
     }
     let start = text
@@ -57,4 +61,21 @@ pub(super) fn status_message(text: &str) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_read_from_its_description() {
+        for n in 0..=16 {
+            let code = tonic::Code::from_i32(n);
+            let text = format!(
+                "tonic transport error: code: '{}', message: \"m\"",
+                code.description()
+            );
+            assert_eq!(grpc_code_in(&text), Some(format!("{code:?}")), "{text}");
+        }
+    }
 }

@@ -275,7 +275,7 @@ module Blazen
     attach_function :blazen_controlplane_server_shutdown, [:pointer], :void, blocking: true
     # Releases a caller-owned `BlazenControlPlaneSubscription`
     attach_function :blazen_controlplane_subscription_free, [:pointer], :void
-    # Streams the events of run `run_id` (borrowed UUID text) into `sink`, then calls `on_close` after the run's terminal `status.*` event
+    # Streams the events of run `run_id` (borrowed UUID text) into `sink`, then calls `on_close` 500 ms after the run's terminal `status.*` event (not at all if the subscription is cancelled or freed by then)
     attach_function :blazen_controlplane_client_subscribe_run_events, [:pointer, :string, BlazenRunEventSinkVTable.by_value, :pointer, :pointer], :int32, blocking: true
     # Streams the events of every run whose submission matches `required_tags_json` (NULL, `null` or `["key=value", ...]`, borrowed) into `sink` until cancelled; a broken stream ends with `on_error`
     attach_function :blazen_controlplane_client_subscribe_all, [:pointer, :string, BlazenRunEventSinkVTable.by_value, :pointer, :pointer], :int32, blocking: true
