@@ -61,11 +61,7 @@ async fn a_finished_run_is_replayed() {
     let run = submit(&c, "later", json!(7), true).await;
     let _w = worker(&s, "later", "later", 1, Echo::default()).await;
     assert_eq!(ended(&c, run).await.status, RunStatus::Completed);
-    let types: Vec<String> = events_of(&c, run)
-        .await
-        .into_iter()
-        .map(|e| e.event_type)
-        .collect();
+    let types = event_types(&c, run).await;
     assert_eq!(
         types,
         ["status.waiting", "status.running", "status.completed"]

@@ -123,6 +123,15 @@ pub async fn events_of(c: &Client, run_id: Uuid) -> Vec<RunEvent> {
     seen
 }
 
+/// The types of [`events_of`].
+pub async fn event_types(c: &Client, run_id: Uuid) -> Vec<String> {
+    events_of(c, run_id)
+        .await
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect()
+}
+
 /// A worker of the crate's own type, connected through a relay.
 pub struct TestWorker {
     relay: Relay,
@@ -231,6 +240,17 @@ impl AssignmentHandler for Hold {
         self.attempts.lock().unwrap().push(a.attempt);
         ctx.cancellation_token().cancelled().await;
         Err(AssignmentFailure::new("cancelled"))
+    }
+}
+
+impl Hold {
+    /// Waits (up to 10 s) until it has been called `n` times.
+    pub async fn called(&self, n: usize) {
+        until(10, || async {
+            (self.calls.load(Ordering::SeqCst) == n).then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("the held handler was not called {n} times"));
     }
 }
 
