@@ -97,3 +97,36 @@ async fn s12_a_new_control_plane_on_the_store_runs_every_run_once() {
         "the running one came back as attempt 1: {attempts:?}"
     );
 }
+
+/// A run recovered after a restart and then lost again counts both: its
+/// next run is attempt 2 (the recovery's attempt 1, then the loss).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_count_across_a_restart() {
+    let (_redis, url) = redis().await;
+    let stored = || blazen_embedded_cp::Config {
+        store_url: Some(url.clone()),
+        ..config()
+    };
+    let first = server(stored()).await;
+    let c = client(&first).await;
+    let held = Hold::default();
+    let _w = worker(&first, "first", "twice", 1, held.clone()).await;
+    let run = submit(&c, "twice", json!(1), true).await;
+    held.called(1).await;
+    drop(c);
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let second = server(stored()).await;
+    let c = client(&second).await;
+    let again = Hold::default();
+    let lost = worker(&second, "second", "twice", 1, again.clone()).await;
+    again.called(1).await;
+    lost.vanish();
+    let echo = Echo::default();
+    let _w = worker(&second, "third", "twice", 1, echo.clone()).await;
+    assert_eq!(ended(&c, run).await.status, RunStatus::Completed);
+    let before = again.attempts.lock().unwrap().clone();
+    assert_eq!(before, [1], "recovered as attempt 1");
+    assert_eq!(*echo.attempts.lock().unwrap(), [2], "then lost once more");
+}

@@ -198,6 +198,15 @@ impl Journal {
         log.requeued
     }
 
+    /// Records that `run_id` is being assigned as `attempt`: the losses
+    /// counted from now on follow it (a run recovered from a store after a
+    /// restart arrives with the attempts before it).
+    pub(super) fn attempted(&self, run_id: Uuid, attempt: u32) {
+        let mut inner = lock(&self.inner);
+        let log = inner.runs.entry(run_id).or_default();
+        log.requeued = log.requeued.max(attempt);
+    }
+
     /// How many times `run_id` has been re-queued after losing its worker.
     pub(super) fn requeues(&self, run_id: Uuid) -> u32 {
         lock(&self.inner)

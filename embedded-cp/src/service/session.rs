@@ -237,6 +237,7 @@ impl Plane {
             };
             let run = assignment.map(|a| {
                 // Each re-run after a lost worker counts.
+                self.journal.attempted(a.run_id, a.attempt);
                 a.attempt = a.attempt.max(self.journal.requeues(a.run_id));
                 a.run_id
             });
