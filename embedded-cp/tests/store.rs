@@ -55,14 +55,18 @@ async fn redis() -> (Redis, String) {
     (Redis(child), format!("redis://127.0.0.1:{port}/0"))
 }
 
+/// The default configuration on the store at `url`.
+fn stored(url: &str) -> blazen_embedded_cp::Config {
+    blazen_embedded_cp::Config {
+        store_url: Some(url.to_string()),
+        ..config()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s12_a_new_control_plane_on_the_store_runs_every_run_once() {
     let (_redis, url) = redis().await;
-    let stored = || blazen_embedded_cp::Config {
-        store_url: Some(url.clone()),
-        ..config()
-    };
-    let first = server(stored()).await;
+    let first = server(stored(&url)).await;
     let c = client(&first).await;
     let hold = Hold::default();
     let _busy = worker(&first, "busy", "kept", 1, hold.clone()).await;
@@ -75,7 +79,7 @@ async fn s12_a_new_control_plane_on_the_store_runs_every_run_once() {
     drop(first); // stops at once, as a crash would
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let second = server(stored()).await;
+    let second = server(stored(&url)).await;
     let c = client(&second).await;
     let echo = Echo::default();
     let _w = worker(&second, "after", "kept", 2, echo.clone()).await;
@@ -103,11 +107,7 @@ async fn s12_a_new_control_plane_on_the_store_runs_every_run_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attempts_count_across_a_restart() {
     let (_redis, url) = redis().await;
-    let stored = || blazen_embedded_cp::Config {
-        store_url: Some(url.clone()),
-        ..config()
-    };
-    let first = server(stored()).await;
+    let first = server(stored(&url)).await;
     let c = client(&first).await;
     let held = Hold::default();
     let _w = worker(&first, "first", "twice", 1, held.clone()).await;
@@ -117,7 +117,7 @@ async fn attempts_count_across_a_restart() {
     drop(first);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let second = server(stored()).await;
+    let second = server(stored(&url)).await;
     let c = client(&second).await;
     let again = Hold::default();
     let lost = worker(&second, "second", "twice", 1, again.clone()).await;

@@ -60,18 +60,32 @@ impl Plane {
         }
     }
 
-    /// Takes the session's runs that are still RUNNING on it (those a
-    /// surrender puts back in the queue).
+    /// Takes the session's runs that have not ended (those a surrender
+    /// puts back in the queue); runs of it that have ended stay.
     pub(super) fn still_running(&self, session: &Session) -> Vec<Uuid> {
-        let runs = std::mem::take(&mut *lock(&session.assigned));
-        runs.into_iter()
-            .filter(|r| {
-                self.shared.queue.describe(*r).is_some_and(|s| {
-                    s.status == RunStatus::Running
-                        && s.assigned_to.as_deref() == Some(session.node_id.as_str())
-                })
-            })
-            .collect()
+        let mut running = Vec::new();
+        // A run forwarded to the session whose routing is not recorded yet
+        // is still PENDING (the crate marks it RUNNING only after sending
+        // it): it was lost with the session too, and the crate's surrender
+        // puts it back now or at the second sweep.
+        lock(&session.assigned).retain(|r| {
+            let on_session = self
+                .shared
+                .queue
+                .describe(*r)
+                .is_some_and(|s| match s.status {
+                    RunStatus::Running => {
+                        s.assigned_to.as_deref() == Some(session.node_id.as_str())
+                    }
+                    RunStatus::Pending => true,
+                    _ => false,
+                });
+            if on_session {
+                running.push(*r);
+            }
+            !on_session
+        });
+        running
     }
 
     /// Emits `status.requeued` `{"node_id", "reason": "worker_lost"}` for
