@@ -14,3 +14,19 @@ pub fn export(attr: TokenStream, item: TokenStream) -> TokenStream {
 pub fn handle(attr: TokenStream, item: TokenStream) -> TokenStream {
     blazen_cabi_codegen::expand_handle(attr.into(), item.into()).into()
 }
+
+/// Marks a hand-written `#[no_mangle] extern "C"` function as part of the
+/// table (`#[hand_written(waits)]`: it may block the calling thread, so
+/// hosts with a global lock release it around the call). The item is left
+/// as written; the generators read the attribute, and refuse an exported
+/// function that carries neither it nor `#[export]`.
+#[proc_macro_attribute]
+pub fn hand_written(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let attr = attr.to_string();
+    if !attr.is_empty() && attr != "waits" {
+        return "compile_error!(\"expected `#[hand_written]` or `#[hand_written(waits)]`\");"
+            .parse()
+            .expect("a compile_error! invocation");
+    }
+    item
+}

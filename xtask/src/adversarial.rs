@@ -10,25 +10,16 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use blazen_cabi_codegen::{annotated, Annotated, Export, Mode, Output, Param, ParamKind, Surface};
+use blazen_cabi_codegen::{
+    generic_arg, type_name, Export, Output, Param, ParamKind, Shape, Surface,
+};
 use syn::Type;
 
 const BAD_UTF8: &str = "BAD_UTF8";
 
 /// Last path segment of a type and its first generic argument.
 fn name_of(ty: &Type) -> (String, Option<Type>) {
-    let Type::Path(p) = ty else {
-        return (String::new(), None);
-    };
-    let seg = p.path.segments.last().expect("a path has a segment");
-    let arg = match &seg.arguments {
-        syn::PathArguments::AngleBracketed(a) => a.args.iter().find_map(|g| match g {
-            syn::GenericArgument::Type(t) => Some(t.clone()),
-            _ => None,
-        }),
-        _ => None,
-    };
-    (seg.ident.to_string(), arg)
+    (type_name(ty).unwrap_or_default(), generic_arg(ty).cloned())
 }
 
 fn c_str(s: &str) -> String {
@@ -130,7 +121,7 @@ fn params_of(e: &Export, surface: Surface) -> Vec<&Param> {
         .collect()
 }
 
-fn cases(e: &Export, surface: Surface) -> Result<(Vec<Case>, usize)> {
+fn cases(e: &Export, surface: Surface) -> Result<Vec<Case>> {
     let params = params_of(e, surface);
     let mut valid = Vec::new();
     let mut needs = Vec::new();
@@ -147,17 +138,12 @@ fn cases(e: &Export, surface: Surface) -> Result<(Vec<Case>, usize)> {
         });
     }
     let mut out = Vec::new();
-    let mut vtables = 0;
     for (i, p) in params.iter().enumerate() {
         let bad: Vec<(String, &'static str)> = match &p.kind {
             ParamKind::Handle(..) => vec![("NULL".into(), "NULL")],
             ParamKind::Text(ty) => text_values(ty)?.1,
             ParamKind::Scalar(_) if p.enum_like => vec![("99".into(), "out-of-range enum")],
-            ParamKind::Scalar(_) => vec![],
-            ParamKind::VTable(_) => {
-                vtables += 1;
-                vec![]
-            }
+            ParamKind::Scalar(_) | ParamKind::VTable(_) => vec![],
         };
         for (value, what) in bad {
             let mut args = valid.clone();
@@ -175,7 +161,7 @@ fn cases(e: &Export, surface: Surface) -> Result<(Vec<Case>, usize)> {
             });
         }
     }
-    Ok((out, vtables))
+    Ok(out)
 }
 
 fn neutral_check(output: &Output) -> String {
@@ -195,52 +181,49 @@ fn neutral_check(output: &Output) -> String {
 pub fn generate(root: &Path, surface: Surface) -> Result<(PathBuf, usize)> {
     let mut body = String::new();
     let mut total = 0;
-    for file in crate::header::sources(&root.join("cabi/src"))? {
-        let parsed = syn::parse_file(&std::fs::read_to_string(&file)?)?;
-        for item in annotated(&parsed)? {
-            let Annotated::Export(e) = item else { continue };
-            let (cs, _) = cases(&e, surface)?;
-            for c in &cs {
-                for fname in e.c_names() {
-                    let label = c_str(&format!("{fname}({}: {})", c.param, c.what));
-                    let guard = c
-                        .needs
-                        .iter()
-                        .map(|n| format!("VALID({n}) != NULL"))
-                        .chain(std::iter::once("1".into()))
-                        .collect::<Vec<_>>()
-                        .join(" && ");
-                    let args = c.args.join(", ");
-                    let param = c_str(&c.param);
-                    let is_future = e.mode == Mode::Both && e.name == fname;
-                    let call = if e.mode == Mode::Sync {
-                        match &e.output {
-                            Output::Unit => {
-                                format!("{fname}({args}); {}", neutral_check(&e.output))
-                            }
-                            Output::OptionalScalar(ty) => {
-                                let t = quote::quote!(#ty).to_string();
-                                let t = match t.as_str() {
-                                    "u64" => "uint64_t",
-                                    "u32" => "uint32_t",
-                                    other => bail!("adversarial: optional scalar {other}"),
-                                };
-                                format!(
-                                    "{t} v = 0; int32_t has = 7; int32_t r = {fname}({args}{}&v, &has); {}",
-                                    if args.is_empty() { "" } else { ", " },
-                                    neutral_check(&e.output)
-                                )
-                            }
-                            _ => format!(
-                                "__typeof__({fname}({args})) r = {fname}({args}); {}",
-                                neutral_check(&e.output)
-                            ),
-                        }
-                    } else if is_future {
-                        format!("expect_future({fname}({args}), {param}, {label});")
-                    } else {
-                        let sep = if args.is_empty() { "" } else { ", " };
-                        match &e.output {
+    let table = crate::header::table(root, surface)?;
+    for f in &table.functions {
+        let Some(e) = &f.stub else { continue };
+        let fname = &f.name;
+        for c in &cases(e, surface)? {
+            let label = c_str(&format!("{fname}({}: {})", c.param, c.what));
+            let guard = c
+                .needs
+                .iter()
+                .map(|n| format!("VALID({n}) != NULL"))
+                .chain(std::iter::once("1".into()))
+                .collect::<Vec<_>>()
+                .join(" && ");
+            let args = c.args.join(", ");
+            let param = c_str(&c.param);
+            let call = if let Shape::Sync { .. } = f.shape {
+                match &e.output {
+                    Output::Unit => {
+                        format!("{fname}({args}); {}", neutral_check(&e.output))
+                    }
+                    Output::OptionalScalar(ty) => {
+                        let t = quote::quote!(#ty).to_string();
+                        let t = match t.as_str() {
+                            "u64" => "uint64_t",
+                            "u32" => "uint32_t",
+                            other => bail!("adversarial: optional scalar {other}"),
+                        };
+                        format!(
+                            "{t} v = 0; int32_t has = 7; int32_t r = {fname}({args}{}&v, &has); {}",
+                            if args.is_empty() { "" } else { ", " },
+                            neutral_check(&e.output)
+                        )
+                    }
+                    _ => format!(
+                        "__typeof__({fname}({args})) r = {fname}({args}); {}",
+                        neutral_check(&e.output)
+                    ),
+                }
+            } else if let Shape::Future { .. } = f.shape {
+                format!("expect_future({fname}({args}), {param}, {label});")
+            } else {
+                let sep = if args.is_empty() { "" } else { ", " };
+                match &e.output {
                             Output::Unit => format!(
                                 "BlazenError *err = NULL; int32_t rc = {fname}({args}{sep}&err); expect_status(rc, err, 1, {param}, {label});"
                             ),
@@ -248,14 +231,12 @@ pub fn generate(root: &Path, surface: Surface) -> Result<(PathBuf, usize)> {
                                 "void *out = NULL; BlazenError *err = NULL; int32_t rc = {fname}({args}{sep}(void *)&out, &err); expect_status(rc, err, out == NULL, {param}, {label});"
                             ),
                         }
-                    };
-                    let _ = writeln!(
-                        body,
-                        "    if ({guard}) {{ CASE_BEGIN({label}); {call} CASE_END(); }} else skipped++;"
-                    );
-                    total += 1;
-                }
-            }
+            };
+            let _ = writeln!(
+                body,
+                "    if ({guard}) {{ CASE_BEGIN({label}); {call} CASE_END(); }} else skipped++;"
+            );
+            total += 1;
         }
     }
     let dir = crate::cc::generated_dir(root, surface);

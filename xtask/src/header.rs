@@ -1,14 +1,14 @@
 //! `cargo xtask header [--check]`: writes include/blazen.h with cbindgen.
 //!
-//! cbindgen reads Rust source, not macro output, so the stubs annotated with
-//! `#[export]`/`#[handle]` are first turned into plain signature items by the
-//! same codegen the proc macro uses, and cbindgen reads those beside the
-//! crate's own sources. Works on stable Rust.
+//! cbindgen reads Rust source, not macro output, so the resolved stub table
+//! (shared with the proc macro) hands it the generated functions as plain
+//! signature items, which it reads beside the crate's own sources. Works on
+//! stable Rust.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use blazen_cabi_codegen::{annotated, Annotated, Surface};
+use blazen_cabi_codegen::{Surface, Table};
 
 /// Where the header of `surface` is committed: `include/blazen.h` for the
 /// default surface, `include/v0.6/blazen.h` for the other.
@@ -19,47 +19,9 @@ pub fn header_path(surface: Surface) -> String {
     }
 }
 
-/// Every `.rs` file under `dir`, sorted for a stable header.
-pub fn sources(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d)? {
-            let p = entry?.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "rs") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// The signature stubs of every macro-generated function in the crate, as
-/// `surface` has them, and the C names of the callback tables that
-/// surface swaps in (Rust name -> C name).
-pub fn stubs(root: &Path, surface: Surface) -> Result<(String, Vec<(String, String)>)> {
-    let mut tokens = proc_macro2::TokenStream::new();
-    let mut renames = Vec::new();
-    for file in sources(&root.join("cabi/src"))? {
-        let text = std::fs::read_to_string(&file)?;
-        let parsed =
-            syn::parse_file(&text).with_context(|| format!("parsing {}", file.display()))?;
-        tokens.extend(
-            blazen_cabi_codegen::header_stubs(&parsed, surface)
-                .with_context(|| format!("expanding stubs of {}", file.display()))?,
-        );
-        for a in annotated(&parsed)? {
-            if let Annotated::Export(e) = a {
-                renames.extend(e.renames(surface));
-            }
-        }
-    }
-    renames.sort();
-    renames.dedup();
-    Ok((format!("use std::ffi::c_char;\n{tokens}\n"), renames))
+/// The resolved table of `surface`, read from the library crate's sources.
+pub fn table(root: &Path, surface: Surface) -> Result<Table> {
+    Table::read(&root.join("cabi/src"), surface).map_err(|e| anyhow::anyhow!("the stub table: {e}"))
 }
 
 /// The library crate's version as cargo resolves it (`version.workspace`
@@ -128,8 +90,11 @@ pub fn generate(root: &Path, surface: Surface) -> Result<String> {
     let dir = root.join("target/header").join(surface.name());
     std::fs::create_dir_all(&dir)?;
     let stub_file = dir.join("generated_stubs.rs");
-    let (stub_text, renames) = stubs(root, surface)?;
-    std::fs::write(&stub_file, stub_text)?;
+    let table = table(root, surface)?;
+    std::fs::write(
+        &stub_file,
+        format!("use std::ffi::c_char;\n{}\n", table.stubs),
+    )?;
 
     let config = cbindgen::Config {
         language: cbindgen::Language::C,
@@ -168,7 +133,7 @@ pub fn generate(root: &Path, surface: Surface) -> Result<String> {
         )),
         usize_is_size_t: false,
         export: cbindgen::ExportConfig {
-            rename: renames.into_iter().collect(),
+            rename: table.renames.into_iter().collect(),
             ..Default::default()
         },
         ..Default::default()

@@ -1,163 +1,61 @@
 //! `cargo xtask ruby [--check]`: writes the Ruby gem's FFI attachments,
 //! `bindings/ruby/lib/blazen/native/generated.rb`.
 //!
-//! It reads what cbindgen reads: the signature stubs the shared codegen
-//! makes from every `#[export]`/`#[handle]` item, plus the crate's own
-//! `extern "C"` functions, `BLAZEN_*` constants and `#[repr(C)]` callback
-//! tables. `blocking: true` (the ffi gem releases the VM lock around the
-//! call) comes from the table: the status-returning shape of every `async`
-//! stub, `#[export(waits)]` functions, and hand-written functions whose doc
-//! begins with "Blocks". Teardown functions never get it.
+//! It reads the resolved stub table of each build (the one the header is
+//! made from): functions, constants and `#[repr(C)]` callback tables.
+//! `blocking: true` (the ffi gem releases the VM lock around the call) is
+//! the table's `may_wait` of each function's shape: the status-returning
+//! shape of every `async` stub, `#[export(waits)]` and
+//! `#[hand_written(waits)]` functions. Teardown functions never get it.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use blazen_cabi_codegen::{annotated, Annotated, Surface as Build};
+use blazen_cabi_codegen::{Function, Surface as Build, Table};
 use quote::ToTokens;
-use syn::{Item, Type};
+use syn::Type;
 
 const OUT: &str = "bindings/ruby/lib/blazen/native/generated.rb";
 
 /// One C function as the gem attaches it.
-struct Function {
-    name: String,
-    params: Vec<Type>,
-    ret: Option<Type>,
-    waits: bool,
-    doc: String,
+struct Attach<'a> {
+    f: &'a Function,
     /// The build whose shape this is, for a function whose shape differs
     /// between builds (None: the same in all).
     build: Option<Build>,
 }
 
-/// Everything the attachment file is made of, in source order.
-#[derive(Default)]
+/// Everything the attachment file is made of: the table of each build.
 struct Surface {
-    consts: Vec<(String, String)>,
-    structs: Vec<(String, Vec<(String, Type)>)>,
-    functions: Vec<Function>,
-}
-
-fn doc_of(attrs: &[syn::Attribute]) -> String {
-    attrs
-        .iter()
-        .filter_map(|a| match &a.meta {
-            syn::Meta::NameValue(nv) if nv.path.is_ident("doc") => match &nv.value {
-                syn::Expr::Lit(syn::ExprLit {
-                    lit: syn::Lit::Str(s),
-                    ..
-                }) => Some(s.value().trim().to_string()),
-                _ => None,
-            },
-            _ => None,
-        })
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn is_gated(attrs: &[syn::Attribute]) -> bool {
-    attrs.iter().any(|a| a.path().is_ident("cfg"))
-}
-
-fn function(f: &syn::ItemFn, waits: bool) -> Function {
-    let params = f
-        .sig
-        .inputs
-        .iter()
-        .filter_map(|a| match a {
-            syn::FnArg::Typed(pt) => Some((*pt.ty).clone()),
-            syn::FnArg::Receiver(_) => None,
-        })
-        .collect();
-    let ret = match &f.sig.output {
-        syn::ReturnType::Default => None,
-        syn::ReturnType::Type(_, t) => Some((**t).clone()),
-    };
-    Function {
-        name: f.sig.ident.to_string(),
-        params,
-        ret,
-        waits,
-        doc: doc_of(&f.attrs),
-        build: None,
-    }
+    tables: Vec<Table>,
 }
 
 impl Surface {
-    fn add_file(&mut self, file: &syn::File) -> Result<()> {
-        if is_gated(&file.attrs) {
-            return Ok(());
-        }
-        for a in annotated(file)? {
-            let builds: Vec<Option<Build>> = match &a {
-                Annotated::Export(e) if e.varies_by_surface() => {
-                    Build::ALL.into_iter().map(Some).collect()
-                }
-                _ => vec![None],
-            };
-            for build in builds {
-                let stubs: syn::File = syn::parse2(match &a {
-                    Annotated::Export(e) => e.header_stubs(build.unwrap_or(Build::V0_5)),
-                    Annotated::Handle(h) => h.header_stubs(),
-                })?;
-                for item in stubs.items {
-                    if let Item::Fn(f) = item {
-                        let waits = match &a {
-                            Annotated::Export(e) => e.may_wait(&f.sig.ident.to_string()),
-                            Annotated::Handle(_) => false,
-                        };
-                        self.functions.push(Function {
-                            build,
-                            ..function(&f, waits)
-                        });
-                    }
-                }
-            }
-        }
-        self.add_items(&file.items);
-        Ok(())
+    fn default_table(&self) -> &Table {
+        &self.tables[0]
     }
 
-    /// The hand-written part of the surface: `extern "C"` functions,
-    /// constants and callback tables.
-    fn add_items(&mut self, items: &[Item]) {
-        for item in items {
-            match item {
-                Item::Fn(f) if !is_gated(&f.attrs) && is_extern_c(f) => {
-                    let waits = doc_of(&f.attrs).starts_with("Blocks");
-                    self.functions.push(function(f, waits));
-                }
-                Item::Const(c) if !is_gated(&c.attrs) => {
-                    let name = c.ident.to_string();
-                    if let (true, syn::Expr::Lit(syn::ExprLit { lit, .. })) =
-                        (name.starts_with("BLAZEN_"), &*c.expr)
-                    {
-                        self.consts
-                            .push((name, lit.to_token_stream().to_string().replace('_', "")));
-                    }
-                }
-                Item::Struct(s) if !is_gated(&s.attrs) && is_repr_c(&s.attrs) => {
-                    let fields = s
-                        .fields
-                        .iter()
-                        .map(|f| (f.ident.as_ref().unwrap().to_string(), f.ty.clone()))
-                        .collect();
-                    self.structs.push((s.ident.to_string(), fields));
-                }
-                Item::Mod(m) if !is_gated(&m.attrs) => {
-                    if let Some((_, items)) = &m.content {
-                        self.add_items(items);
-                    }
-                }
-                _ => {}
-            }
+    /// Every function once, and those whose shape varies once per build.
+    fn functions(&self) -> Vec<Attach<'_>> {
+        let mut v: Vec<Attach> = self
+            .default_table()
+            .functions
+            .iter()
+            .filter(|f| !f.varies)
+            .map(|f| Attach { f, build: None })
+            .collect();
+        for t in &self.tables {
+            v.extend(t.functions.iter().filter(|f| f.varies).map(|f| Attach {
+                f,
+                build: Some(t.surface),
+            }));
         }
+        v
     }
 
     fn is_struct(&self, name: &str) -> bool {
-        self.structs.iter().any(|(n, _)| n == name)
+        self.default_table().is_struct(name)
     }
 
     /// The ffi gem's type for a C parameter, field or return type.
@@ -196,7 +94,7 @@ impl Surface {
         let params = f
             .params
             .iter()
-            .map(|t| self.ffi_type(t, false))
+            .map(|(_, t)| self.ffi_type(t, false))
             .collect::<Result<Vec<_>>>()
             .with_context(|| format!("parameters of {}", f.name))?;
         let ret = match &f.ret {
@@ -209,7 +107,11 @@ impl Surface {
             "{indent}attach_function :{}, [{}], {ret}{}",
             f.name,
             params.join(", "),
-            if f.waits { ", blocking: true" } else { "" }
+            if f.shape.may_wait() {
+                ", blocking: true"
+            } else {
+                ""
+            }
         )?;
         Ok(())
     }
@@ -224,12 +126,14 @@ impl Surface {
              # wait for a callback and are attached without it.\n\n\
              module Blazen\n  module Native\n",
         );
-        for (name, value) in &self.consts {
-            writeln!(out, "    {} = {value}", name.trim_start_matches("BLAZEN_"))?;
+        for c in &self.default_table().constants {
+            let name = c.name.trim_start_matches("BLAZEN_");
+            writeln!(out, "    {name} = {}", c.value)?;
         }
-        for (name, fields) in &self.structs {
-            writeln!(out, "\n    class {name} < FFI::Struct")?;
-            let rows = fields
+        for st in &self.default_table().structs {
+            writeln!(out, "\n    class {} < FFI::Struct", st.name)?;
+            let rows = st
+                .fields
                 .iter()
                 .map(|(f, ty)| Ok(format!(":{f}, {}", self.ffi_type(ty, false)?)))
                 .collect::<Result<Vec<_>>>()?;
@@ -237,8 +141,9 @@ impl Surface {
             writeln!(out, "    end")?;
         }
         out.push('\n');
-        for f in self.functions.iter().filter(|f| f.build.is_none()) {
-            self.render_attach(&mut out, f, "    ")?;
+        let functions = self.functions();
+        for a in functions.iter().filter(|a| a.build.is_none()) {
+            self.render_attach(&mut out, a.f, "    ")?;
         }
         out.push_str(
             "\n    # The reference surface the loaded library was built for\n    \
@@ -253,17 +158,17 @@ impl Surface {
             } else {
                 writeln!(out, "    when SURFACE_V0_{}", build.number())?;
             }
-            for f in self.functions.iter().filter(|f| f.build == Some(build)) {
-                self.render_attach(&mut out, f, "      ")?;
+            for a in functions.iter().filter(|a| a.build == Some(build)) {
+                self.render_attach(&mut out, a.f, "      ")?;
             }
         }
         out.push_str("    end\n");
         let names = |waits: bool| {
-            let mut v: Vec<&str> = self
-                .functions
+            let mut v: Vec<&str> = functions
                 .iter()
-                .filter(|f| (!waits || f.waits) && f.build.is_none_or(|b| b == Build::V0_5))
-                .map(|f| f.name.as_str())
+                .filter(|a| !waits || a.f.shape.may_wait())
+                .filter(|a| a.build.is_none_or(|b| b == Build::V0_5))
+                .map(|a| a.f.name.as_str())
                 .collect();
             v.dedup();
             v.join(" ")
@@ -285,32 +190,14 @@ fn first_sentence(doc: &str) -> &str {
         .map_or(doc.trim_end_matches('.'), |i| &doc[..i])
 }
 
-fn is_extern_c(f: &syn::ItemFn) -> bool {
-    f.sig
-        .abi
-        .as_ref()
-        .is_some_and(|abi| abi.name.as_ref().is_some_and(|n| n.value() == "C"))
-        && f.attrs.iter().any(|a| a.path().is_ident("no_mangle"))
-}
-
-fn is_repr_c(attrs: &[syn::Attribute]) -> bool {
-    attrs
-        .iter()
-        .any(|a| a.path().is_ident("repr") && a.to_token_stream().to_string().contains('C'))
-}
-
 /// The attachment file as the stub table makes it now, and its function count.
 pub fn generate(root: &Path) -> Result<(String, usize)> {
-    let mut surface = Surface::default();
-    for file in crate::header::sources(&root.join("cabi/src"))? {
-        let text = std::fs::read_to_string(&file)?;
-        let parsed =
-            syn::parse_file(&text).with_context(|| format!("parsing {}", file.display()))?;
-        surface
-            .add_file(&parsed)
-            .with_context(|| format!("reading {}", file.display()))?;
-    }
-    Ok((surface.render()?, surface.functions.len()))
+    let tables = Build::ALL
+        .into_iter()
+        .map(|b| crate::header::table(root, b))
+        .collect::<Result<Vec<_>>>()?;
+    let surface = Surface { tables };
+    Ok((surface.render()?, surface.functions().len()))
 }
 
 pub fn run(root: &Path, check: bool) -> Result<()> {

@@ -5,7 +5,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::{FnArg, Ident, LitStr};
 
-use crate::model::{Export, Handle, Mode, Output, ParamKind, Surface, Target};
+use crate::model::{Export, Handle, Output, ParamKind, Shape, Surface, Target};
 use crate::signature::{out_ident, rt};
 
 impl Export {
@@ -121,9 +121,9 @@ impl Export {
         let label = LitStr::new(&self.name.to_string(), self.name.span());
         let sigs = self.c_signatures(Target::Library, surface);
         let mut fns = Vec::new();
-        for (i, sig) in sigs.iter().enumerate() {
-            let call = match self.mode {
-                Mode::Sync => {
+        for sig in &sigs {
+            let call = match sig.shape {
+                Shape::Sync { .. } => {
                     let dec = self.decoders(false, surface);
                     let args = self.call_args(false);
                     let ret_call = match &self.output {
@@ -140,7 +140,7 @@ impl Export {
                     let dec = self.decoders(true, surface);
                     let args = self.call_args(true);
                     let make = quote!(move || { #dec Ok(async move { #body(#(#args),*).await }) });
-                    let is_future = self.mode == Mode::Both && i == 1;
+                    let is_future = matches!(sig.shape, Shape::Future { .. });
                     match (&self.output, is_future) {
                         (_, true) => quote!(#rt::call::future(#label, #make)),
                         (Output::Handle(ty), false) => {
@@ -172,7 +172,7 @@ impl Handle {
         let item = &self.item;
         let ty = &self.ty;
         let fns = self.signatures(Target::Library).into_iter().map(|sig| {
-            let is_take = Some(&sig.name) == self.take.as_ref();
+            let is_take = matches!(sig.shape, Shape::Take { .. });
             let label = LitStr::new(&sig.name.to_string(), sig.name.span());
             let body = if is_take {
                 let out = out_ident(&syn::parse_quote!(#ty));

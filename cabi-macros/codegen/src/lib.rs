@@ -33,8 +33,13 @@ mod expand;
 mod model;
 mod parse;
 mod signature;
+mod table;
 mod walk;
 
 pub use expand::{expand_export, expand_handle};
-pub use model::{CSignature, Export, Handle, Mode, Output, Param, ParamKind, Surface, Target};
+pub use model::{
+    CSignature, Export, Handle, Mode, Output, Param, ParamKind, Shape, Surface, Target,
+};
+pub use parse::{generic_arg, type_name};
+pub use table::{rust_files, Constant, Function, HandleEntry, Struct, Table};
 pub use walk::{annotated, header_stubs, Annotated};

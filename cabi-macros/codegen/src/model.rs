@@ -157,11 +157,64 @@ pub struct Handle {
     pub item: ItemStruct,
 }
 
-/// One generated C function: its name, C parameters and return type (as
-/// tokens for the chosen [`Target`]) and the doc attributes it carries.
+/// The shape of one C function: how it is called, how its result comes
+/// back, and whether it may wait. Decided once, where the signature is
+/// made; the macro, the header, the Ruby generator and the bad-input
+/// generator all read it from here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// Blocks on the library's runtime: `int32_t` status, the result in an
+    /// out-parameter, `BlazenError **out_err`.
+    Blocking,
+    /// Returns a caller-owned `BlazenFuture *` at once; its result (a
+    /// handle of type `yields`, or nothing) is collected with the take
+    /// function the table resolves for that type.
+    Future { yields: Option<String> },
+    /// One plain call, no error slot: bad input yields the neutral value.
+    /// `waits`: it may block the calling thread (`#[export(waits)]`).
+    Sync { waits: bool },
+    /// Takes the result of a future yielding `handle`.
+    Take { handle: String },
+    /// Releases a `handle`; never waits for a host callback.
+    Free { handle: String },
+    /// Written by hand (`#[hand_written]`); `waits` as the attribute says.
+    HandWritten { waits: bool },
+}
+
+impl Shape {
+    /// Whether the function may block the calling thread (for the network
+    /// or the library's own work, never for a host callback): hosts with a
+    /// global lock release it around these calls and no others.
+    pub fn may_wait(&self) -> bool {
+        match self {
+            Shape::Blocking => true,
+            Shape::Sync { waits } | Shape::HandWritten { waits } => *waits,
+            Shape::Future { .. } | Shape::Take { .. } | Shape::Free { .. } => false,
+        }
+    }
+
+    /// A short stable word for listings and snapshots.
+    pub fn label(&self) -> String {
+        match self {
+            Shape::Blocking => "blocking".into(),
+            Shape::Future { yields: None } => "future".into(),
+            Shape::Future { yields: Some(t) } => format!("future({t})"),
+            Shape::Sync { waits: false } => "sync".into(),
+            Shape::Sync { waits: true } => "sync, waits".into(),
+            Shape::Take { handle } => format!("take({handle})"),
+            Shape::Free { handle } => format!("free({handle})"),
+            Shape::HandWritten { waits: false } => "hand-written".into(),
+            Shape::HandWritten { waits: true } => "hand-written, waits".into(),
+        }
+    }
+}
+
+/// One generated C function: its name, shape, C parameters and return type
+/// (as tokens for the chosen [`Target`]) and the doc attributes it carries.
 #[derive(Clone, Debug)]
 pub struct CSignature {
     pub name: Ident,
+    pub shape: Shape,
     pub params: Vec<TokenStream>,
     pub ret: TokenStream,
     pub docs: TokenStream,

@@ -91,7 +91,8 @@ fn last_segment(ty: &Type) -> Option<&syn::PathSegment> {
     }
 }
 
-pub(crate) fn type_name(ty: &Type) -> Option<String> {
+/// The last path segment of a type (`Option` for `Option<T>`).
+pub fn type_name(ty: &Type) -> Option<String> {
     last_segment(ty).map(|s| s.ident.to_string())
 }
 
@@ -99,7 +100,8 @@ fn is_scalar(ty: &Type) -> bool {
     type_name(ty).is_some_and(|n| SCALARS.contains(&n.as_str()))
 }
 
-fn generic_arg(ty: &Type) -> Option<&Type> {
+/// The first type argument of a generic type (`T` for `Option<T>`).
+pub fn generic_arg(ty: &Type) -> Option<&Type> {
     match &last_segment(ty)?.arguments {
         syn::PathArguments::AngleBracketed(a) => a.args.iter().find_map(|a| match a {
             syn::GenericArgument::Type(t) => Some(t),
@@ -319,18 +321,6 @@ impl Export {
         })
     }
 
-    /// Whether the generated function `c_name` may block the calling
-    /// thread: every status-returning shape of an `async` stub (they block
-    /// on the runtime) and `#[export(waits)]` functions. Hosts with a global
-    /// lock release it around these calls and no others.
-    pub fn may_wait(&self, c_name: &str) -> bool {
-        match self.mode {
-            Mode::Sync => self.waits,
-            Mode::Both => c_name.ends_with("_blocking"),
-            Mode::BlockingOnly | Mode::Status | Mode::StatusAndBlocking => true,
-        }
-    }
-
     /// Whether some parameter differs between surfaces (the entry points
     /// are then generated once per surface, each under its cargo feature).
     pub fn varies_by_surface(&self) -> bool {
@@ -353,17 +343,6 @@ impl Export {
                 _ => p.clone(),
             })
             .collect()
-    }
-
-    /// C names of the generated functions, in header order.
-    pub fn c_names(&self) -> Vec<String> {
-        let n = self.name.to_string();
-        match self.mode {
-            Mode::Both => vec![format!("{n}_blocking"), n],
-            Mode::BlockingOnly => vec![format!("{n}_blocking")],
-            Mode::Status | Mode::Sync => vec![n],
-            Mode::StatusAndBlocking => vec![n.clone(), format!("{n}_blocking")],
-        }
     }
 }
 

@@ -6,7 +6,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote};
 use syn::{Ident, LitStr, Type};
 
-use crate::model::{CSignature, Export, Handle, Mode, Output, ParamKind, Surface, Target};
+use crate::model::{CSignature, Export, Handle, Mode, Output, ParamKind, Shape, Surface, Target};
 use crate::parse::type_name;
 
 /// The runtime module every generated path goes through, named once.
@@ -58,13 +58,18 @@ impl Export {
         let params = self.c_params(t, surface);
         let mut sigs = Vec::new();
         let stub_docs = &self.docs;
-        let sig = |name: Ident, params: Vec<TokenStream>, ret: TokenStream, note: Option<&str>| {
+        let sig = |name: Ident,
+                   shape: Shape,
+                   params: Vec<TokenStream>,
+                   ret: TokenStream,
+                   note: Option<&str>| {
             let extra = note.map(|n| {
                 let lit = LitStr::new(&format!(" {n}"), Span::call_site());
                 quote!(#[doc = ""] #[doc = #lit])
             });
             CSignature {
                 name,
+                shape,
                 params,
                 ret,
                 docs: quote!(#(#stub_docs)* #extra),
@@ -94,12 +99,18 @@ impl Export {
                         "{out_note} Also exported, same shape, as `{}_blocking`.",
                         self.name
                     );
-                    sigs.push(sig(name, all.clone(), ret.clone(), Some(&also)));
+                    sigs.push(sig(
+                        name,
+                        Shape::Blocking,
+                        all.clone(),
+                        ret.clone(),
+                        Some(&also),
+                    ));
                     let alias = format_ident!("{}_blocking", self.name);
                     let same = format!("{out_note} The same function as `{}`.", self.name);
-                    sigs.push(sig(alias, all, ret, Some(&same)));
+                    sigs.push(sig(alias, Shape::Blocking, all, ret, Some(&same)));
                 } else {
-                    sigs.push(sig(name, all, ret, Some(&out_note)));
+                    sigs.push(sig(name, Shape::Blocking, all, ret, Some(&out_note)));
                 }
                 if self.mode == Mode::Both {
                     let fut = future_ty(t);
@@ -112,8 +123,13 @@ impl Export {
                     let note = format!(
                         "Non-blocking: returns a caller-owned `BlazenFuture` (never NULL) running the operation; await it with `blazen_future_poll`, `blazen_future_wait` or `blazen_future_fd`, collect it with {take}, and release it with `blazen_future_free`. Invalid arguments give an already-failed future."
                     );
+                    let yields = match &self.output {
+                        Output::Handle(ty) => type_name(ty),
+                        _ => None,
+                    };
                     sigs.push(sig(
                         self.name.clone(),
+                        Shape::Future { yields },
                         params,
                         quote!(*mut #fut),
                         Some(&note),
@@ -141,7 +157,8 @@ impl Export {
                     Output::Text => Some("The returned string is caller-owned (free with `blazen_string_free`); NULL when absent or on invalid arguments."),
                     _ => None,
                 };
-                sigs.push(sig(self.name.clone(), all, ret, note));
+                let shape = Shape::Sync { waits: self.waits };
+                sigs.push(sig(self.name.clone(), shape, all, ret, note));
             }
         }
         sigs
@@ -233,6 +250,9 @@ impl Handle {
             let out = out_ident(&syn::parse_quote!(#ty));
             v.push(handle_sig(
                 take.clone(),
+                Shape::Take {
+                    handle: ty.to_string(),
+                },
                 vec![quote!(fut: *mut #fut), quote!(#out: *mut *mut #ty), quote!(out_err: *mut *mut #err)],
                 quote!(i32),
                 &format!("Takes the result of a future that yields a `{ty}`. Exactly once, after the future is ready: returns 0 and stores a caller-owned `{ty}` in `*{out}`, or -1 and stores a caller-owned `BlazenError` (the operation's error; INTERNAL for a pending future, a second take, or a future of another type). The future stays owned by the caller. Out-pointers may be NULL."),
@@ -241,6 +261,9 @@ impl Handle {
         if let Some(free) = &self.free {
             v.push(handle_sig(
                 free.clone(),
+                Shape::Free {
+                    handle: ty.to_string(),
+                },
                 vec![quote!(handle: *mut #ty)],
                 quote!(()),
                 &format!("Releases a caller-owned `{ty}`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish. A handle whose work has ended (a worker whose run returned, a subscription whose stream ended or was cancelled) holds no callback table and calls nothing; otherwise its table gets `drop_user_data` here (none for NULL `user_data`), or right after a callback then in flight, on that callback's library thread."),
@@ -255,10 +278,17 @@ impl Handle {
     }
 }
 
-fn handle_sig(name: Ident, params: Vec<TokenStream>, ret: TokenStream, doc: &str) -> CSignature {
+fn handle_sig(
+    name: Ident,
+    shape: Shape,
+    params: Vec<TokenStream>,
+    ret: TokenStream,
+    doc: &str,
+) -> CSignature {
     let doc = format!(" {doc}");
     CSignature {
         name,
+        shape,
         params,
         ret,
         docs: quote!(#[doc = #doc]),
@@ -272,6 +302,7 @@ impl CSignature {
         let CSignature {
             name,
             params,
+            shape: _,
             ret,
             docs,
         } = self;

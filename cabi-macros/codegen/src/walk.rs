@@ -7,7 +7,7 @@ use syn::Attribute;
 
 use crate::model::{Export, Handle, Surface};
 
-fn attr_named<'a>(attrs: &'a [Attribute], name: &str) -> Option<&'a Attribute> {
+pub(crate) fn attr_named<'a>(attrs: &'a [Attribute], name: &str) -> Option<&'a Attribute> {
     attrs
         .iter()
         .find(|a| a.path().segments.last().is_some_and(|s| s.ident == name))

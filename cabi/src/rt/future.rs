@@ -245,6 +245,7 @@ fn with_future<R>(fut: *const BlazenFuture, neutral: R, f: impl FnOnce(&BlazenFu
 
 /// Reports whether `fut` (borrowed) has finished: 1 ready, 0 pending, -1 when
 /// `fut` is NULL. Never blocks.
+#[blazen_cabi_macros::hand_written]
 #[no_mangle]
 pub unsafe extern "C" fn blazen_future_poll(fut: *const BlazenFuture) -> i32 {
     with_future(fut, -1, |f| i32::from(f.is_ready()))
@@ -252,6 +253,7 @@ pub unsafe extern "C" fn blazen_future_poll(fut: *const BlazenFuture) -> i32 {
 
 /// Blocks until `fut` (borrowed) has finished, then returns 0 (-1 when `fut`
 /// is NULL). Safe to call from several threads at once; sleeps, never spins.
+#[blazen_cabi_macros::hand_written(waits)]
 #[no_mangle]
 pub unsafe extern "C" fn blazen_future_wait(fut: *mut BlazenFuture) -> i32 {
     with_future(fut, -1, |f| {
@@ -264,6 +266,7 @@ pub unsafe extern "C" fn blazen_future_wait(fut: *mut BlazenFuture) -> i32 {
 /// for `poll(2)`/`epoll`/`IO.select`. It belongs to the future: never read
 /// or close it; it is closed by `blazen_future_free`. Made on the first call
 /// only. Returns -1 when `fut` is NULL or no descriptor could be made.
+#[blazen_cabi_macros::hand_written]
 #[no_mangle]
 pub unsafe extern "C" fn blazen_future_fd(fut: *const BlazenFuture) -> i64 {
     with_future(fut, -1, |f| f.fd().unwrap_or(-1))
@@ -277,6 +280,7 @@ pub unsafe extern "C" fn blazen_future_fd(fut: *const BlazenFuture) -> i64 {
 /// later reaches, any queue once `blazen_future_free` returns. The future
 /// stays caller-owned: take its result and free it as usual.
 /// Returns 0, or -1 when `fut` or `q` is NULL.
+#[blazen_cabi_macros::hand_written]
 #[no_mangle]
 pub unsafe extern "C" fn blazen_future_notify(
     fut: *const BlazenFuture,
@@ -295,6 +299,7 @@ pub unsafe extern "C" fn blazen_future_notify(
 
 /// Cancels the work behind `fut` (borrowed): a pending future resolves at
 /// once with a CANCELLED error; a finished one is unchanged. NULL is ignored.
+#[blazen_cabi_macros::hand_written]
 #[no_mangle]
 pub unsafe extern "C" fn blazen_future_cancel(fut: *const BlazenFuture) {
     with_future(fut, (), BlazenFuture::cancel)
@@ -302,6 +307,7 @@ pub unsafe extern "C" fn blazen_future_cancel(fut: *const BlazenFuture) {
 
 /// Releases a caller-owned future at any time: a pending one has its work
 /// cancelled, and an untaken result is dropped. NULL is ignored.
+#[blazen_cabi_macros::hand_written]
 #[no_mangle]
 pub unsafe extern "C" fn blazen_future_free(fut: *mut BlazenFuture) {
     // SAFETY: the caller hands back a future made by this library, once.
@@ -312,6 +318,7 @@ pub unsafe extern "C" fn blazen_future_free(fut: *mut BlazenFuture) {
 /// or -1 and stores a caller-owned `BlazenError` in `*out_err` (the
 /// operation's error; INTERNAL when pending, taken twice, or of another
 /// type). `out_err` may be NULL; the future stays caller-owned.
+#[blazen_cabi_macros::hand_written]
 #[no_mangle]
 pub unsafe extern "C" fn blazen_future_take_unit(
     fut: *mut BlazenFuture,
@@ -326,3 +333,7 @@ pub unsafe extern "C" fn blazen_future_take_unit(
         )
     }
 }
+
+#[cfg(test)]
+#[path = "future_tests.rs"]
+mod tests;

@@ -211,6 +211,7 @@ unsafe fn out_tags<'a>(tags: *mut u64, max: usize) -> &'a mut [u64] {
 
 /// Makes an empty completion queue. Returns a caller-owned queue (free it
 /// with `blazen_completion_queue_free`), or NULL if memory ran out.
+#[blazen_cabi_macros::hand_written]
 #[no_mangle]
 pub extern "C" fn blazen_completion_queue_new() -> *mut BlazenCompletionQueue {
     std::panic::catch_unwind(|| {
@@ -227,6 +228,7 @@ pub extern "C" fn blazen_completion_queue_new() -> *mut BlazenCompletionQueue {
 /// read or close it; it is closed by `blazen_completion_queue_free`. Made on
 /// the first call only. Returns -1 when `q` is NULL or no descriptor could
 /// be made.
+#[blazen_cabi_macros::hand_written]
 #[no_mangle]
 pub unsafe extern "C" fn blazen_completion_queue_fd(q: *const BlazenCompletionQueue) -> i64 {
     with_queue(q, -1, |q| q.queue.fd().unwrap_or(-1))
@@ -236,6 +238,7 @@ pub unsafe extern "C" fn blazen_completion_queue_fd(q: *const BlazenCompletionQu
 /// `tags` (caller-owned, room for `max` values), oldest first, and returns
 /// how many it moved: 0 when none waits (or `q` or `tags` is NULL). Never
 /// blocks.
+#[blazen_cabi_macros::hand_written]
 #[no_mangle]
 pub unsafe extern "C" fn blazen_completion_queue_drain(
     q: *const BlazenCompletionQueue,
@@ -256,6 +259,7 @@ pub unsafe extern "C" fn blazen_completion_queue_drain(
 /// needed for a tag that comes meanwhile). Waits only for the
 /// library's own work, never for a host callback; safe to call from several
 /// threads at once; a queue freed meanwhile wakes it with 0.
+#[blazen_cabi_macros::hand_written(waits)]
 #[no_mangle]
 pub unsafe extern "C" fn blazen_completion_queue_next_blocking(
     q: *const BlazenCompletionQueue,
@@ -278,8 +282,13 @@ pub unsafe extern "C" fn blazen_completion_queue_next_blocking(
 /// Releases a caller-owned queue at any time: tags still in it are dropped,
 /// and futures registered on it that finish later notify nobody (they are
 /// still the caller's to take and free). Returns promptly. NULL is ignored.
+#[blazen_cabi_macros::hand_written]
 #[no_mangle]
 pub unsafe extern "C" fn blazen_completion_queue_free(q: *mut BlazenCompletionQueue) {
     // SAFETY: the caller hands back a queue made by this library, once.
     unsafe { super::ret::free("blazen_completion_queue_free", q) }
 }
+
+#[cfg(test)]
+#[path = "queue_tests.rs"]
+mod tests;

@@ -7,6 +7,7 @@ use std::ffi::{c_char, CStr, CString};
 /// the library's allocator: the way a callback hands a string back (e.g. a
 /// handler's `out_json`). Free with `blazen_string_free` unless handed to
 /// the library. Returns NULL for NULL.
+#[blazen_cabi_macros::hand_written]
 #[no_mangle]
 pub unsafe extern "C" fn blazen_string_alloc(input: *const c_char) -> *mut c_char {
     if input.is_null() {
@@ -18,6 +19,7 @@ pub unsafe extern "C" fn blazen_string_alloc(input: *const c_char) -> *mut c_cha
 
 /// Frees a string returned by the library (or made by `blazen_string_alloc`).
 /// NULL is ignored.
+#[blazen_cabi_macros::hand_written]
 #[no_mangle]
 pub unsafe extern "C" fn blazen_string_free(ptr: *mut c_char) {
     if !ptr.is_null() {
@@ -28,6 +30,7 @@ pub unsafe extern "C" fn blazen_string_free(ptr: *mut c_char) {
 
 /// Frees an array of `count` library-made strings and the array itself, as
 /// returned by the library. NULL is ignored; NULL entries are skipped.
+#[blazen_cabi_macros::hand_written]
 #[no_mangle]
 pub unsafe extern "C" fn blazen_string_array_free(arr: *mut *mut c_char, count: usize) {
     if arr.is_null() {
