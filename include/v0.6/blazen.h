@@ -187,15 +187,6 @@
 #define BLAZEN_ERROR_KIND_CALLER 19
 
 /**
- * The largest output a handler may return, in bytes of JSON text: the
- * control plane's 4 MiB message limit less room for the envelope. A larger
- * one fails its run at once with a VALIDATION error naming both sizes (it
- * could not reach the control plane, which would drop the worker's
- * connection and hand the run out again).
- */
-#define BLAZEN_MAX_OUTPUT_BYTES (((4 * 1024) * 1024) - (64 * 1024))
-
-/**
  * Log level of an error record.
  */
 #define BLAZEN_LOG_LEVEL_ERROR 1
@@ -219,6 +210,15 @@
  * Log level of a tracing (most verbose) record.
  */
 #define BLAZEN_LOG_LEVEL_TRACE 5
+
+/**
+ * The largest output a handler may return, in bytes of JSON text: the
+ * control plane's 4 MiB message limit less room for the envelope. A larger
+ * one fails its run at once with a VALIDATION error naming both sizes (it
+ * could not reach the control plane, which would drop the worker's
+ * connection and hand the run out again).
+ */
+#define BLAZEN_MAX_OUTPUT_BYTES (((4 * 1024) * 1024) - (64 * 1024))
 
 /**
  * The run an assignment handler is working on, for the

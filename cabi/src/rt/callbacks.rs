@@ -2,7 +2,7 @@
 //! of the crate calls into C: they hold `user_data`, call the functions with
 //! borrowed C strings, and call `drop_user_data` exactly once when dropped.
 
-use std::ffi::{c_char, c_void, CString};
+use std::ffi::{c_char, c_void, CStr, CString};
 use std::sync::Arc;
 
 use super::BlazenError;
@@ -160,6 +160,28 @@ pub struct BlazenRunEventSinkVTable {
     pub on_error: Option<unsafe extern "C" fn(user_data: *mut c_void, error: *const c_char)>,
 }
 
+/// Receives the library's log records (see `blazen_log_set_sink`).
+/// `on_log` gets the record's level (`BLAZEN_LOG_LEVEL_*`), its target
+/// (where it comes from, e.g. `blazen_controlplane::server::session`) and
+/// its message followed by its fields as ` key=value`; both strings are
+/// borrowed for the call. It runs on one library thread, a record at a
+/// time, never while a library lock is held, and may call any library
+/// function (a record the library produces on that thread during the call
+/// is dropped). `on_log` and `drop_user_data` may be NULL.
+#[repr(C)]
+pub struct BlazenLogSinkVTable {
+    pub user_data: *mut c_void,
+    pub drop_user_data: Option<unsafe extern "C" fn(user_data: *mut c_void)>,
+    pub on_log: Option<
+        unsafe extern "C" fn(
+            user_data: *mut c_void,
+            level: u32,
+            target: *const c_char,
+            message: *const c_char,
+        ),
+    >,
+}
+
 /// A borrowed C string for the duration of a callback.
 pub(super) fn cstr(s: &str) -> CString {
     CString::new(s.replace('\0', "")).unwrap_or_default()
@@ -167,7 +189,7 @@ pub(super) fn cstr(s: &str) -> CString {
 
 macro_rules! owner {
     ($owner:ident, $vtable:ident) => {
-        $crate::rt::callbacks::owner!($owner, $vtable, held);
+        owner!($owner, $vtable, held);
 
         impl $crate::rt::arg::Callbacks for $vtable {
             type Owner = $owner;
@@ -177,7 +199,7 @@ macro_rules! owner {
         }
     };
     // The owner alone: the table's `Callbacks` impl is written elsewhere
-    // (handler tables, which all become one `Arc<dyn Handler>`).
+    // (handler tables, which all become one `Arc<dyn HandlerTable>`).
     ($owner:ident, $vtable:ident, held) => {
         /// Owns a callback table: calls `drop_user_data` once on drop
         /// (unless `user_data` is NULL).
@@ -208,13 +230,11 @@ macro_rules! owner {
     };
 }
 
-// For callback tables declared beside the code that uses them (log.rs).
-pub(crate) use owner;
-
 owner!(AssignmentHandler, BlazenAssignmentHandlerVTable, held);
 owner!(ContextHandler, BlazenContextHandlerVTable, held);
 owner!(AssignmentHandlerV06, BlazenAssignmentHandlerV06VTable, held);
 owner!(EventSink, BlazenRunEventSinkVTable);
+owner!(LogSink, BlazenLogSinkVTable);
 
 impl EventSink {
     /// Calls `on_event` if set.
@@ -248,6 +268,16 @@ impl EventSink {
             let m = cstr(message);
             // SAFETY: valid string for the call.
             unsafe { f(self.vt.user_data, m.as_ptr()) };
+        }
+    }
+}
+
+impl LogSink {
+    /// Calls `on_log` if set.
+    pub(crate) fn on_log(&self, level: u32, target: &CStr, message: &CStr) {
+        if let Some(f) = self.vt.on_log {
+            // SAFETY: valid strings for the call, the host's own pointer.
+            unsafe { f(self.vt.user_data, level, target.as_ptr(), message.as_ptr()) };
         }
     }
 }

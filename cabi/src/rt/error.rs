@@ -1,11 +1,6 @@
-//! The error value behind `BlazenError *` and its conversions.
-
-use blazen_controlplane::ControlPlaneError;
-use blazen_core::error::WorkflowError;
-
-use blazen_embedded_cp::{STORE_STATUS_PREFIX, STORE_SUBKIND};
-
-use super::grpc_text::{grpc_code_in, status_message, subkind_for_code};
+//! The error value behind `BlazenError *`: its kinds and constructors.
+//! What the control plane's errors map to, and the run error text
+//! (`[Kind] message`), are the `error` module's.
 
 /// Result of every stub: the error side becomes a `BlazenError *`.
 pub type Result<T> = std::result::Result<T, BlazenError>;
@@ -70,25 +65,6 @@ impl ErrorKind {
             .iter()
             .find(|(k, _)| *k == self)
             .map_or("Internal", |(_, n)| n)
-    }
-
-    /// A failed run's error text as the library records it: the kind in
-    /// brackets, then the message (`[Timeout] ...`).
-    pub fn tag(self, message: &str) -> String {
-        format!("[{}] {message}", self.name())
-    }
-
-    /// Splits a run's recorded error text into its kind and message; text
-    /// without a known `[Kind] ` tag has no kind.
-    pub fn untag(text: &str) -> (Option<Self>, &str) {
-        let tagged = text.strip_prefix('[').and_then(|rest| {
-            let (name, message) = rest.split_once("] ")?;
-            Some((Self::from_name(name)?, message))
-        });
-        match tagged {
-            Some((kind, message)) => (Some(kind), message),
-            None => (None, text),
-        }
     }
 }
 
@@ -168,142 +144,9 @@ impl std::fmt::Display for BlazenError {
     }
 }
 
-impl From<blazen_embedded_cp::Error> for BlazenError {
-    fn from(e: blazen_embedded_cp::Error) -> Self {
-        use blazen_embedded_cp::Error as E;
-        match e {
-            E::Invalid { param, problem } => BlazenError::invalid(param, problem),
-            E::Peer { subkind, message } => BlazenError::peer(subkind, message),
-            E::Internal(message) => BlazenError::internal(message),
-        }
-    }
-}
-
-impl From<WorkflowError> for BlazenError {
-    fn from(e: WorkflowError) -> Self {
-        BlazenError::from_workflow_text(e.to_string())
-    }
-}
-
-impl From<ControlPlaneError> for BlazenError {
-    fn from(e: ControlPlaneError) -> Self {
-        let text = e.to_string();
-        let subkind = match &e {
-            ControlPlaneError::Tls(_) => "ControlPlaneTls".to_string(),
-            ControlPlaneError::Unauthenticated(_) => "ControlPlaneUnauthenticated".to_string(),
-            ControlPlaneError::UnknownRun(_) | ControlPlaneError::UnknownWorker(_) => {
-                "ControlPlaneNotFound".to_string()
-            }
-            ControlPlaneError::NoMatchingWorker { .. } => {
-                "ControlPlaneFailedPrecondition".to_string()
-            }
-            ControlPlaneError::Workflow(w) => {
-                return BlazenError::from_workflow_text(w.to_string())
-            }
-            ControlPlaneError::Transport(t) if store_error(t).is_some() => {
-                return store_error(t).unwrap_or_else(|| BlazenError::internal(t.clone()))
-            }
-            ControlPlaneError::Transport(t) => match (grpc_code_in(t), status_message(t)) {
-                // A gRPC status: its code and the server's text, without
-                // tonic's rendering of the error source (a Rust debug dump).
-                (Some(code), Some(message)) => {
-                    return BlazenError::peer(subkind_for_code(&code), format!("{code}: {message}"))
-                }
-                (Some(code), None) => subkind_for_code(&code),
-                _ => "ControlPlaneTransport".to_string(),
-            },
-            _ => "ControlPlane".to_string(),
-        };
-        BlazenError::peer(subkind, text)
-    }
-}
-
-/// An UNAVAILABLE status the embedded control plane's durable store
-/// caused, as PEER / `ControlPlaneStore` with the server's text.
-fn store_error(text: &str) -> Option<BlazenError> {
-    if grpc_code_in(text).as_deref() != Some("Unavailable") {
-        return None;
-    }
-    let at = text.find(STORE_STATUS_PREFIX)?;
-    let message = status_message(text).unwrap_or_else(|| text[at..].to_string());
-    Some(BlazenError::peer(STORE_SUBKIND, message))
-}
-
-impl BlazenError {
-    fn from_workflow_text(text: String) -> Self {
-        if let Some(e) = store_error(&text) {
-            return e;
-        }
-        match grpc_code_in(&text) {
-            // One format for every call's gRPC status, `Code: message`
-            // (the crate's client words some as "control-plane RPC failed
-            // (code=Code): message").
-            Some(code) => {
-                let crate_words = format!("control-plane RPC failed (code={code}): ");
-                let message = text.strip_prefix(&crate_words).map(str::to_string);
-                let message = message.or_else(|| status_message(&text));
-                let shown = message.map_or(text, |m| format!("{code}: {m}"));
-                BlazenError::peer(subkind_for_code(&code), shown)
-            }
-            None => BlazenError::peer("ControlPlane", text),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_codes_from_both_renderings() {
-        assert_eq!(
-            grpc_code_in("control-plane RPC failed (code=FailedPrecondition): no worker")
-                .as_deref(),
-            Some("FailedPrecondition")
-        );
-        assert_eq!(
-            grpc_code_in("tonic transport error: status: NotFound, message: \"x\"").as_deref(),
-            Some("NotFound")
-        );
-        assert_eq!(
-            grpc_code_in("tonic transport error: code: 'Some requested entity was not found', message: \"x\"")
-                .as_deref(),
-            Some("NotFound")
-        );
-        assert_eq!(grpc_code_in("connect: transport error"), None);
-    }
-
-    #[test]
-    fn status_renderings_lose_their_debug_dump() {
-        let t = "code: 'Some requested entity was not found', message: \"no worker \\\"x\\\"\", source: Some(hyper::Error(Io, Custom { kind: BrokenPipe }))";
-        assert_eq!(status_message(t).as_deref(), Some("no worker \"x\""));
-        let e = BlazenError::from(ControlPlaneError::Transport(t.to_string()));
-        assert_eq!(e.subkind.as_deref(), Some("ControlPlaneNotFound"));
-        assert_eq!(e.message, "NotFound: no worker \"x\"");
-        assert_eq!(status_message("connect: transport error"), None);
-    }
-
-    #[test]
-    fn run_errors_carry_their_kind() {
-        let text = ErrorKind::Timeout.tag("too slow");
-        assert_eq!(text, "[Timeout] too slow");
-        assert_eq!(
-            ErrorKind::untag(&text),
-            (Some(ErrorKind::Timeout), "too slow")
-        );
-        assert_eq!(ErrorKind::untag("[Nope] x"), (None, "[Nope] x"));
-        assert_eq!(ErrorKind::untag("plain"), (None, "plain"));
-    }
-
-    #[test]
-    fn the_embedded_control_planes_run_error_tags_are_error_kinds() {
-        for k in blazen_embedded_cp::RunErrorKind::ALL {
-            let text = k.tag("the message");
-            let (kind, message) = ErrorKind::untag(&text);
-            assert_eq!(kind.map(ErrorKind::name), Some(k.name()), "{text}");
-            assert_eq!(message, "the message");
-        }
-    }
 
     #[test]
     fn kinds_are_numbered_like_the_constants() {

@@ -1,10 +1,8 @@
-//! Calling a worker's handler table: the C strings of one `handle` call,
-//! and turning its status and out-slots into the run's result.
+//! Calling a worker's C handler table: the C strings of one `handle` call,
+//! and taking ownership of what it stored in its out-slots. What the
+//! answer means for the run is the `worker` module's.
 
-use std::ffi::{c_char, CString};
-
-use serde_json::Value;
-
+use std::ffi::{c_char, CStr, CString};
 use std::sync::Arc;
 
 use super::arg::Callbacks;
@@ -14,25 +12,31 @@ use super::callbacks::{
     ContextHandler,
 };
 use super::strings::take_string;
-use super::{BlazenError, ErrorKind};
+use super::BlazenError;
 
-/// The largest output a handler may return, in bytes of JSON text: the
-/// control plane's 4 MiB message limit less room for the envelope. A larger
-/// one fails its run at once with a VALIDATION error naming both sizes (it
-/// could not reach the control plane, which would drop the worker's
-/// connection and hand the run out again).
-pub const BLAZEN_MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024 - 64 * 1024;
+/// What one `handle` call returned and stored, now owned by the library
+/// (both out-slots are taken whatever the status).
+pub struct Answer {
+    /// The status `handle` returned.
+    pub status: i32,
+    /// The string it stored in `*out_json` (`None` for NULL), as bytes.
+    pub output: Option<Vec<u8>>,
+    /// The error it stored in `*out_err`.
+    pub error: Option<BlazenError>,
+}
 
-/// What a worker needs from a handler table, whichever kind it is.
-pub trait Handler: Send + Sync {
-    /// Calls `handle`; `Ok` is the run's output, `Err` its failure message.
+/// A worker's C handler table, whichever layout it has.
+pub trait HandlerTable: Send + Sync {
+    /// Calls `handle` with the run's context and strings (`run_id` and
+    /// `workflow_name` lose any NUL byte); `None` when the table has no
+    /// `handle` function.
     fn handle(
         &self,
         ctx: &mut BlazenAssignmentContext,
         run_id: &str,
         workflow_name: &str,
-        input_json: &[u8],
-    ) -> Result<Value, String>;
+        input_json: &CStr,
+    ) -> Option<Answer>;
     /// Calls `on_cancel` if set.
     fn on_cancel(&self, run_id: &str);
     /// Calls `on_drain` if set.
@@ -41,75 +45,48 @@ pub trait Handler: Send + Sync {
     fn has_handle(&self) -> bool;
 }
 
-/// The C strings of one `handle` call and the handler's answer.
-struct Call {
+/// The C strings and out-slots of one `handle` call.
+struct Call<'a> {
     run_id: CString,
     workflow_name: CString,
-    input: CString,
+    input: &'a CStr,
     out: *mut c_char,
     err: *mut BlazenError,
 }
 
-impl Call {
-    fn new(run_id: &str, workflow_name: &str, input_json: &[u8]) -> Result<Self, String> {
-        Ok(Self {
+impl<'a> Call<'a> {
+    fn new(run_id: &str, workflow_name: &str, input: &'a CStr) -> Self {
+        Self {
             run_id: cstr(run_id),
             workflow_name: cstr(workflow_name),
-            input: CString::new(input_json.to_vec())
-                .map_err(|_| ErrorKind::Validation.tag("assignment input contains a NUL byte"))?,
+            input,
             out: std::ptr::null_mut(),
             err: std::ptr::null_mut(),
-        })
+        }
     }
 
-    /// Turns the handler's status and out-slots into the run's result,
-    /// taking ownership of what it stored (both slots are freed whatever
-    /// the status). A failure is the run's error text, tagged with its
-    /// kind (see [`ErrorKind::tag`]). An error in `out_err` fails the run
-    /// even when the status is 0: the error wins and the output is dropped.
-    fn finish(self, rc: i32) -> Result<Value, String> {
+    /// Takes what the handler stored, with the status it returned.
+    fn answer(self, status: i32) -> Answer {
         // SAFETY: the contract: `out` is NULL or made by blazen_string_alloc.
-        let out = unsafe { take_string(self.out) };
+        let output = unsafe { take_string(self.out) };
         // SAFETY: `err` is NULL or a BlazenError made by this library.
-        let err = (!self.err.is_null()).then(|| *unsafe { Box::from_raw(self.err) });
-        if let Some(e) = err {
-            return Err(e.kind.tag(&e.message));
-        }
-        if rc != 0 {
-            return Err(ErrorKind::Workflow.tag(&format!(
-                "the handler failed with status {rc} and gave no error"
-            )));
-        }
-        let invalid = |why: String| ErrorKind::Validation.tag(&why);
-        match out {
-            None => Ok(Value::Null),
-            Some(bytes) if bytes.len() > BLAZEN_MAX_OUTPUT_BYTES => Err(invalid(format!(
-                "the handler's output is {} bytes, over the {BLAZEN_MAX_OUTPUT_BYTES}-byte \
-                 limit of a run's output (the control plane's 4 MiB message limit less room \
-                 for the envelope); keep large data elsewhere and return a reference to it",
-                bytes.len()
-            ))),
-            Some(bytes) => {
-                let text = String::from_utf8(bytes).map_err(|_| {
-                    invalid("the handler returned output that is not UTF-8".to_string())
-                })?;
-                serde_json::from_str(&text).map_err(|e| {
-                    invalid(format!(
-                        "the handler returned output that is not JSON ({e})"
-                    ))
-                })
-            }
+        let error = (!self.err.is_null()).then(|| *unsafe { Box::from_raw(self.err) });
+        Answer {
+            status,
+            output,
+            error,
         }
     }
 }
 
 /// Every handler table, whatever its layout, is owned as one
-/// `Arc<dyn Handler>`, so one stub serves the surfaces' different tables.
+/// `Arc<dyn HandlerTable>`, so one stub serves the surfaces' different
+/// tables.
 macro_rules! handler_table {
     ($($vtable:ident => $owner:ident),*) => {$(
         impl Callbacks for $vtable {
-            type Owner = Arc<dyn Handler>;
-            fn own(self) -> Arc<dyn Handler> {
+            type Owner = Arc<dyn HandlerTable>;
+            fn own(self) -> Arc<dyn HandlerTable> {
                 Arc::new($owner { vt: self })
             }
         }
@@ -122,50 +99,42 @@ handler_table!(
     BlazenAssignmentHandlerV06VTable => AssignmentHandlerV06
 );
 
-const NO_HANDLE: &str = "[Validation] the handler vtable has no `handle` function";
-
-macro_rules! notifications {
-    () => {
-        fn on_cancel(&self, run_id: &str) {
-            if let Some(f) = self.vt.on_cancel {
-                let run_id = cstr(run_id);
-                // SAFETY: valid string for the call.
-                unsafe { f(self.vt.user_data, run_id.as_ptr()) };
-            }
-        }
-
-        fn on_drain(&self, immediate: bool) {
-            if let Some(f) = self.vt.on_drain {
-                // SAFETY: plain call with the host's pointer.
-                unsafe { f(self.vt.user_data, immediate) };
-            }
-        }
-    };
-}
-
-/// A `Handler` impl for one table layout: `$call` calls `handle` (`$f`)
-/// with `$ud`, the context `$ctx` and the strings and out-slots of `$c`, in
-/// that layout's order.
+/// A `HandlerTable` impl for one table layout: `$call` calls `handle`
+/// (`$f`) with `$ud`, the context `$ctx` and the strings and out-slots of
+/// `$c`, in that layout's order.
 macro_rules! handler {
     ($owner:ident, |$f:ident, $ud:ident, $ctx:ident, $c:ident| $call:expr) => {
-        impl Handler for $owner {
+        impl HandlerTable for $owner {
             fn handle(
                 &self,
                 $ctx: &mut BlazenAssignmentContext,
                 run_id: &str,
                 workflow_name: &str,
-                input_json: &[u8],
-            ) -> Result<Value, String> {
-                let $f = self.vt.handle.ok_or(NO_HANDLE)?;
+                input_json: &CStr,
+            ) -> Option<Answer> {
+                let $f = self.vt.handle?;
                 let $ud = self.vt.user_data;
-                let mut $c = Call::new(run_id, workflow_name, input_json)?;
+                let mut $c = Call::new(run_id, workflow_name, input_json);
                 // SAFETY: valid NUL-terminated strings and out-slots for the
                 // call; the context outlives it.
-                let rc = unsafe { $call };
-                $c.finish(rc)
+                let status = unsafe { $call };
+                Some($c.answer(status))
             }
 
-            notifications!();
+            fn on_cancel(&self, run_id: &str) {
+                if let Some(f) = self.vt.on_cancel {
+                    let run_id = cstr(run_id);
+                    // SAFETY: valid string for the call.
+                    unsafe { f(self.vt.user_data, run_id.as_ptr()) };
+                }
+            }
+
+            fn on_drain(&self, immediate: bool) {
+                if let Some(f) = self.vt.on_drain {
+                    // SAFETY: plain call with the host's pointer.
+                    unsafe { f(self.vt.user_data, immediate) };
+                }
+            }
 
             fn has_handle(&self) -> bool {
                 self.vt.handle.is_some()

@@ -11,8 +11,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::answer;
 use crate::rt::callbacks::BlazenAssignmentContext;
-use crate::rt::handler as rt_handler;
+use crate::rt::handler::HandlerTable;
 use crate::rt::{lock, ErrorKind};
 
 /// The worker's hold on its handler table, from `worker_new` until its run
@@ -21,15 +22,15 @@ use crate::rt::{lock, ErrorKind};
 /// whoever finishes last: the run's end, or a callback still in flight.
 /// Nothing else keeps it (the crate's tasks hold only this slot), so a
 /// `_free` after the run ended calls nothing of the host.
-pub(super) struct Table(Mutex<Option<Arc<dyn rt_handler::Handler>>>);
+pub(super) struct Table(Mutex<Option<Arc<dyn HandlerTable>>>);
 
 impl Table {
-    pub(super) fn new(vt: Arc<dyn rt_handler::Handler>) -> Self {
+    pub(super) fn new(vt: Arc<dyn HandlerTable>) -> Self {
         Self(Mutex::new(Some(vt)))
     }
 
     /// The table for one callback, unless it has been released.
-    fn get(&self) -> Option<Arc<dyn rt_handler::Handler>> {
+    fn get(&self) -> Option<Arc<dyn HandlerTable>> {
         lock(&self.0).clone()
     }
 }
@@ -110,7 +111,7 @@ impl CHandler {
     /// being delivered" and may complete after `shutdown` returns).
     async fn off_executor<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&dyn rt_handler::Handler) -> T + Send + 'static,
+        f: impl FnOnce(&dyn HandlerTable) -> T + Send + 'static,
     ) -> std::result::Result<T, String> {
         self.off_executor_holding((), f).await
     }
@@ -120,7 +121,7 @@ impl CHandler {
     async fn off_executor_holding<T: Send + 'static, H: Send + 'static>(
         &self,
         held: H,
-        f: impl FnOnce(&dyn rt_handler::Handler) -> T + Send + 'static,
+        f: impl FnOnce(&dyn HandlerTable) -> T + Send + 'static,
     ) -> std::result::Result<T, String> {
         let table = self.table.clone();
         let stop = self.stop.clone();
@@ -164,7 +165,8 @@ impl AssignmentHandler for CHandler {
         let mut ctx = BlazenAssignmentContext::new(ctx, a.attempt);
         let result = self
             .off_executor_holding(permit, move |vt| {
-                vt.handle(
+                answer::call(
+                    vt,
                     &mut ctx,
                     &run_id.to_string(),
                     &a.workflow_name,

@@ -5,8 +5,10 @@
 //! - [`route`]: how it reaches the control plane (the library's relay,
 //!   credentials, the checks before `run`);
 //! - [`handler`]: the C callback table serving the control plane's handler
-//!   trait, with the admission cap.
+//!   trait, with the admission cap;
+//! - [`answer`]: one `handle` call, and what its answer means for the run.
 
+mod answer;
 mod config;
 mod handler;
 mod route;
@@ -23,10 +25,11 @@ use crate::rt::arg::{Capabilities, Options, StringMap};
 #[allow(unused_imports)] // named in the 0.6.x surface's `#[surface]` only
 use crate::rt::callbacks::BlazenAssignmentHandlerV06VTable;
 use crate::rt::callbacks::{BlazenAssignmentHandlerVTable, BlazenContextHandlerVTable};
-use crate::rt::handler::Handler;
+use crate::rt::handler::HandlerTable;
 use crate::rt::{lock, BlazenError, Result};
 use blazen_embedded_cp::relay::Relay;
 
+pub use answer::BLAZEN_MAX_OUTPUT_BYTES;
 pub use config::WorkerOptions;
 use handler::{CHandler, Table};
 use route::{Access, Route};
@@ -96,7 +99,7 @@ impl Cell {
 
 fn build(
     config: WorkerConfig,
-    vt: Arc<dyn Handler>,
+    vt: Arc<dyn HandlerTable>,
     route: Route,
 ) -> Result<BlazenControlPlaneWorker> {
     let permits = match config.admission {
@@ -134,7 +137,7 @@ async fn make(
     node_id: String,
     options: WorkerOptions,
     capabilities_param: &'static str,
-    vt: Arc<dyn Handler>,
+    vt: Arc<dyn HandlerTable>,
 ) -> Result<BlazenControlPlaneWorker> {
     options.check_kinds(capabilities_param)?;
     let mut route = Route::new(endpoint).await?;

@@ -3,7 +3,7 @@
 //! calls the host's sink.
 
 use std::cell::Cell;
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{CStr, CString};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -15,47 +15,11 @@ use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::Registry;
 use tracing_subscriber::reload;
 
-use super::arg::FromCStr;
-use super::{BlazenError, Result};
+use crate::rt::arg::FromCStr;
+use crate::rt::callbacks::LogSink;
+use crate::rt::{BlazenError, Result};
 
-use super::log_record::{level_number, Text};
-pub use super::log_record::{
-    BLAZEN_LOG_LEVEL_DEBUG, BLAZEN_LOG_LEVEL_ERROR, BLAZEN_LOG_LEVEL_INFO, BLAZEN_LOG_LEVEL_TRACE,
-    BLAZEN_LOG_LEVEL_WARN,
-};
-
-/// Receives the library's log records (see `blazen_log_set_sink`).
-/// `on_log` gets the record's level (`BLAZEN_LOG_LEVEL_*`), its target
-/// (where it comes from, e.g. `blazen_controlplane::server::session`) and
-/// its message followed by its fields as ` key=value`; both strings are
-/// borrowed for the call. It runs on one library thread, a record at a
-/// time, never while a library lock is held, and may call any library
-/// function (a record the library produces on that thread during the call
-/// is dropped). `on_log` and `drop_user_data` may be NULL.
-#[repr(C)]
-pub struct BlazenLogSinkVTable {
-    pub user_data: *mut c_void,
-    pub drop_user_data: Option<unsafe extern "C" fn(user_data: *mut c_void)>,
-    pub on_log: Option<
-        unsafe extern "C" fn(
-            user_data: *mut c_void,
-            level: u32,
-            target: *const c_char,
-            message: *const c_char,
-        ),
-    >,
-}
-
-super::callbacks::owner!(LogSink, BlazenLogSinkVTable);
-
-impl LogSink {
-    fn on_log(&self, level: u32, target: &CStr, message: &CStr) {
-        if let Some(f) = self.vt.on_log {
-            // SAFETY: valid strings for the call, the host's own pointer.
-            unsafe { f(self.vt.user_data, level, target.as_ptr(), message.as_ptr()) };
-        }
-    }
-}
+use super::record::{level_number, Text, BLAZEN_LOG_LEVEL_WARN};
 
 /// An env-filter string (the syntax of `BLAZEN_LOG`).
 pub struct LogFilter(EnvFilter);
@@ -134,7 +98,7 @@ impl Drop for Busy {
 }
 
 fn lock_sink() -> std::sync::MutexGuard<'static, Option<Arc<Installed>>> {
-    super::lock(&SINK)
+    crate::rt::lock(&SINK)
 }
 
 /// Installs the process's subscriber once: called when the runtime starts
@@ -181,7 +145,7 @@ fn queue() -> Result<&'static SyncSender<Record>> {
         return Ok(tx);
     }
     static START: Mutex<()> = Mutex::new(());
-    let _once = super::lock(&START);
+    let _once = crate::rt::lock(&START);
     if let Some(tx) = QUEUE_TX.get() {
         return Ok(tx);
     }
@@ -303,8 +267,6 @@ pub fn clear_sink() {
 
 #[cfg(test)]
 mod tests {
-    use tracing::Level;
-
     use super::*;
 
     #[test]
@@ -322,11 +284,5 @@ mod tests {
             .unwrap();
         assert_eq!(e.kind, crate::rt::ErrorKind::Validation);
         assert!(e.message.contains("`filter`"), "{}", e.message);
-    }
-
-    #[test]
-    fn levels() {
-        assert_eq!(level_number(&Level::ERROR), BLAZEN_LOG_LEVEL_ERROR);
-        assert_eq!(level_number(&Level::TRACE), BLAZEN_LOG_LEVEL_TRACE);
     }
 }

@@ -58,3 +58,14 @@ impl Visit for Text {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels() {
+        assert_eq!(level_number(&Level::ERROR), BLAZEN_LOG_LEVEL_ERROR);
+        assert_eq!(level_number(&Level::TRACE), BLAZEN_LOG_LEVEL_TRACE);
+    }
+}

@@ -19,16 +19,32 @@
 //! Replacing or clearing the sink never waits for a callback: the sink is
 //! shared (`Arc`) between the slot and the callback in flight, and whoever
 //! lets go last calls `drop_user_data`, after its last callback.
+//!
+//! - [`delivery`]: the subscriber, the queue and the "blazen-log" thread;
+//! - [`record`]: a record as the sink sees it (level number, text).
+//!
+//! The sink's callback table and its owner are in `rt::callbacks`.
+
+mod delivery;
+mod record;
 
 use blazen_cabi_macros::export;
 
-use crate::rt::logging::{self, BlazenLogSinkVTable, LogFilter};
+use crate::rt::callbacks::BlazenLogSinkVTable;
 use crate::rt::Result;
+use delivery::LogFilter;
 
-pub use crate::rt::logging::{
+pub use record::{
     BLAZEN_LOG_LEVEL_DEBUG, BLAZEN_LOG_LEVEL_ERROR, BLAZEN_LOG_LEVEL_INFO, BLAZEN_LOG_LEVEL_TRACE,
     BLAZEN_LOG_LEVEL_WARN,
 };
+
+/// Logging starts with the library's runtime (see [`crate::rt::runtime`]).
+impl crate::rt::OnRuntimeStart for crate::rt::Startup {
+    fn on_runtime_start() {
+        delivery::init();
+    }
+}
 
 /// Sends the library's log records that pass `filter` (borrowed; an
 /// env-filter string as for `BLAZEN_LOG`, e.g. `info` or
@@ -41,7 +57,7 @@ pub use crate::rt::logging::{
 /// `on_log` itself.
 #[export(status)]
 async fn blazen_log_set_sink(sink: BlazenLogSinkVTable, filter: Option<LogFilter>) -> Result<()> {
-    logging::set_sink(sink, filter)
+    delivery::set_sink(sink, filter)
 }
 
 /// Stops sending log records to the sink set with `blazen_log_set_sink`
@@ -49,5 +65,5 @@ async fn blazen_log_set_sink(sink: BlazenLogSinkVTable, filter: Option<LogFilter
 /// it does nothing; logging to stderr under `BLAZEN_LOG` goes on.
 #[export]
 fn blazen_log_clear_sink() {
-    logging::clear_sink()
+    delivery::clear_sink()
 }

@@ -1,4 +1,16 @@
-//! `BlazenError`: accessors, construction from JSON, and freeing.
+//! `BlazenError`: accessors, construction from JSON, and freeing; and
+//! what errors become one:
+//!
+//! - [`convert`]: the errors of the control plane's crates and of the
+//!   embedded control plane, read with [`grpc_text`];
+//! - [`run_text`]: a failed run's error text, `[Kind] message`.
+//!
+//! The value itself (`BlazenError`, `ErrorKind`) is defined in `rt`, which
+//! hands it to C.
+
+mod convert;
+mod grpc_text;
+mod run_text;
 
 use blazen_cabi_macros::export;
 use serde_json::Value;
