@@ -1,5 +1,16 @@
 /* A tiny test harness for the C consumer suites: CHECK records a result,
- * and each suite ends with "N passed, N failed" (the line CI reads). */
+ * and each suite ends with "N passed, N failed" (the line CI reads).
+ *
+ * Named cases: `T_RUN(test_foo)` calls `test_foo()`, `T_RUN_ARGS(test_foo,
+ * a, b)` calls `test_foo(a, b)` (both named `foo`: the `test_` prefix is
+ * dropped), and `T_CASE("foo") { ... }` runs a block (leave it by its end,
+ * not by `break` or `return`). A selected case prints `case SUITE/NAME`
+ * before it runs and `case NAME: N passed, N failed` (its own checks)
+ * after; one that is not selected prints `case NAME: not selected`.
+ * BLAZEN_TEST_CASE selects: comma-separated names or parts of names (each
+ * matched against NAME and SUITE/NAME); unset or empty runs every case.
+ * A filter that selects no case of the suite fails it. Checks outside the
+ * cases (a suite's setup) always run. */
 #ifndef BLAZEN_TEST_HARNESS_H
 #define BLAZEN_TEST_HARNESS_H
 
@@ -63,14 +74,128 @@ static int t_passed, t_failed;
             t_passed++;                                                   \
         } else {                                                          \
             t_failed++;                                                   \
+            fflush(stdout);                                               \
             fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
             fprintf(stderr, __VA_ARGS__);                                 \
             fprintf(stderr, "\n");                                        \
         }                                                                 \
     } while (0)
 
+/* ---- named cases -------------------------------------------------------- */
+
+#define T_MAX_CASES 64
+static const char *t_case_names[T_MAX_CASES];
+static int t_cases_seen, t_cases_selected;
+static const char *t_case_current;
+static int t_case_passed0, t_case_failed0;
+
+/* `client` for ".../tests/c/test_client.c". */
+T_UNUSED static const char *t_suite_of(const char *file) {
+    static char suite[64];
+    const char *base = strrchr(file, '/');
+    base = base ? base + 1 : file;
+    if (strncmp(base, "test_", 5) == 0) base += 5;
+    size_t n = strcspn(base, ".");
+    if (n >= sizeof suite) n = sizeof suite - 1;
+    memcpy(suite, base, n);
+    suite[n] = 0;
+    return suite;
+}
+
+/* BLAZEN_TEST_CASE, or NULL when it is unset or empty. */
+T_UNUSED static const char *t_case_filter(void) {
+    const char *f = getenv("BLAZEN_TEST_CASE");
+    return f != NULL && *f != 0 ? f : NULL;
+}
+
+/* Whether a term of the filter is part of `name` or of `suite/name`. */
+T_UNUSED static int t_case_matches(const char *suite, const char *name) {
+    const char *f = t_case_filter();
+    if (f == NULL) return 1;
+    char full[256], term[128];
+    snprintf(full, sizeof full, "%s/%s", suite, name);
+    while (*f) {
+        size_t n = strcspn(f, ",");
+        const char *t = f;
+        size_t len = n;
+        while (len > 0 && *t == ' ') t++, len--;
+        while (len > 0 && t[len - 1] == ' ') len--;
+        if (len > 0 && len < sizeof term) {
+            memcpy(term, t, len);
+            term[len] = 0;
+            if (strstr(name, term) != NULL || strstr(full, term) != NULL) return 1;
+        }
+        f += n;
+        if (*f == ',') f++;
+    }
+    return 0;
+}
+
+/* Starts the case `name` of the suite in `file`: 1 when it is selected
+ * (then `t_case_end` closes it), 0 when not. */
+T_UNUSED static int t_case_begin(const char *file, const char *name) {
+    const char *suite = t_suite_of(file);
+    if (t_cases_seen < T_MAX_CASES) t_case_names[t_cases_seen] = name;
+    t_cases_seen++;
+    if (!t_case_matches(suite, name)) {
+        printf("case %s: not selected\n", name);
+        fflush(stdout);
+        return 0;
+    }
+    t_cases_selected++;
+    t_case_current = name;
+    t_case_passed0 = t_passed;
+    t_case_failed0 = t_failed;
+    printf("case %s/%s\n", suite, name);
+    fflush(stdout);
+    return 1;
+}
+
+T_UNUSED static void t_case_end(void) {
+    fflush(stderr);
+    printf("case %s: %d passed, %d failed\n", t_case_current ? t_case_current : "?", t_passed - t_case_passed0,
+           t_failed - t_case_failed0);
+    fflush(stdout);
+    t_case_current = NULL;
+}
+
+/* The name of a case run by T_RUN: the function's name without `test_`. */
+#define T_CASE_NAME(fn) (strncmp(#fn, "test_", 5) == 0 ? &(#fn)[5] : #fn)
+
+#define T_RUN(fn)                                          \
+    do {                                                   \
+        if (t_case_begin(__FILE__, T_CASE_NAME(fn))) {     \
+            fn();                                          \
+            t_case_end();                                  \
+        }                                                  \
+    } while (0)
+
+#define T_RUN_ARGS(fn, ...)                                \
+    do {                                                   \
+        if (t_case_begin(__FILE__, T_CASE_NAME(fn))) {     \
+            fn(__VA_ARGS__);                               \
+            t_case_end();                                  \
+        }                                                  \
+    } while (0)
+
+#define T_CASE(name) \
+    for (int t_case_once_ = t_case_begin(__FILE__, name); t_case_once_; t_case_once_ = (t_case_end(), 0))
+
+/* Ends the suite with the line CI reads, the last line of its output. A
+ * BLAZEN_TEST_CASE that selected none of its cases is a failure. */
 T_UNUSED static int t_finish(void) {
+    const char *f = t_case_filter();
+    if (f != NULL && t_cases_selected == 0) {
+        t_failed++;
+        fflush(stdout);
+        fprintf(stderr, "FAIL BLAZEN_TEST_CASE=\"%s\" selects none of the %d cases of this suite", f, t_cases_seen);
+        for (int i = 0; i < t_cases_seen && i < T_MAX_CASES; i++)
+            fprintf(stderr, "%s%s", i == 0 ? ": " : ", ", t_case_names[i]);
+        fprintf(stderr, "\n");
+    }
+    fflush(stderr);
     printf("%d passed, %d failed\n", t_passed, t_failed);
+    fflush(stdout);
     return t_failed == 0 ? 0 : 1;
 }
 
