@@ -7,6 +7,7 @@
  * not by `break` or `return`). A selected case prints `case SUITE/NAME`
  * before it runs and `case NAME: N passed, N failed` (its own checks)
  * after; one that is not selected prints `case NAME: not selected`.
+ * Cases whose parts interleave use T_OPEN, T_PART and T_CLOSE (below).
  * BLAZEN_TEST_CASE selects: comma-separated names or parts of names (each
  * matched against NAME and SUITE/NAME); unset or empty runs every case.
  * A filter that selects no case of the suite fails it. Checks outside the
@@ -151,12 +152,47 @@ T_UNUSED static int t_case_begin(const char *file, const char *name) {
     return 1;
 }
 
-T_UNUSED static void t_case_end(void) {
+T_UNUSED static void t_case_report(const char *name, int passed, int failed) {
     fflush(stderr);
-    printf("case %s: %d passed, %d failed\n", t_case_current ? t_case_current : "?", t_passed - t_case_passed0,
-           t_failed - t_case_failed0);
+    printf("case %s: %d passed, %d failed\n", name ? name : "?", passed, failed);
     fflush(stdout);
+}
+
+T_UNUSED static void t_case_end(void) {
+    t_case_report(t_case_current, t_passed - t_case_passed0, t_failed - t_case_failed0);
     t_case_current = NULL;
+}
+
+/* A case whose parts interleave with other cases' parts (the rounds of
+ * test_teardown): `TCase c = {.name = "name"}; T_OPEN(&c);` prints its first line
+ * (or `not selected`), each `T_PART(&c, code);` runs when it is selected
+ * and counts its checks, and `T_CLOSE(&c);` prints its counts. */
+typedef struct {
+    const char *name;
+    int on, passed, failed;
+} TCase;
+
+#define T_OPEN(c) t_case_open(__FILE__, c)
+T_UNUSED static int t_case_open(const char *file, TCase *c) {
+    c->on = t_case_begin(file, c->name);
+    c->passed = c->failed = 0;
+    t_case_current = NULL;
+    return c->on;
+}
+
+#define T_PART(c, ...)                                 \
+    do {                                               \
+        if ((c)->on) {                                 \
+            int t_p_ = t_passed, t_f_ = t_failed;      \
+            __VA_ARGS__;                               \
+            (c)->passed += t_passed - t_p_;            \
+            (c)->failed += t_failed - t_f_;            \
+        }                                              \
+    } while (0)
+
+#define T_CLOSE(c) t_case_close(c)
+T_UNUSED static void t_case_close(TCase *c) {
+    if (c->on) t_case_report(c->name, c->passed, c->failed);
 }
 
 /* The name of a case run by T_RUN: the function's name without `test_`. */

@@ -312,11 +312,11 @@ int main(void) {
     CHECK(blazen_controlplane_client_connect_blocking(endpoint, &second, NULL) == 0, "connect");
     blazen_controlplane_client_free(second);
 
-    test_errors_and_strings();
-    test_workers_and_drain();
-    test_submit_describe_cancel();
-    test_bad_arguments();
-    test_unreachable();
+    T_RUN(test_errors_and_strings);
+    T_RUN(test_workers_and_drain);
+    T_RUN(test_submit_describe_cancel);
+    T_RUN(test_bad_arguments);
+    T_RUN(test_unreachable);
 
     blazen_controlplane_client_free(client);
     blazen_controlplane_server_shutdown(server);

@@ -249,9 +249,9 @@ int main(void) {
     if (blazen_controlplane_server_start_blocking("127.0.0.1:0", &server, NULL) != 0) return 1;
     char *endpoint = blazen_controlplane_server_endpoint(server);
     CHECK(blazen_controlplane_client_connect_blocking(endpoint, &client, NULL) == 0, "connect");
-    test_human_in_the_loop(endpoint);
-    test_bad_options_and_context(endpoint);
-    test_wrong_token();
+    T_RUN_ARGS(test_human_in_the_loop, endpoint);
+    T_RUN_ARGS(test_bad_options_and_context, endpoint);
+    T_RUN(test_wrong_token);
     blazen_controlplane_client_free(client);
     blazen_controlplane_server_free(server);
     blazen_string_free(endpoint);

@@ -59,9 +59,10 @@ static void unreachable(const char *ep, const char *opts, const char *subkind, c
     blazen_controlplane_client_free(c);
 }
 
-int main(void) {
-    alarm(240);
-    /* ---- malformed endpoints --------------------------------------------- */
+/* Handler tables given to worker_new: each is dropped once. */
+static int handlers_given;
+
+static void test_malformed_endpoints(void) {
     const char *malformed[] = {"127.0.0.1:1", "ftp://127.0.0.1:1", "http://", "not a uri"};
     for (size_t i = 0; i < sizeof malformed / sizeof malformed[0]; i++) {
         BlazenControlPlaneClient *c = NULL;
@@ -72,6 +73,7 @@ int main(void) {
         BlazenAssignmentHandlerVTable vt = {(void *)&t_drops, t_drop_ud, t_echo, NULL, NULL};
         BlazenControlPlaneWorker *w = NULL;
         err = NULL;
+        handlers_given++;
         CHECK(blazen_controlplane_worker_new_blocking(malformed[i], "n", NULL, NULL, 0, 1, vt, &w, &err) == -1 &&
                   t_err_is(err, BLAZEN_ERROR_KIND_VALIDATION, "endpoint"),
               "worker: %s is a VALIDATION error naming endpoint", malformed[i]);
@@ -82,23 +84,20 @@ int main(void) {
               t_str_has(blazen_error_message(err), "use \"http://127.0.0.1:1\""),
           "a missing scheme says what to write");
     blazen_error_free(err);
+}
 
-    /* ---- unreachable endpoints ------------------------------------------- */
+static void test_unreachable_endpoints(void) {
     unreachable("http://127.0.0.1:1", NULL, "ControlPlaneTransport", "refused");
     /* glibc's resolver keeps state of its own that valgrind counts as
      * lost once the lookup thread has exited, so not under valgrind. */
     const char *tool = getenv("BLAZEN_UNDER_TOOL");
     if (!tool || strcmp(tool, "valgrind") != 0)
         unreachable("http://no-such-host.invalid:7400", NULL, "ControlPlaneTransport", "dns");
+}
 
-    /* ---- a server to talk to --------------------------------------------- */
-    BlazenControlPlaneServer *server = NULL;
-    CHECK(blazen_controlplane_server_start_blocking("127.0.0.1:0", &server, NULL) == 0, "server");
-    char *ep = blazen_controlplane_server_endpoint(server);
-    CHECK(blazen_controlplane_client_connect_blocking(ep, &c, NULL) == 0, "connect");
-
-    /* draining an unknown worker: NotFound in subkind and message */
-    err = NULL;
+/* draining an unknown worker: NotFound in subkind and message */
+static void test_drain_unknown_worker(BlazenControlPlaneClient *c) {
+    BlazenError *err = NULL;
     CHECK(blazen_controlplane_client_drain_worker_blocking(c, "nobody", false, &err) == -1, "drain unknown worker");
     char *m = err ? blazen_error_message(err) : NULL;
     CHECK(err && t_str_eq(blazen_error_subkind(err), "ControlPlaneNotFound"), "subkind NotFound");
@@ -107,22 +106,22 @@ int main(void) {
     CHECK(clean(m), "no debug dump: %s", m ? m : "");
     blazen_string_free(m);
     blazen_error_free(err);
+}
 
-    /* a worker that gives up names the configured endpoint and the cause */
-    uint16_t port = blazen_controlplane_server_port(server);
-    blazen_controlplane_client_free(c);
-    blazen_controlplane_server_shutdown(server);
-    blazen_controlplane_server_free(server);
+/* a worker that gives up names the configured endpoint (of a server that
+ * has shut down: its port is closed) and the cause */
+static void test_worker_gives_up(const char *ep, uint16_t port) {
     BlazenContextHandlerVTable vt = {(void *)&t_drops, t_drop_ud, never_called, NULL, NULL};
     BlazenControlPlaneWorker *w = NULL;
+    handlers_given++;
     CHECK(blazen_controlplane_worker_new_with_options_blocking(
               ep, "gives-up",
               "{\"capabilities\":[{\"kind\":\"workflow:x\"}],\"retry\":{\"max_attempts\":1,\"initial_backoff_ms\":10}}", vt,
               &w, NULL) == 0,
           "worker created");
-    err = NULL;
+    BlazenError *err = NULL;
     CHECK(blazen_controlplane_worker_run_blocking(w, &err) == -1, "worker gives up (port %u closed)", port);
-    m = err ? blazen_error_message(err) : NULL;
+    char *m = err ? blazen_error_message(err) : NULL;
     CHECK(err && t_str_eq(blazen_error_subkind(err), "ControlPlaneTransport"), "transport subkind");
     CHECK(m && strstr(m, ep) && has_nocase(blazen_string_alloc(m), "refused"),
           "names %s and the cause: %s", ep, m ? m : "");
@@ -130,8 +129,9 @@ int main(void) {
     blazen_string_free(m);
     blazen_error_free(err);
     blazen_controlplane_worker_free(w);
+}
 
-    /* ---- TLS ---------------------------------------------------------------- */
+static void test_tls(void) {
     const char *certs = getenv("BLAZEN_TEST_CERTS");
     if (certs) {
         char opts[1024], tls_ep[64];
@@ -151,8 +151,30 @@ int main(void) {
     } else {
         printf("TLS case skipped: BLAZEN_TEST_CERTS is not set\n");
     }
+}
 
-    CHECK(t_settled(&t_drops, 5), "every refused or finished worker's user_data dropped once");
+int main(void) {
+    alarm(240);
+    T_RUN(test_malformed_endpoints);
+    T_RUN(test_unreachable_endpoints);
+
+    /* ---- a server to talk to, then shut down ------------------------------ */
+    BlazenControlPlaneServer *server = NULL;
+    CHECK(blazen_controlplane_server_start_blocking("127.0.0.1:0", &server, NULL) == 0, "server");
+    char *ep = blazen_controlplane_server_endpoint(server);
+    BlazenControlPlaneClient *c = NULL;
+    CHECK(blazen_controlplane_client_connect_blocking(ep, &c, NULL) == 0, "connect");
+    T_RUN_ARGS(test_drain_unknown_worker, c);
+    uint16_t port = blazen_controlplane_server_port(server);
+    blazen_controlplane_client_free(c);
+    blazen_controlplane_server_shutdown(server);
+    blazen_controlplane_server_free(server);
+    T_RUN_ARGS(test_worker_gives_up, ep, port);
+
+    T_RUN(test_tls);
+
+    CHECK(t_settled(&t_drops, handlers_given), "every refused or finished worker's user_data dropped once (%d of %d)",
+          atomic_load(&t_drops), handlers_given);
     blazen_string_free(ep);
     return t_finish();
 }

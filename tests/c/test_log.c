@@ -322,7 +322,7 @@ static void test_stderr(const char *self) {
 
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "--child") == 0) return child();
-    test_stderr(argv[0]);
-    test_sink();
+    T_RUN_ARGS(test_stderr, argv[0]);
+    T_RUN(test_sink);
     return t_finish();
 }

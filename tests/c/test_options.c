@@ -253,8 +253,8 @@ int main(void) {
     /* A guard against hangs, not a time limit: valgrind runs ~50x slower. */
     alarm(getenv("BLAZEN_UNDER_TOOL") ? 900 : 120);
     unsetenv("BLAZEN_PEER_TOKEN");
-    test_tokens();
-    test_bad_options();
-    test_connections();
+    T_RUN(test_tokens);
+    T_RUN(test_bad_options);
+    T_RUN(test_connections);
     return t_finish();
 }

@@ -376,13 +376,25 @@ int main(void) {
         start_worker("chatty", "[{\"kind\":\"workflow:chatty\",\"version\":0}]", &chatty, &chatty_run);
     CHECK(chatty_w != NULL, "events worker");
 
+    /* Four cases whose rounds interleave, as they always have: each is
+     * selected on its own, its checks counted across the rounds. */
+    TCase subs = {.name = "subscriptions_mid_stream"}, workers = {.name = "worker_mid_handler"},
+          futures = {.name = "pending_futures"}, servers = {.name = "server_and_client"};
+    T_OPEN(&subs);
+    T_OPEN(&workers);
+    T_OPEN(&futures);
+    T_OPEN(&servers);
     double t0 = t_now();
     for (int r = 0; r < rounds; r++) {
-        subscriptions_mid_stream(r, &chatty);
-        worker_mid_handler(r);
-        pending_futures(r);
-        if (r % 25 == 0) server_and_client(r);
+        T_PART(&subs, subscriptions_mid_stream(r, &chatty));
+        T_PART(&workers, worker_mid_handler(r));
+        T_PART(&futures, pending_futures(r));
+        if (r % 25 == 0) T_PART(&servers, server_and_client(r));
     }
+    T_CLOSE(&subs);
+    T_CLOSE(&workers);
+    T_CLOSE(&futures);
+    T_CLOSE(&servers);
     TEARDOWN(blazen_controlplane_worker_free(chatty_w));
     TEARDOWN(blazen_future_free(chatty_run));
     check_track(&chatty, "events worker");

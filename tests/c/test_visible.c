@@ -494,13 +494,13 @@ int main(void) {
     BlazenFuture *run = blazen_controlplane_worker_run(w);
     CHECK(wait_workers(1), "the worker is listed");
 
-    test_submit_then_subscribe();
-    test_unknown_request_id();
-    test_started_at();
-    test_waiting();
-    test_requeue_cap(sup, port_pipe[1], attempt_pipe[0], blazen_controlplane_server_port(server));
-    test_options(ep);
-    test_unreachable();
+    T_RUN(test_submit_then_subscribe);
+    T_RUN(test_unknown_request_id);
+    T_RUN(test_started_at);
+    T_RUN(test_waiting);
+    T_RUN_ARGS(test_requeue_cap, sup, port_pipe[1], attempt_pipe[0], blazen_controlplane_server_port(server));
+    T_RUN_ARGS(test_options, ep);
+    T_RUN(test_unreachable);
 
     blazen_controlplane_worker_shutdown(w);
     CHECK(t_await(run, T_BY_WAIT), "worker run returns");

@@ -397,8 +397,8 @@ int main(void) {
     endpoint = blazen_controlplane_server_endpoint(server);
     CHECK(blazen_controlplane_client_connect_blocking(endpoint, &client, NULL) == 0, "connect");
 
-    test_new_failures_release_user_data();
-    test_workflows();
+    T_RUN(test_new_failures_release_user_data);
+    T_RUN(test_workflows);
 
     blazen_controlplane_client_free(client);
     blazen_controlplane_server_free(server);
