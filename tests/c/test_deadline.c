@@ -116,72 +116,89 @@ int main(void) {
     BlazenControlPlaneClient *client = NULL;
     CHECK(blazen_controlplane_client_connect_blocking(ep, &client, NULL) == 0, "connect");
 
-    /* ---- capability kinds ---------------------------------------------- */
-    BlazenAssignmentHandlerVTable plain = {(void *)&drops, drop_ud, NULL, NULL, NULL};
-    BlazenError *err = NULL;
-    BlazenControlPlaneWorker *bad = NULL;
-    CHECK(blazen_controlplane_worker_new_blocking(ep, "bad", "[{\"kind\":\"echo\",\"version\":0}]", NULL, 0, 1, plain,
-                                                  &bad, &err) == -1 &&
-              t_err_is(err, BLAZEN_ERROR_KIND_VALIDATION, "capabilities_json"),
-          "a kind without workflow: is a VALIDATION error naming capabilities_json");
-    err = NULL;
-    BlazenContextHandlerVTable ctxvt = {(void *)&drops, drop_ud, handler, NULL, NULL};
-    CHECK(blazen_controlplane_worker_new_with_options_blocking(ep, "bad", "{\"capabilities\":[{\"kind\":\"workflow:\"}]}",
-                                                               ctxvt, &bad, &err) == -1 &&
-              t_err_is(err, BLAZEN_ERROR_KIND_VALIDATION, "options_json"),
-          "an empty workflow name is a VALIDATION error naming options_json");
-    CHECK(t_settled(&drops, 2), "both refused workers' user_data dropped once");
+    /* Handler tables given to worker_new: each is dropped once. */
+    int tables = 0;
+    T_CASE("capability_kinds") {
+        BlazenAssignmentHandlerVTable plain = {(void *)&drops, drop_ud, NULL, NULL, NULL};
+        BlazenError *err = NULL;
+        BlazenControlPlaneWorker *bad = NULL;
+        tables++;
+        CHECK(blazen_controlplane_worker_new_blocking(ep, "bad", "[{\"kind\":\"echo\",\"version\":0}]", NULL, 0, 1,
+                                                      plain, &bad, &err) == -1 &&
+                  t_err_is(err, BLAZEN_ERROR_KIND_VALIDATION, "capabilities_json"),
+              "a kind without workflow: is a VALIDATION error naming capabilities_json");
+        err = NULL;
+        BlazenContextHandlerVTable ctxvt = {(void *)&drops, drop_ud, handler, NULL, NULL};
+        tables++;
+        CHECK(blazen_controlplane_worker_new_with_options_blocking(
+                  ep, "bad", "{\"capabilities\":[{\"kind\":\"workflow:\"}]}", ctxvt, &bad, &err) == -1 &&
+                  t_err_is(err, BLAZEN_ERROR_KIND_VALIDATION, "options_json"),
+              "an empty workflow name is a VALIDATION error naming options_json");
+        CHECK(t_settled(&drops, 2), "both refused workers' user_data dropped once");
+    }
 
-    /* ---- a deadline that passes while PENDING --------------------------- */
-    char *pending = submit(client, "late", "{\"deadline_ms\":300}", true);
-    CHECK(pending != NULL, "late run queued");
-    check_failed(client, pending, BLAZEN_ERROR_KIND_TIMEOUT, "deadline_ms (300) passed while it was PENDING",
-                 "pending past its deadline");
+    /* ---- a deadline that passes while PENDING (before and after the
+     * worker starts) ------------------------------------------------------ */
+    char *pending = NULL, *fresh = NULL, *sleepy = NULL, *both = NULL, *invalid = NULL, *silent = NULL;
+    TCase while_pending = {.name = "deadline_while_pending"};
+    T_OPEN(&while_pending);
+    T_PART(&while_pending, {
+        pending = submit(client, "late", "{\"deadline_ms\":300}", true);
+        CHECK(pending != NULL, "late run queued");
+        check_failed(client, pending, BLAZEN_ERROR_KIND_TIMEOUT, "deadline_ms (300) passed while it was PENDING",
+                     "pending past its deadline");
+    });
 
     BlazenFuture *running = NULL;
+    tables++;
     BlazenControlPlaneWorker *w = start_worker(
         ep, "deadline-w",
         "[{\"kind\":\"workflow:late\"},{\"kind\":\"workflow:sleepy\"},{\"kind\":\"workflow:both\"},"
         "{\"kind\":\"workflow:invalid\"},{\"kind\":\"workflow:silent\"},{\"kind\":\"workflow:echo\"}]",
         &running);
     CHECK(w && wait_listed(client, 1), "worker listed");
-    /* A fresh run of the same workflow completes, so the queue has been
-     * drained past the expired one, which must still be FAILED and must
-     * never have reached the handler. */
-    char *fresh = submit(client, "late", NULL, true);
-    BlazenRunStateSnapshot *s = fresh ? wait_terminal(client, fresh) : NULL;
-    CHECK(s && blazen_run_state_snapshot_status(s) == BLAZEN_RUN_STATUS_COMPLETED, "fresh late run COMPLETED");
-    CHECK(s && blazen_run_state_snapshot_error_kind(s) == 0, "a completed run has no error kind");
-    blazen_run_state_snapshot_free(s);
-    t_sleep_ms(300);
-    check_failed(client, pending, BLAZEN_ERROR_KIND_TIMEOUT, "PENDING", "expired run after a worker came");
-    CHECK(atomic_load(&late_handled) == 1, "the expired run never reached the handler (%d calls)",
-          atomic_load(&late_handled));
+    T_PART(&while_pending, {
+        /* A fresh run of the same workflow completes, so the queue has been
+         * drained past the expired one, which must still be FAILED and must
+         * never have reached the handler. */
+        fresh = submit(client, "late", NULL, true);
+        BlazenRunStateSnapshot *s = fresh ? wait_terminal(client, fresh) : NULL;
+        CHECK(s && blazen_run_state_snapshot_status(s) == BLAZEN_RUN_STATUS_COMPLETED, "fresh late run COMPLETED");
+        CHECK(s && blazen_run_state_snapshot_error_kind(s) == 0, "a completed run has no error kind");
+        blazen_run_state_snapshot_free(s);
+        t_sleep_ms(300);
+        check_failed(client, pending, BLAZEN_ERROR_KIND_TIMEOUT, "PENDING", "expired run after a worker came");
+        CHECK(atomic_load(&late_handled) == 1, "the expired run never reached the handler (%d calls)",
+              atomic_load(&late_handled));
+    });
+    T_CLOSE(&while_pending);
 
-    /* ---- a deadline that passes while RUNNING --------------------------- */
-    char *sleepy = submit(client, "sleepy", "{\"deadline_ms\":500}", false);
-    /* The control plane's timer (from submission) and the worker's own
-     * (from receipt) both run; either may report first. */
-    check_failed(client, sleepy, BLAZEN_ERROR_KIND_TIMEOUT, "deadline", "running past its deadline");
-    CHECK(t_wait_until(&sleepy_returned, 1, 15000), "the handler returned");
-    CHECK(atomic_load(&saw_cancel) == 1, "the handler saw its run cancelled");
-    t_sleep_ms(300); /* its late "success" would land now */
-    check_failed(client, sleepy, BLAZEN_ERROR_KIND_TIMEOUT, "deadline", "late result ignored");
+    T_CASE("deadline_while_running") {
+        sleepy = submit(client, "sleepy", "{\"deadline_ms\":500}", false);
+        /* The control plane's timer (from submission) and the worker's own
+         * (from receipt) both run; either may report first. */
+        check_failed(client, sleepy, BLAZEN_ERROR_KIND_TIMEOUT, "deadline", "running past its deadline");
+        CHECK(t_wait_until(&sleepy_returned, 1, 15000), "the handler returned");
+        CHECK(atomic_load(&saw_cancel) == 1, "the handler saw its run cancelled");
+        t_sleep_ms(300); /* its late "success" would land now */
+        check_failed(client, sleepy, BLAZEN_ERROR_KIND_TIMEOUT, "deadline", "late result ignored");
+    }
 
-    /* ---- handler results ------------------------------------------------ */
-    char *both = submit(client, "both", NULL, false);
-    check_failed(client, both, BLAZEN_ERROR_KIND_COMPUTE, "out of memory on the device",
-                 "status 0 with an error: the error wins");
-    char *invalid = submit(client, "invalid", NULL, false);
-    check_failed(client, invalid, BLAZEN_ERROR_KIND_VALIDATION, "input needs a field", "handler's own kind");
-    char *silent = submit(client, "silent", NULL, false);
-    check_failed(client, silent, BLAZEN_ERROR_KIND_WORKFLOW, "status 7", "failure without an error");
+    T_CASE("handler_results") {
+        both = submit(client, "both", NULL, false);
+        check_failed(client, both, BLAZEN_ERROR_KIND_COMPUTE, "out of memory on the device",
+                     "status 0 with an error: the error wins");
+        invalid = submit(client, "invalid", NULL, false);
+        check_failed(client, invalid, BLAZEN_ERROR_KIND_VALIDATION, "input needs a field", "handler's own kind");
+        silent = submit(client, "silent", NULL, false);
+        check_failed(client, silent, BLAZEN_ERROR_KIND_WORKFLOW, "status 7", "failure without an error");
+    }
 
     blazen_controlplane_worker_shutdown(w);
     blazen_future_wait(running);
     blazen_future_free(running);
     blazen_controlplane_worker_free(w);
-    CHECK(t_settled(&drops, 3), "worker's user_data dropped once");
+    CHECK(t_settled(&drops, tables), "worker's user_data dropped once");
     char *ids[] = {pending, fresh, sleepy, both, invalid, silent};
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) blazen_string_free(ids[i]);
     blazen_controlplane_client_free(client);

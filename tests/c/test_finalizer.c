@@ -344,13 +344,13 @@ int main(void) {
     CHECK(blazen_controlplane_client_connect_blocking(endpoint, T_TOKEN(NULL) &client, NULL) == 0, "client");
     CHECK(blazen_surface() == BLAZEN_SURFACE, "the library's surface is the header's (%u)", blazen_surface());
 
-    never_run();
-    run_then_shutdown();
-    drained_by_future();
-    shutdown_during_handle();
-    subscription_ended();
-    subscription_cancelled_or_freed();
-    subscription_freed_during_event();
+    T_RUN(never_run);
+    T_RUN(run_then_shutdown);
+    T_RUN(drained_by_future);
+    T_RUN(shutdown_during_handle);
+    T_RUN(subscription_ended);
+    T_RUN(subscription_cancelled_or_freed);
+    T_RUN(subscription_freed_during_event);
 
     blazen_controlplane_client_free(client);
     blazen_controlplane_server_free(server);

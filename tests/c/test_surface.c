@@ -168,8 +168,8 @@ int main(void) {
           BLAZEN_SURFACE);
     CHECK(BLAZEN_SURFACE == BLAZEN_SURFACE_V0_5 || BLAZEN_SURFACE == BLAZEN_SURFACE_V0_6, "a known surface");
     CHECK(blazen_controlplane_client_connect_blocking(endpoint, T_TOKEN(GOOD_TOKEN) &client, NULL) == 0, "client");
-    connects();
-    round_trip();
+    T_RUN(connects);
+    T_RUN(round_trip);
     blazen_controlplane_client_free(client);
     blazen_controlplane_server_free(server);
     blazen_string_free(endpoint);
