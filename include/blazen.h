@@ -40,29 +40,126 @@
 #define BLAZEN_SURFACE 5
 
 /**
- * Run status: waiting for a worker.
+ * Error kinds (`blazen_error_kind`, `BLAZEN_ERROR_KIND_*`); the names are those `blazen_error_from_json` reads and a failed run's `[Kind]` tag carries.
  */
+/** Credentials were missing or refused. */
+#define BLAZEN_ERROR_KIND_AUTH 1
+/** Too many requests; `blazen_error_retry_after_ms` may say when to retry. */
+#define BLAZEN_ERROR_KIND_RATE_LIMIT 2
+/** A time limit passed; `blazen_error_elapsed_ms` says after how long. */
+#define BLAZEN_ERROR_KIND_TIMEOUT 3
+/** An argument or a value was invalid. */
+#define BLAZEN_ERROR_KIND_VALIDATION 4
+/** Refused by a content policy. */
+#define BLAZEN_ERROR_KIND_CONTENT_POLICY 5
+/** Not supported here. */
+#define BLAZEN_ERROR_KIND_UNSUPPORTED 6
+/** A computation failed. */
+#define BLAZEN_ERROR_KIND_COMPUTE 7
+/** A media input could not be used. */
+#define BLAZEN_ERROR_KIND_MEDIA 8
+/** An upstream provider failed (`status`, `endpoint`, `provider`, `request_id`, `detail`). */
+#define BLAZEN_ERROR_KIND_PROVIDER 9
+/** A workflow (a run) failed. */
+#define BLAZEN_ERROR_KIND_WORKFLOW 10
+/** A tool failed. */
+#define BLAZEN_ERROR_KIND_TOOL 11
+/** The control plane or the way to it failed; `blazen_error_subkind` says which part. */
+#define BLAZEN_ERROR_KIND_PEER 12
+/** Persisting state failed. */
+#define BLAZEN_ERROR_KIND_PERSIST 13
+/** A prompt could not be built. */
+#define BLAZEN_ERROR_KIND_PROMPT 14
+/** A memory store failed. */
+#define BLAZEN_ERROR_KIND_MEMORY 15
+/** A cache failed. */
+#define BLAZEN_ERROR_KIND_CACHE 16
+/** The operation was cancelled. */
+#define BLAZEN_ERROR_KIND_CANCELLED 17
+/** A bug or an unexpected state of the library. */
+#define BLAZEN_ERROR_KIND_INTERNAL 18
+/** A host callback raised (`blazen_error_name`, `blazen_error_properties_json`). */
+#define BLAZEN_ERROR_KIND_CALLER 19
+
+/**
+ * A run's status (`blazen_run_state_snapshot_status`).
+ */
+/** Waiting for a worker. */
 #define BLAZEN_RUN_STATUS_PENDING 0
-
-/**
- * Run status: assigned to a worker and running.
- */
+/** Assigned to a worker and running. */
 #define BLAZEN_RUN_STATUS_RUNNING 1
-
-/**
- * Run status: finished with an output.
- */
+/** Finished with an output. */
 #define BLAZEN_RUN_STATUS_COMPLETED 2
-
-/**
- * Run status: finished with an error.
- */
+/** Finished with an error. */
 #define BLAZEN_RUN_STATUS_FAILED 3
+/** Cancelled before it finished. */
+#define BLAZEN_RUN_STATUS_CANCELLED 4
 
 /**
- * Run status: cancelled before it finished.
+ * How a worker admits runs: `admission_mode` of `worker_new`, and the `mode` of the `admission` option.
  */
-#define BLAZEN_RUN_STATUS_CANCELLED 4
+/** At most `admission_param` (`max_in_flight`) runs at once. */
+#define BLAZEN_ADMISSION_FIXED 0
+/** Runs while their declared VRAM fits `admission_param` (`max_vram_mb`) MiB. */
+#define BLAZEN_ADMISSION_VRAM_BUDGET 1
+/** The worker takes what it is offered and refuses runs itself. */
+#define BLAZEN_ADMISSION_REACTIVE 2
+
+/**
+ * Event types of a run's stream (`event_type` of `on_event`) that the library and the control plane send; a handler's own `blazen_assignment_context_emit_event` types come on the same stream.
+ */
+/** Routed to a worker: `{"node_id": str}`. */
+#define BLAZEN_EVENT_STATUS_RUNNING "status.running"
+/** Finished with an output: `{"output": value}`. */
+#define BLAZEN_EVENT_STATUS_COMPLETED "status.completed"
+/** Finished with an error: `{"error": str}`. */
+#define BLAZEN_EVENT_STATUS_FAILED "status.failed"
+/** Cancelled: `{}`. */
+#define BLAZEN_EVENT_STATUS_CANCELLED "status.cancelled"
+/** Lost its worker and queued again: `{"node_id": str, "reason": "worker_lost"}`. */
+#define BLAZEN_EVENT_STATUS_REQUEUED "status.requeued"
+/** Queued with no connected worker serving its workflow: `{"reason": "no_worker", ...}`. */
+#define BLAZEN_EVENT_STATUS_WAITING "status.waiting"
+/** The handler asks for input: `{"request_id": str, "prompt": str, "metadata": value}`. */
+#define BLAZEN_EVENT_INPUT_REQUEST "input.request"
+
+/**
+ * Subkinds of the library's PEER errors (`blazen_error_subkind`): what part of the way to the control plane failed. A gRPC status from the control plane is `ControlPlane` + its code's name.
+ */
+/** The control plane could not be reached, or the connection broke. */
+#define BLAZEN_SUBKIND_CONTROL_PLANE_TRANSPORT "ControlPlaneTransport"
+/** A certificate or TLS handshake problem. */
+#define BLAZEN_SUBKIND_CONTROL_PLANE_TLS "ControlPlaneTls"
+/** The control plane's store (Redis/Valkey) failed or is unreachable. */
+#define BLAZEN_SUBKIND_CONTROL_PLANE_STORE "ControlPlaneStore"
+/** Another failure of the control plane's own client or server. */
+#define BLAZEN_SUBKIND_CONTROL_PLANE "ControlPlane"
+/** gRPC InvalidArgument. */
+#define BLAZEN_SUBKIND_CONTROL_PLANE_INVALID_ARGUMENT "ControlPlaneInvalidArgument"
+/** gRPC DeadlineExceeded. */
+#define BLAZEN_SUBKIND_CONTROL_PLANE_DEADLINE_EXCEEDED "ControlPlaneDeadlineExceeded"
+/** gRPC NotFound: no such run, worker or input request. */
+#define BLAZEN_SUBKIND_CONTROL_PLANE_NOT_FOUND "ControlPlaneNotFound"
+/** gRPC AlreadyExists: e.g. a worker with the same node id is connected. */
+#define BLAZEN_SUBKIND_CONTROL_PLANE_ALREADY_EXISTS "ControlPlaneAlreadyExists"
+/** gRPC PermissionDenied. */
+#define BLAZEN_SUBKIND_CONTROL_PLANE_PERMISSION_DENIED "ControlPlanePermissionDenied"
+/** gRPC ResourceExhausted. */
+#define BLAZEN_SUBKIND_CONTROL_PLANE_RESOURCE_EXHAUSTED "ControlPlaneResourceExhausted"
+/** gRPC FailedPrecondition: e.g. the run has already ended. */
+#define BLAZEN_SUBKIND_CONTROL_PLANE_FAILED_PRECONDITION "ControlPlaneFailedPrecondition"
+/** gRPC Aborted. */
+#define BLAZEN_SUBKIND_CONTROL_PLANE_ABORTED "ControlPlaneAborted"
+/** gRPC OutOfRange. */
+#define BLAZEN_SUBKIND_CONTROL_PLANE_OUT_OF_RANGE "ControlPlaneOutOfRange"
+/** gRPC Unimplemented. */
+#define BLAZEN_SUBKIND_CONTROL_PLANE_UNIMPLEMENTED "ControlPlaneUnimplemented"
+/** gRPC Internal. */
+#define BLAZEN_SUBKIND_CONTROL_PLANE_INTERNAL "ControlPlaneInternal"
+/** gRPC DataLoss. */
+#define BLAZEN_SUBKIND_CONTROL_PLANE_DATA_LOSS "ControlPlaneDataLoss"
+/** gRPC Unauthenticated: a missing or wrong bearer token. */
+#define BLAZEN_SUBKIND_CONTROL_PLANE_UNAUTHENTICATED "ControlPlaneUnauthenticated"
 
 /**
  * `blazen_surface()` of a library built for the 0.5.x reference surface
@@ -90,101 +187,6 @@
  * The largest `connections` value `connect_with_options` accepts.
  */
 #define BLAZEN_MAX_CONNECTIONS 64
-
-/**
- * Error kind `Auth`.
- */
-#define BLAZEN_ERROR_KIND_AUTH 1
-
-/**
- * Error kind `RateLimit`.
- */
-#define BLAZEN_ERROR_KIND_RATE_LIMIT 2
-
-/**
- * Error kind `Timeout`.
- */
-#define BLAZEN_ERROR_KIND_TIMEOUT 3
-
-/**
- * Error kind `Validation`.
- */
-#define BLAZEN_ERROR_KIND_VALIDATION 4
-
-/**
- * Error kind `ContentPolicy`.
- */
-#define BLAZEN_ERROR_KIND_CONTENT_POLICY 5
-
-/**
- * Error kind `Unsupported`.
- */
-#define BLAZEN_ERROR_KIND_UNSUPPORTED 6
-
-/**
- * Error kind `Compute`.
- */
-#define BLAZEN_ERROR_KIND_COMPUTE 7
-
-/**
- * Error kind `Media`.
- */
-#define BLAZEN_ERROR_KIND_MEDIA 8
-
-/**
- * Error kind `Provider`.
- */
-#define BLAZEN_ERROR_KIND_PROVIDER 9
-
-/**
- * Error kind `Workflow`.
- */
-#define BLAZEN_ERROR_KIND_WORKFLOW 10
-
-/**
- * Error kind `Tool`.
- */
-#define BLAZEN_ERROR_KIND_TOOL 11
-
-/**
- * Error kind `Peer`.
- */
-#define BLAZEN_ERROR_KIND_PEER 12
-
-/**
- * Error kind `Persist`.
- */
-#define BLAZEN_ERROR_KIND_PERSIST 13
-
-/**
- * Error kind `Prompt`.
- */
-#define BLAZEN_ERROR_KIND_PROMPT 14
-
-/**
- * Error kind `Memory`.
- */
-#define BLAZEN_ERROR_KIND_MEMORY 15
-
-/**
- * Error kind `Cache`.
- */
-#define BLAZEN_ERROR_KIND_CACHE 16
-
-/**
- * Error kind `Cancelled`.
- */
-#define BLAZEN_ERROR_KIND_CANCELLED 17
-
-/**
- * Error kind `Internal`.
- */
-#define BLAZEN_ERROR_KIND_INTERNAL 18
-
-/**
- * Error kind `CallerError`.
- */
-#define BLAZEN_ERROR_KIND_CALLER 19
 
 /**
  * Log level of an error record.
@@ -274,6 +276,9 @@ typedef struct BlazenFuture BlazenFuture;
 
 /**
  * One event of a run. Caller-owned; free with `blazen_run_event_free`.
+ * No function of this 0.7 library returns one (a run's events reach a
+ * host through `BlazenRunEventSinkVTable`); the type and its functions
+ * stay for programs written against the reference surface.
  */
 typedef struct BlazenRunEvent BlazenRunEvent;
 

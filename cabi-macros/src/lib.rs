@@ -15,6 +15,13 @@ pub fn handle(attr: TokenStream, item: TokenStream) -> TokenStream {
     blazen_cabi_codegen::expand_handle(attr.into(), item.into()).into()
 }
 
+/// Declares a closed set of names once: the enum with its conversions, and
+/// (through the generators) the header's constants and the gem's tables.
+#[proc_macro_attribute]
+pub fn vocabulary(attr: TokenStream, item: TokenStream) -> TokenStream {
+    blazen_cabi_codegen::expand_vocabulary(attr.into(), item.into()).into()
+}
+
 /// Marks a hand-written `#[no_mangle] extern "C"` function as part of the
 /// table (`#[hand_written(waits)]`: it may block the calling thread, so
 /// hosts with a global lock release it around the call). The item is left

@@ -25,25 +25,18 @@ pub mod records;
 pub mod rt;
 pub mod server;
 pub mod subscription;
+
 mod tls;
+pub mod vocabulary;
 pub mod worker;
 
 mod boundary_tests;
+#[cfg(test)]
+mod option_docs_tests;
 
 use blazen_cabi_macros::export;
 
 pub use rt::{BlazenError, BlazenFuture};
-
-/// Run status: waiting for a worker.
-pub const BLAZEN_RUN_STATUS_PENDING: u32 = 0;
-/// Run status: assigned to a worker and running.
-pub const BLAZEN_RUN_STATUS_RUNNING: u32 = 1;
-/// Run status: finished with an output.
-pub const BLAZEN_RUN_STATUS_COMPLETED: u32 = 2;
-/// Run status: finished with an error.
-pub const BLAZEN_RUN_STATUS_FAILED: u32 = 3;
-/// Run status: cancelled before it finished.
-pub const BLAZEN_RUN_STATUS_CANCELLED: u32 = 4;
 
 /// The library's version, e.g. "0.7.0". The string is caller-owned.
 #[export]

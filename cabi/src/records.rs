@@ -29,13 +29,7 @@ fn blazen_run_state_snapshot_status(snap: &BlazenRunStateSnapshot) -> u32 {
 }
 
 pub(crate) fn status_code(s: RunStatus) -> u32 {
-    match s {
-        RunStatus::Pending => crate::BLAZEN_RUN_STATUS_PENDING,
-        RunStatus::Running => crate::BLAZEN_RUN_STATUS_RUNNING,
-        RunStatus::Completed => crate::BLAZEN_RUN_STATUS_COMPLETED,
-        RunStatus::Failed => crate::BLAZEN_RUN_STATUS_FAILED,
-        RunStatus::Cancelled => crate::BLAZEN_RUN_STATUS_CANCELLED,
-    }
+    crate::vocabulary::RunStatusCode::from(s).code()
 }
 
 /// When the run was submitted (ms since the Unix epoch; the control
@@ -190,6 +184,9 @@ fn blazen_worker_info_list_get(
 }
 
 /// One event of a run. Caller-owned; free with `blazen_run_event_free`.
+/// No function of this 0.7 library returns one (a run's events reach a
+/// host through `BlazenRunEventSinkVTable`); the type and its functions
+/// stay for programs written against the reference surface.
 #[handle(free = "blazen_run_event_free")]
 pub struct BlazenRunEvent(pub(crate) RunEvent);
 

@@ -9,6 +9,7 @@
 //! subscription returns (or right after a callback being delivered at
 //! that moment). Nothing ever waits for the event thread.
 
+use blazen_embedded_cp::EventType;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
@@ -107,23 +108,20 @@ const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 const REPLAY_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
 fn is_terminal(event_type: &str) -> bool {
-    matches!(
-        event_type,
-        "status.completed" | "status.failed" | "status.cancelled"
-    )
+    EventType::is_terminal_text(event_type)
 }
 
 /// The terminal event a finished run's snapshot stands for.
 fn terminal_event(s: &RunStateSnapshot) -> Option<RunEvent> {
     let (event_type, data) = match s.status {
-        RunStatus::Completed => ("status.completed", json!({"output": s.output})),
-        RunStatus::Failed => ("status.failed", json!({"error": s.error})),
-        RunStatus::Cancelled => ("status.cancelled", json!({})),
+        RunStatus::Completed => (EventType::StatusCompleted, json!({"output": s.output})),
+        RunStatus::Failed => (EventType::StatusFailed, json!({"error": s.error})),
+        RunStatus::Cancelled => (EventType::StatusCancelled, json!({})),
         RunStatus::Pending | RunStatus::Running => return None,
     };
     Some(RunEvent {
         run_id: s.run_id,
-        event_type: event_type.into(),
+        event_type: event_type.to_string(),
         data,
         timestamp_ms: s
             .completed_at_ms

@@ -1,6 +1,7 @@
 //! TLS from PEM files for clients and workers, and the options that name
 //! them (the embedded server loads its own, in blazen-embedded-cp).
 
+use blazen_embedded_cp::Subkind;
 use std::path::{Path, PathBuf};
 
 use tonic::transport::ClientTlsConfig;
@@ -9,7 +10,7 @@ use crate::rt::{BlazenError, Result};
 
 /// A certificate problem: PEER, subkind `ControlPlaneTls`.
 fn error(e: impl std::fmt::Display) -> BlazenError {
-    BlazenError::peer("ControlPlaneTls", e.to_string())
+    BlazenError::peer(Subkind::ControlPlaneTls, e.to_string())
 }
 
 /// The TLS settings of options that name PEM files: all three or none

@@ -1,6 +1,8 @@
 //! What can go wrong starting or running the embedded control plane, and
 //! the text conventions its errors share with blazen-cabi.
 
+use crate::Subkind;
+
 /// The `Result` of this crate.
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -13,18 +15,14 @@ pub enum Error {
         problem: String,
     },
     /// A failure of the network, TLS or the store, with the subkind
-    /// blazen-cabi's PEER errors carry (`ControlPlaneTransport`,
-    /// `ControlPlaneTls`, [`STORE_SUBKIND`], `ControlPlane`).
-    Peer {
-        subkind: &'static str,
-        message: String,
-    },
+    /// blazen-cabi's PEER errors carry.
+    Peer { subkind: Subkind, message: String },
     /// Something that should not happen.
     Internal(String),
 }
 
 impl Error {
-    pub(crate) fn peer(subkind: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn peer(subkind: Subkind, message: impl Into<String>) -> Self {
         Error::Peer {
             subkind,
             message: message.into(),
@@ -32,7 +30,7 @@ impl Error {
     }
 
     pub(crate) fn tls(e: impl std::fmt::Display) -> Self {
-        Error::peer("ControlPlaneTls", e.to_string())
+        Error::peer(Subkind::ControlPlaneTls, e.to_string())
     }
 }
 
@@ -49,16 +47,13 @@ impl std::error::Error for Error {}
 
 impl From<blazen_controlplane::ControlPlaneError> for Error {
     fn from(e: blazen_controlplane::ControlPlaneError) -> Self {
-        Error::peer("ControlPlane", e.to_string())
+        Error::peer(Subkind::ControlPlane, e.to_string())
     }
 }
 
 /// Start of the message of every gRPC status the store causes; blazen-cabi
-/// turns such statuses into PEER / [`STORE_SUBKIND`].
+/// turns such statuses into PEER / [`Subkind::ControlPlaneStore`].
 pub const STORE_STATUS_PREFIX: &str = "control plane store";
-
-/// The subkind of errors the store causes.
-pub const STORE_SUBKIND: &str = "ControlPlaneStore";
 
 /// The kinds of error this control plane records for a failed run, as
 /// text tagged with the kind's name (`[Timeout] ...`); blazen-cabi splits

@@ -19,9 +19,11 @@ pub mod relay;
 mod server;
 mod service;
 pub mod store;
+pub mod vocabulary;
 
-pub use error::{Error, Result, RunErrorKind, STORE_STATUS_PREFIX, STORE_SUBKIND};
+pub use error::{Error, Result, RunErrorKind, STORE_STATUS_PREFIX};
 pub use server::{Config, Server, DEFAULT_MAX_REQUEUES, KEEPALIVE};
+pub use vocabulary::{EventType, Subkind};
 
 /// Locks `m`, recovering the data of a lock a panicking thread held (every
 /// lock here guards data that stays consistent between statements).

@@ -30,15 +30,17 @@ pub struct Relayed {
 }
 
 impl Relay {
-    /// Starts a relay to the host and port of `endpoint` (an http or https
-    /// URI). `Ok(None)` when `endpoint` is not such a URI: the worker then
-    /// gets the endpoint as given and reports the problem itself.
-    pub async fn start(endpoint: &str) -> Result<Option<Relayed>> {
-        let Ok(uri) = endpoint.parse::<Uri>() else {
-            return Ok(None);
+    /// Starts a relay to the host and port of `endpoint`, an http or https
+    /// URI with a host (anything else is an `Invalid` error naming
+    /// `endpoint`; blazen-cabi checks the endpoint before it gets here).
+    pub async fn start(endpoint: &str) -> Result<Relayed> {
+        let not_a_uri = || Error::Invalid {
+            param: "endpoint",
+            problem: format!("{endpoint:?} is not an http:// or https:// URI with a host"),
         };
+        let uri = endpoint.parse::<Uri>().map_err(|_| not_a_uri())?;
         let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-            return Ok(None);
+            return Err(not_a_uri());
         };
         let port = authority
             .port_u16()
@@ -55,11 +57,11 @@ impl Relay {
         tokio::spawn(accept_loop(listener, target, closed.clone()));
         let path = uri.path_and_query().map_or("", |p| p.as_str());
         let path = if path == "/" { "" } else { path };
-        Ok(Some(Relayed {
+        Ok(Relayed {
             relay: Relay { closed },
             endpoint: format!("{scheme}://{local}{path}"),
             host,
-        }))
+        })
     }
 
     /// Cuts every relayed connection and stops accepting. Idempotent.
@@ -97,5 +99,31 @@ async fn accept_loop(listener: TcpListener, target: String, closed: Cancellation
                 _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_an_http_uri_with_a_host_is_relayed() {
+        for bad in ["not a uri", "127.0.0.1:7400", "/just/a/path"] {
+            match Relay::start(bad).await {
+                Err(Error::Invalid { param, .. }) => assert_eq!(param, "endpoint", "{bad}"),
+                Err(other) => panic!("{bad}: {other}"),
+                Ok(_) => panic!("{bad}: relayed"),
+            }
+        }
+        let relayed = Relay::start("https://example.invalid:7400/x")
+            .await
+            .unwrap();
+        assert_eq!(relayed.host, "example.invalid");
+        assert!(
+            relayed.endpoint.starts_with("https://127.0.0.1:"),
+            "{}",
+            relayed.endpoint
+        );
+        assert!(relayed.endpoint.ends_with("/x"), "{}", relayed.endpoint);
     }
 }

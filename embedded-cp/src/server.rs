@@ -91,7 +91,10 @@ impl Server {
             problem: format!("is not an IP:port address ({e})"),
         })?;
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            Error::peer("ControlPlaneTransport", format!("cannot bind {addr}: {e}"))
+            Error::peer(
+                crate::Subkind::ControlPlaneTransport,
+                format!("cannot bind {addr}: {e}"),
+            )
         })?;
         let addr = listener
             .local_addr()
@@ -117,7 +120,7 @@ impl Server {
             Some(store) => {
                 let found = crate::store::recover(&shared, store)
                     .await
-                    .map_err(|e| Error::peer(crate::STORE_SUBKIND, e.to_string()))?;
+                    .map_err(|e| Error::peer(crate::Subkind::ControlPlaneStore, e.to_string()))?;
                 tracing::info!(
                     target: LOG_TARGET,
                     queued = found.queued,

@@ -140,7 +140,6 @@ async fn s05_a_second_worker_with_a_connected_node_id_is_refused() {
     let first = worker(&s, "twin", "twin", 1, Echo::default()).await;
     let relayed = blazen_embedded_cp::relay::Relay::start(&s.endpoint())
         .await
-        .unwrap()
         .unwrap();
     let config = blazen_controlplane::worker::WorkerConfig::new(relayed.endpoint, "twin")
         .with_retry(blazen_controlplane::worker::RetryPolicy {

@@ -168,10 +168,17 @@ int main(void) {
         backlog(client, ep, only_runs, only_workers);
         workers += only_workers;
     } else {
+        /* A case per size and number of workers: 1000x3 is 1000 runs over
+         * 3 workers. */
+        static char names[8][32];
+        int k = 0;
         for (int s = 0; s < nsizes; s++)
-            for (int n = 1; n <= MAX_WORKERS; n += 2) {
-                backlog(client, ep, sizes[s], n);
-                workers += n;
+            for (int n = 1; n <= MAX_WORKERS; n += 2, k++) {
+                snprintf(names[k % 8], sizeof names[k % 8], "%dx%d", sizes[s], n);
+                T_CASE(names[k % 8]) {
+                    backlog(client, ep, sizes[s], n);
+                    workers += n;
+                }
             }
     }
     CHECK(atomic_load(&failed_events) == 0, "no run failed (%d)", atomic_load(&failed_events));

@@ -37,11 +37,6 @@ module BlazenFFI
   ERROR_KINDS = Blazen::Native.constants.grep(/\AERROR_KIND_/).to_h do |c|
     [Blazen::Native.const_get(c), c.to_s.delete_prefix("ERROR_KIND_").downcase.to_sym]
   end.freeze
-  # The kind names blazen_error_from_json accepts, by kind number.
-  ERROR_KIND_JSON_NAMES = ERROR_KINDS.transform_values do |k|
-    name = k.to_s.split("_").map(&:capitalize).join
-    name == "Caller" ? "CallerError" : name
-  end.freeze
 
   # Admission modes of blazen_controlplane_worker_new_blocking.
   ADMISSION_FIXED = 0
@@ -522,7 +517,7 @@ module BlazenFFI
         return 1
       rescue BlazenFFI::Error => e
         out_err.write_pointer(BlazenFFI.error_json_ptr(
-          ERROR_KIND_JSON_NAMES.fetch(e.kind, "Internal"), e.message, subkind: e.subkind
+          Blazen::Error.json_kind(e.kind) || "Internal", e.message, subkind: e.subkind
         ))
         return 1
       rescue StandardError => e

@@ -19,9 +19,11 @@ pub fn header_path(surface: Surface) -> String {
     }
 }
 
-/// The resolved table of `surface`, read from the library crate's sources.
+/// The resolved table of `surface`, read from the library crate's sources
+/// and the embedded control plane's (its vocabularies).
 pub fn table(root: &Path, surface: Surface) -> Result<Table> {
-    Table::read(&root.join("cabi/src"), surface).map_err(|e| anyhow::anyhow!("the stub table: {e}"))
+    let srcs = [root.join("cabi/src"), root.join("embedded-cp/src")];
+    Table::read(&srcs, surface).map_err(|e| anyhow::anyhow!("the stub table: {e}"))
 }
 
 /// The library crate's version as cargo resolves it (`version.workspace`
@@ -128,12 +130,13 @@ pub fn generate(root: &Path, surface: Surface) -> Result<String> {
                 .into(),
         ),
         after_includes: Some(format!(
-            "\n{}",
-            version_macros(&crate_version(root)?, surface)?
+            "\n{}\n\n{}",
+            version_macros(&crate_version(root)?, surface)?,
+            table.vocabulary_defines().trim_end()
         )),
         usize_is_size_t: false,
         export: cbindgen::ExportConfig {
-            rename: table.renames.into_iter().collect(),
+            rename: table.renames.iter().cloned().collect(),
             ..Default::default()
         },
         ..Default::default()

@@ -36,16 +36,15 @@ pub struct Installed {
     pub native_static_libs: Vec<String>,
 }
 
-/// The soname of version `version`: `libblazen_cabi.so.0.MINOR` for 0.x (a
-/// 0.x minor release may break the ABI), `libblazen_cabi.so.MAJOR` after.
-/// cabi/build.rs sets the same name; the consumer tests check they agree.
+// The rule cabi/build.rs links into the library, from the same file.
+#[path = "../../cabi/soname.rs"]
+mod soname_rule;
+
+/// The soname of version `version` (see cabi/soname.rs); the consumer
+/// tests check the installed library carries it.
 pub fn soname(version: &str) -> Result<String> {
     let (major, minor, _) = version_numbers(version)?;
-    Ok(if major == 0 {
-        format!("libblazen_cabi.so.0.{minor}")
-    } else {
-        format!("libblazen_cabi.so.{major}")
-    })
+    Ok(soname_rule::soname(major, minor))
 }
 
 /// Links `dir/<soname>` to `dir/libblazen_cabi.so`, so programs linked

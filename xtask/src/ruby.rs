@@ -130,6 +130,20 @@ impl Surface {
             let name = c.name.trim_start_matches("BLAZEN_");
             writeln!(out, "    {name} = {}", c.value)?;
         }
+        for v in &self.default_table().vocabularies {
+            let Some(name) = &v.ruby else { continue };
+            writeln!(out, "    # {}", first_sentence(&v.doc))?;
+            let words = v.words.iter().map(|w| match w.code {
+                Some(n) => format!("{n} => {:?}", w.text),
+                None => format!("{:?}", w.text),
+            });
+            let words = words.collect::<Vec<_>>().join(", ");
+            if v.numbered() {
+                writeln!(out, "    {name} = {{ {words} }}.freeze")?;
+            } else {
+                writeln!(out, "    {name} = [{words}].freeze")?;
+            }
+        }
         for st in &self.default_table().structs {
             writeln!(out, "\n    class {} < FFI::Struct", st.name)?;
             let rows = st

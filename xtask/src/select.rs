@@ -1,5 +1,6 @@
-//! `cargo xtask test [SUITE...] [--tool TOOL]... [--surface v0.6]`: which
-//! suites and which ways of running the C ones a partial run takes.
+//! `cargo xtask test [SUITE...] [--tool TOOL]... [--surface v0.6] [--case
+//! NAME[,NAME]] [--jobs N]`: which suites and which ways of running the C
+//! ones a partial run takes.
 
 use std::path::Path;
 
@@ -47,6 +48,12 @@ pub struct Selection {
     pub names: Vec<String>,
     pub tools: Vec<Tool>,
     pub surface: Surface,
+    /// `--case`: the C suites' cases to run (BLAZEN_TEST_CASE, see
+    /// tests/c/harness.h), comma-separated names or parts of names.
+    pub case: Option<String>,
+    /// `--jobs`: how many C suite binaries run at once (see
+    /// [`Selection::jobs`] for the default).
+    pub jobs: Option<usize>,
 }
 
 impl Selection {
@@ -58,6 +65,8 @@ impl Selection {
             names: Vec::new(),
             tools: Vec::new(),
             surface: Surface::V0_5,
+            case: None,
+            jobs: None,
         };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -78,6 +87,27 @@ impl Selection {
                     let name = it.next().map(String::as_str).unwrap_or_default();
                     sel.surface = Surface::parse(name)
                         .with_context(|| format!("--surface {name:?}: expected v0.5 or v0.6"))?;
+                }
+                "--case" => {
+                    let value = it.next().map(String::as_str).unwrap_or_default();
+                    let names: Vec<&str> = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|n| !n.is_empty())
+                        .collect();
+                    if names.is_empty() || value.starts_with('-') {
+                        bail!("--case needs a case name (or names, comma-separated), e.g. --case unreachable");
+                    }
+                    let mut all: Vec<&str> = sel.case.as_deref().into_iter().collect();
+                    all.extend(names);
+                    sel.case = Some(all.join(","));
+                }
+                "--jobs" | "-j" => {
+                    let value = it.next().map(String::as_str).unwrap_or_default();
+                    match value.parse::<usize>() {
+                        Ok(n) if n >= 1 => sel.jobs = Some(n),
+                        _ => bail!("--jobs {value:?}: expected a number of C suites to run at once (1 or more)"),
+                    }
                 }
                 name if name.starts_with('-') => bail!("unknown option {name:?}"),
                 name => {
@@ -102,7 +132,28 @@ impl Selection {
         if sel.names.is_empty() {
             sel.names = c_names;
         }
+        if let Some(case) = &sel.case {
+            if !sel.any_c() {
+                bail!(
+                    "--case {case:?} selects cases of the C suites (tests/c/test_*.c), and none is selected \
+                     (only {}): name a C suite too, e.g. `cargo xtask test client --case {case}`",
+                    sel.names.join(", ")
+                );
+            }
+        }
         Ok(sel)
+    }
+
+    /// How many C suite binaries built with `tool` may run at once: `--jobs`
+    /// when given, otherwise 2 on a machine with 2 or more cores (1 on one
+    /// core), for valgrind as for the others (measured: see the README).
+    pub fn jobs(&self, tool: Tool) -> usize {
+        let _ = tool;
+        if let Some(n) = self.jobs {
+            return n;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cores.clamp(1, 2)
     }
 
     pub fn has(&self, name: &str) -> bool {

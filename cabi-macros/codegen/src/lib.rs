@@ -34,6 +34,7 @@ mod model;
 mod parse;
 mod signature;
 mod table;
+mod vocabulary;
 mod walk;
 
 pub use expand::{expand_export, expand_handle};
@@ -42,4 +43,5 @@ pub use model::{
 };
 pub use parse::{generic_arg, type_name};
 pub use table::{rust_files, Constant, Function, HandleEntry, Struct, Table};
+pub use vocabulary::{expand_vocabulary, Vocabulary, Word};
 pub use walk::{annotated, header_stubs, Annotated};

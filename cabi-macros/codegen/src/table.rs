@@ -12,6 +12,7 @@ use quote::ToTokens;
 use syn::{Attribute, Item, Type};
 
 use crate::model::{Export, Shape, Surface, Target};
+use crate::vocabulary::{doc_text, Vocabulary};
 use crate::walk::{annotated, attr_named, Annotated};
 
 /// One exported C function.
@@ -65,6 +66,8 @@ pub struct Table {
     pub handles: Vec<HandleEntry>,
     pub structs: Vec<Struct>,
     pub constants: Vec<Constant>,
+    /// The `#[vocabulary]` enums; their words are also in `constants`.
+    pub vocabularies: Vec<Vocabulary>,
     /// Callback tables this surface swaps in: (Rust name, C name).
     pub renames: Vec<(String, String)>,
     /// Signature-only items of the generated functions, for cbindgen.
@@ -87,24 +90,6 @@ pub fn rust_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     }
     out.sort();
     Ok(out)
-}
-
-fn doc_of(attrs: &[Attribute]) -> String {
-    attrs
-        .iter()
-        .filter_map(|a| match &a.meta {
-            syn::Meta::NameValue(nv) if nv.path.is_ident("doc") => match &nv.value {
-                syn::Expr::Lit(syn::ExprLit {
-                    lit: syn::Lit::Str(s),
-                    ..
-                }) => Some(s.value().trim().to_string()),
-                _ => None,
-            },
-            _ => None,
-        })
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn is_gated(attrs: &[Attribute]) -> bool {
@@ -154,7 +139,7 @@ fn c_function(f: &syn::ItemFn, shape: Shape) -> Function {
         take: None,
         params,
         ret,
-        doc: doc_of(&f.attrs),
+        doc: doc_text(&f.attrs),
         varies: false,
         stub: None,
     }
@@ -187,6 +172,7 @@ impl Table {
             handles: Vec::new(),
             structs: Vec::new(),
             constants: Vec::new(),
+            vocabularies: Vec::new(),
             renames: Vec::new(),
             stubs: TokenStream::new(),
         };
@@ -222,13 +208,19 @@ impl Table {
         Ok(t)
     }
 
-    /// The table of `surface` from a crate's `src` directory.
-    pub fn read(src: &Path, surface: Surface) -> Result<Table, String> {
+    /// The table of `surface` from the source directories of the crates
+    /// that make the library (its own, and those whose `#[vocabulary]`
+    /// declarations it publishes).
+    pub fn read(srcs: &[PathBuf], surface: Surface) -> Result<Table, String> {
         let mut files = Vec::new();
-        for path in rust_files(src).map_err(|e| format!("{}: {e}", src.display()))? {
-            let text =
-                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            files.push(syn::parse_file(&text).map_err(|e| format!("{}: {e}", path.display()))?);
+        for src in srcs {
+            for path in rust_files(src).map_err(|e| format!("{}: {e}", src.display()))? {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let file =
+                    syn::parse_file(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                files.push(file);
+            }
         }
         Table::from_files(&files, surface).map_err(|e| e.to_string())
     }
@@ -238,6 +230,16 @@ impl Table {
             Annotated::Export(e) => {
                 self.renames.extend(e.renames(self.surface));
                 (e.c_signatures(Target::Header, self.surface), Some(e))
+            }
+            Annotated::Vocabulary(v) => {
+                for w in &v.words {
+                    self.constants.push(Constant {
+                        name: w.constant.clone(),
+                        value: v.value(w),
+                    });
+                }
+                self.vocabularies.push(v.clone());
+                return Ok(());
             }
             Annotated::Handle(h) => {
                 self.handles.push(HandleEntry {
@@ -320,6 +322,15 @@ impl Table {
         Ok(())
     }
 
+    /// The `#define`s of every vocabulary, for the header.
+    pub fn vocabulary_defines(&self) -> String {
+        self.vocabularies
+            .iter()
+            .map(|v| v.c_defines())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Whether `name` is a `#[repr(C)]` struct of the table.
     pub fn is_struct(&self, name: &str) -> bool {
         self.structs.iter().any(|s| s.name == name)
@@ -381,6 +392,10 @@ impl Table {
         consts.sort_by(|a, b| a.name.cmp(&b.name));
         for c in consts {
             let _ = writeln!(out, "const {} = {}", c.name, c.value);
+        }
+        for v in &self.vocabularies {
+            let words = v.words.iter().map(|w| w.text.as_str()).collect::<Vec<_>>();
+            let _ = writeln!(out, "vocabulary {} [{}]", v.ty, words.join(", "));
         }
         for (from, to) in &self.renames {
             let _ = writeln!(out, "rename {from} -> {to}");

@@ -6,6 +6,7 @@ use quote::quote;
 use syn::Attribute;
 
 use crate::model::{Export, Handle, Surface};
+use crate::vocabulary::Vocabulary;
 
 pub(crate) fn attr_named<'a>(attrs: &'a [Attribute], name: &str) -> Option<&'a Attribute> {
     attrs
@@ -25,9 +26,11 @@ fn attr_tokens(a: &Attribute) -> TokenStream {
 pub enum Annotated {
     Export(Export),
     Handle(Handle),
+    Vocabulary(Vocabulary),
 }
 
-/// Every `#[export]` function and `#[handle]` struct of a parsed source file
+/// Every `#[export]` function, `#[handle]` struct and `#[vocabulary]` enum of
+/// a parsed source file
 /// (inline modules included), in source order. A `#![cfg(..)]` file and
 /// `#[cfg(..)]` items (tests, test-only features) are left out: they are not
 /// part of the published surface.
@@ -43,6 +46,7 @@ fn is_cfg_gated(item: &syn::Item) -> bool {
     let attrs = match item {
         syn::Item::Fn(f) => &f.attrs,
         syn::Item::Struct(s) => &s.attrs,
+        syn::Item::Enum(e) => &e.attrs,
         syn::Item::Mod(m) => &m.attrs,
         _ => return false,
     };
@@ -72,6 +76,16 @@ fn walk(items: &[syn::Item], v: &mut Vec<Annotated>) -> syn::Result<()> {
                     )?));
                 }
             }
+            syn::Item::Enum(e) => {
+                if let Some(a) = attr_named(&e.attrs, "vocabulary") {
+                    let mut e = e.clone();
+                    e.attrs.retain(|x| x != a);
+                    v.push(Annotated::Vocabulary(Vocabulary::parse(
+                        attr_tokens(a),
+                        quote!(#e),
+                    )?));
+                }
+            }
             syn::Item::Mod(m) => {
                 if let Some((_, items)) = &m.content {
                     walk(items, v)?;
@@ -91,6 +105,7 @@ pub fn header_stubs(file: &syn::File, surface: Surface) -> syn::Result<TokenStre
         .map(|a| match a {
             Annotated::Export(e) => e.header_stubs(surface),
             Annotated::Handle(h) => h.header_stubs(),
+            Annotated::Vocabulary(_) => TokenStream::new(),
         })
         .collect())
 }

@@ -354,3 +354,34 @@ fn a_surface_only_parameter_is_in_that_surface_alone() {
     );
     assert!(e.renames(Surface::V0_5).is_empty());
 }
+
+fn vocabulary_error(attr: &str, item: &str) -> String {
+    blazen_cabi_codegen::Vocabulary::parse(attr.parse().unwrap(), item.parse().unwrap())
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn vocabularies_refuse_what_would_make_two_words_alike() {
+    let c = r#"constants = "BLAZEN_T_""#;
+    assert!(vocabulary_error(c, "enum T { A = 1, B }").contains("every variant"));
+    assert!(vocabulary_error(c, "enum T { A = 1, B = 1 }").contains("share"));
+    assert!(
+        vocabulary_error(c, r#"enum T { #[text = "b"] A, B2, #[text = "b"] C }"#).contains("share")
+    );
+    assert!(vocabulary_error(c, "enum T { A(u8) }").contains("no fields"));
+    assert!(vocabulary_error("", "enum T { A }").contains("constants"));
+    let v = blazen_cabi_codegen::Vocabulary::parse(
+        c.parse().unwrap(),
+        "/// Ts.\nenum T { /// The first.\n CamelCase = 3 }"
+            .parse()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v.words[0].constant, "BLAZEN_T_CAMEL_CASE");
+    assert_eq!(v.words[0].text, "CamelCase");
+    assert_eq!(v.value(&v.words[0]), "3");
+    assert!(v
+        .c_defines()
+        .contains("/** The first. */\n#define BLAZEN_T_CAMEL_CASE 3\n"));
+}

@@ -2,7 +2,7 @@
 //! generated code shows up as a diff of `tests/snapshots/*.txt` to review.
 //! `UPDATE_SNAPSHOTS=1 cargo test -p blazen-cabi-codegen` rewrites them.
 
-use blazen_cabi_codegen::{expand_export, expand_handle, header_stubs, Surface};
+use blazen_cabi_codegen::{expand_export, expand_handle, expand_vocabulary, header_stubs, Surface};
 use proc_macro2::TokenStream;
 
 fn pretty(tokens: TokenStream) -> String {
@@ -122,4 +122,21 @@ fn a_status_stub_under_two_names() {
             "/// Asks.\nasync fn blazen_x_ask(ctx: &Ctx, prompt: String) -> Result<String> { todo!() }",
         )),
     );
+}
+
+#[test]
+fn vocabularies_numbered_and_text() {
+    let numbered = expand_vocabulary(
+        r#"constants = "BLAZEN_X_KIND_", ruby = "X_KINDS""#.parse().unwrap(),
+        "/// Kinds.\npub enum XKind { /// First.\n A = 1, #[constant = \"SECOND\"] BeeCee = 2 }"
+            .parse()
+            .unwrap(),
+    );
+    let text = expand_vocabulary(
+        r#"constants = "BLAZEN_X_EVENT_""#.parse().unwrap(),
+        "pub enum XEvent { #[text = \"x.started\"] Started, Plain }"
+            .parse()
+            .unwrap(),
+    );
+    check("vocabulary", pretty([numbered, text].into_iter().collect()));
 }

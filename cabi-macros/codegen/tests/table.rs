@@ -9,8 +9,9 @@ use std::path::Path;
 use blazen_cabi_codegen::{Shape, Surface, Table};
 
 fn real(surface: Surface) -> Table {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cabi/src");
-    Table::read(&src, surface).expect("the crate's table resolves")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let srcs = [root.join("cabi/src"), root.join("embedded-cp/src")];
+    Table::read(&srcs, surface).expect("the crate's table resolves")
 }
 
 #[test]
@@ -111,7 +112,10 @@ fn shapes_come_from_the_stub_not_from_names() {
             .unwrap_or_else(|| panic!("{n} missing"))
             .clone()
     };
-    assert_eq!(shape("blazen_make_blocking_blocking").shape, Shape::Blocking);
+    assert_eq!(
+        shape("blazen_make_blocking_blocking").shape,
+        Shape::Blocking
+    );
     let fut = shape("blazen_make_blocking");
     assert_eq!(
         fut.shape,
@@ -120,7 +124,10 @@ fn shapes_come_from_the_stub_not_from_names() {
         }
     );
     assert_eq!(fut.take.as_deref(), Some("blazen_future_take_thing"));
-    assert_eq!(shape("blazen_read_blocking").shape, Shape::Sync { waits: false });
+    assert_eq!(
+        shape("blazen_read_blocking").shape,
+        Shape::Sync { waits: false }
+    );
     assert!(!shape("blazen_read_blocking").shape.may_wait());
     assert!(!shape("blazen_thing_free").shape.may_wait());
 }

@@ -4,6 +4,7 @@ mod options;
 mod pool;
 mod reach;
 
+use blazen_embedded_cp::Subkind;
 use std::sync::Arc;
 
 use blazen_cabi_macros::{export, handle};
@@ -17,7 +18,7 @@ use crate::rt::{BlazenError, Result};
 pub use options::{ConnectOptions, HintOptions, SubmitOptions};
 pub(crate) use pool::StreamSlot;
 use pool::{connect_pool, Pool};
-pub(crate) use reach::{check_endpoint, unreachable, wire_mismatch};
+pub(crate) use reach::{check_endpoint, reach_failure, wire_mismatch};
 
 /// The connection count of a client made without a `connections` option
 /// (`connect`, `connect_with_mtls`, and `connect_with_options` without the
@@ -112,8 +113,7 @@ async fn blazen_controlplane_client_connect_with_options(
         Some(ms) => tokio::time::timeout(std::time::Duration::from_millis(ms), connect)
             .await
             .map_err(|_| {
-                BlazenError::peer(
-                    "ControlPlaneTransport",
+                BlazenError::peer(Subkind::ControlPlaneTransport,
                     format!(
                         "cannot reach the control plane at {shown}: \
                          connect timed out after {ms} ms"

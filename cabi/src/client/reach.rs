@@ -1,6 +1,7 @@
 //! Reaching a control plane: endpoint checks, and failures that name the
 //! endpoint and their cause.
 
+use blazen_embedded_cp::Subkind;
 use blazen_controlplane::client::Client;
 use blazen_controlplane::ControlPlaneError;
 
@@ -48,8 +49,7 @@ pub(crate) fn wire_mismatch(e: &BlazenError, endpoint: &str) -> Option<BlazenErr
     let rest = e.message.split("is newer than supported ").nth(1)?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     let theirs: u32 = digits.parse().ok()?;
-    Some(BlazenError::peer(
-        "ControlPlaneFailedPrecondition",
+    Some(BlazenError::peer(Subkind::ControlPlaneFailedPrecondition,
         format!(
             "the control plane at {endpoint} reads wire envelopes up to version {theirs} \
              (blazen-controlplane {}), and this library sends version {WIRE_VERSION} \
@@ -94,24 +94,24 @@ pub(crate) async fn connect(
     check_endpoint(&endpoint)?;
     match Client::connect(endpoint.clone(), tls.clone(), token).await {
         Ok(c) => Ok(c),
-        Err(ControlPlaneError::Transport(_)) => Err(unreachable(&endpoint, tls).await),
+        Err(ControlPlaneError::Transport(_)) => Err(reach_failure(&endpoint, tls).await),
         Err(e) => Err(e.into()),
     }
 }
 
-/// Why `endpoint` cannot be reached: the crate reports only "transport
+/// The error saying why `endpoint` cannot be reached (a diagnosis, made
+/// after a connection failed): the crate reports only "transport
 /// error" (tonic's error shows its cause only through `source()`, which
 /// the crate's string conversion drops), so this connects once more and
 /// reads the cause chain. PEER, subkind `ControlPlaneTls` for certificate
 /// and handshake problems, `ControlPlaneTransport` otherwise (refused,
 /// DNS, timeout).
-pub(crate) async fn unreachable(
+pub(crate) async fn reach_failure(
     endpoint: &str,
     tls: Option<tonic::transport::ClientTlsConfig>,
 ) -> BlazenError {
     probe(endpoint, tls).await.unwrap_or_else(|| {
-        BlazenError::peer(
-            "ControlPlaneTransport",
+        BlazenError::peer(Subkind::ControlPlaneTransport,
             format!(
                 "cannot reach the control plane at {endpoint}: the connection failed, then \
                  succeeded when retried"
@@ -127,11 +127,7 @@ pub(crate) async fn named(
     endpoint: &str,
     tls: Option<tonic::transport::ClientTlsConfig>,
 ) -> BlazenError {
-    let transport = matches!(
-        e.subkind.as_deref(),
-        Some("ControlPlaneTransport" | "ControlPlaneUnavailable")
-    );
-    if !transport || e.message.contains(endpoint) {
+    if !e.has_subkind(Subkind::ControlPlaneTransport) || e.message.contains(endpoint) {
         return e;
     }
     match probe(endpoint, tls).await {
@@ -150,8 +146,7 @@ async fn probe(
     tls: Option<tonic::transport::ClientTlsConfig>,
 ) -> Option<BlazenError> {
     let transport = |cause: &str| {
-        BlazenError::peer(
-            "ControlPlaneTransport",
+        BlazenError::peer(Subkind::ControlPlaneTransport,
             format!("cannot reach the control plane at {endpoint}: {cause}"),
         )
     };
@@ -162,7 +157,7 @@ async fn probe(
     if let Some(tls) = tls {
         match probe.tls_config(tls) {
             Ok(p) => probe = p,
-            Err(e) => return Some(BlazenError::peer("ControlPlaneTls", cause_chain(&e))),
+            Err(e) => return Some(BlazenError::peer(Subkind::ControlPlaneTls, cause_chain(&e))),
         }
     }
     let cause = cause_chain(&probe.connect().await.err()?);
@@ -171,8 +166,7 @@ async fn probe(
         .iter()
         .any(|w| lower.contains(w))
     {
-        return Some(BlazenError::peer(
-            "ControlPlaneTls",
+        return Some(BlazenError::peer(Subkind::ControlPlaneTls,
             format!("TLS with the control plane at {endpoint} failed: {cause}"),
         ));
     }

@@ -4,7 +4,7 @@
 
 use blazen_controlplane::ControlPlaneError;
 use blazen_core::error::WorkflowError;
-use blazen_embedded_cp::{STORE_STATUS_PREFIX, STORE_SUBKIND};
+use blazen_embedded_cp::{Subkind, STORE_STATUS_PREFIX};
 
 use super::grpc_text::{grpc_code_in, status_message, subkind_for_code};
 use crate::rt::BlazenError;
@@ -30,14 +30,12 @@ impl From<ControlPlaneError> for BlazenError {
     fn from(e: ControlPlaneError) -> Self {
         let text = e.to_string();
         let subkind = match &e {
-            ControlPlaneError::Tls(_) => "ControlPlaneTls".to_string(),
-            ControlPlaneError::Unauthenticated(_) => "ControlPlaneUnauthenticated".to_string(),
+            ControlPlaneError::Tls(_) => Subkind::ControlPlaneTls,
+            ControlPlaneError::Unauthenticated(_) => Subkind::ControlPlaneUnauthenticated,
             ControlPlaneError::UnknownRun(_) | ControlPlaneError::UnknownWorker(_) => {
-                "ControlPlaneNotFound".to_string()
+                Subkind::ControlPlaneNotFound
             }
-            ControlPlaneError::NoMatchingWorker { .. } => {
-                "ControlPlaneFailedPrecondition".to_string()
-            }
+            ControlPlaneError::NoMatchingWorker { .. } => Subkind::ControlPlaneFailedPrecondition,
             ControlPlaneError::Workflow(w) => return from_workflow_text(w.to_string()),
             ControlPlaneError::Transport(t) if store_error(t).is_some() => {
                 return store_error(t).unwrap_or_else(|| BlazenError::internal(t.clone()))
@@ -49,9 +47,9 @@ impl From<ControlPlaneError> for BlazenError {
                     return BlazenError::peer(subkind_for_code(&code), format!("{code}: {message}"))
                 }
                 (Some(code), None) => subkind_for_code(&code),
-                _ => "ControlPlaneTransport".to_string(),
+                _ => Subkind::ControlPlaneTransport,
             },
-            _ => "ControlPlane".to_string(),
+            _ => Subkind::ControlPlane,
         };
         BlazenError::peer(subkind, text)
     }
@@ -65,7 +63,7 @@ fn store_error(text: &str) -> Option<BlazenError> {
     }
     let at = text.find(STORE_STATUS_PREFIX)?;
     let message = status_message(text).unwrap_or_else(|| text[at..].to_string());
-    Some(BlazenError::peer(STORE_SUBKIND, message))
+    Some(BlazenError::peer(Subkind::ControlPlaneStore, message))
 }
 
 /// A workflow error's text as an error: PEER, with the gRPC status it
@@ -85,7 +83,7 @@ fn from_workflow_text(text: String) -> BlazenError {
             let shown = message.map_or(text, |m| format!("{code}: {m}"));
             BlazenError::peer(subkind_for_code(&code), shown)
         }
-        None => BlazenError::peer("ControlPlane", text),
+        None => BlazenError::peer(Subkind::ControlPlane, text),
     }
 }
 

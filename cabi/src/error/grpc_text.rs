@@ -1,13 +1,15 @@
 //! Reading a gRPC status out of the text the control plane's client made
 //! of it (its code's name, its message, and the subkind they map to).
 
-/// `ControlPlane` + the gRPC code's name, with unreachable servers reported
-/// as `ControlPlaneTransport`.
-pub(super) fn subkind_for_code(code: &str) -> String {
-    match code {
-        "Unavailable" | "Unknown" | "Cancelled" => "ControlPlaneTransport".to_string(),
-        other => format!("ControlPlane{other}"),
-    }
+use blazen_embedded_cp::Subkind;
+
+/// The subkind of the gRPC code named `code` (see [`Subkind::for_code`]);
+/// `ControlPlane` for a name that is no gRPC code.
+pub(super) fn subkind_for_code(code: &str) -> Subkind {
+    (0..=16)
+        .map(tonic::Code::from_i32)
+        .find(|c| format!("{c:?}") == code)
+        .map_or(Subkind::ControlPlane, Subkind::for_code)
 }
 
 /// Reads the gRPC code's name out of an error text, whichever rendering

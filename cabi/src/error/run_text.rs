@@ -7,7 +7,7 @@ impl ErrorKind {
     /// A failed run's error text as the library records it: the kind in
     /// brackets, then the message (`[Timeout] ...`).
     pub fn tag(self, message: &str) -> String {
-        format!("[{}] {message}", self.name())
+        format!("[{}] {message}", self.text())
     }
 
     /// Splits a run's recorded error text into its kind and message; text
@@ -15,7 +15,7 @@ impl ErrorKind {
     pub fn untag(text: &str) -> (Option<Self>, &str) {
         let tagged = text.strip_prefix('[').and_then(|rest| {
             let (name, message) = rest.split_once("] ")?;
-            Some((Self::from_name(name)?, message))
+            Some((Self::from_text(name)?, message))
         });
         match tagged {
             Some((kind, message)) => (Some(kind), message),
@@ -45,7 +45,7 @@ mod tests {
         for k in blazen_embedded_cp::RunErrorKind::ALL {
             let text = k.tag("the message");
             let (kind, message) = ErrorKind::untag(&text);
-            assert_eq!(kind.map(ErrorKind::name), Some(k.name()), "{text}");
+            assert_eq!(kind.map(ErrorKind::text), Some(k.name()), "{text}");
             assert_eq!(message, "the message");
         }
     }

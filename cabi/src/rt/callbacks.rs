@@ -187,18 +187,20 @@ pub(super) fn cstr(s: &str) -> CString {
     CString::new(s.replace('\0', "")).unwrap_or_default()
 }
 
+/// The owner of a callback table and the table's `Callbacks` impl; used
+/// only in this file, for every table above.
 macro_rules! owner {
     ($owner:ident, $vtable:ident) => {
         owner!($owner, $vtable, held);
 
-        impl $crate::rt::arg::Callbacks for $vtable {
+        impl super::arg::Callbacks for $vtable {
             type Owner = $owner;
             fn own(self) -> $owner {
                 $owner { vt: self }
             }
         }
     };
-    // The owner alone: the table's `Callbacks` impl is written elsewhere
+    // The owner alone: the table's `Callbacks` impl is in rt/handler.rs
     // (handler tables, which all become one `Arc<dyn HandlerTable>`).
     ($owner:ident, $vtable:ident, held) => {
         /// Owns a callback table: calls `drop_user_data` once on drop

@@ -2,70 +2,55 @@
 //! What the control plane's errors map to, and the run error text
 //! (`[Kind] message`), are the `error` module's.
 
+use blazen_embedded_cp::Subkind;
+
 /// Result of every stub: the error side becomes a `BlazenError *`.
 pub type Result<T> = std::result::Result<T, BlazenError>;
 
-/// Error kinds, numbered as the `BLAZEN_ERROR_KIND_*` constants.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
+/// Error kinds (`blazen_error_kind`, `BLAZEN_ERROR_KIND_*`); the names are
+/// those `blazen_error_from_json` reads and a failed run's `[Kind]` tag
+/// carries.
+#[blazen_cabi_macros::vocabulary(constants = "BLAZEN_ERROR_KIND_", ruby = "ERROR_KINDS")]
 pub enum ErrorKind {
+    /// Credentials were missing or refused.
     Auth = 1,
-    RateLimit,
-    Timeout,
-    Validation,
-    ContentPolicy,
-    Unsupported,
-    Compute,
-    Media,
-    Provider,
-    Workflow,
-    Tool,
-    Peer,
-    Persist,
-    Prompt,
-    Memory,
-    Cache,
-    Cancelled,
-    Internal,
-    CallerError,
-}
-
-impl ErrorKind {
-    /// Every kind in constant order, with the name used by `blazen_error_from_json`.
-    pub const ALL: [(ErrorKind, &'static str); 19] = [
-        (ErrorKind::Auth, "Auth"),
-        (ErrorKind::RateLimit, "RateLimit"),
-        (ErrorKind::Timeout, "Timeout"),
-        (ErrorKind::Validation, "Validation"),
-        (ErrorKind::ContentPolicy, "ContentPolicy"),
-        (ErrorKind::Unsupported, "Unsupported"),
-        (ErrorKind::Compute, "Compute"),
-        (ErrorKind::Media, "Media"),
-        (ErrorKind::Provider, "Provider"),
-        (ErrorKind::Workflow, "Workflow"),
-        (ErrorKind::Tool, "Tool"),
-        (ErrorKind::Peer, "Peer"),
-        (ErrorKind::Persist, "Persist"),
-        (ErrorKind::Prompt, "Prompt"),
-        (ErrorKind::Memory, "Memory"),
-        (ErrorKind::Cache, "Cache"),
-        (ErrorKind::Cancelled, "Cancelled"),
-        (ErrorKind::Internal, "Internal"),
-        (ErrorKind::CallerError, "CallerError"),
-    ];
-
-    /// The kind called `name` in `blazen_error_from_json`.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.iter().find(|(_, n)| *n == name).map(|(k, _)| *k)
-    }
-
-    /// The kind's name, as `blazen_error_from_json` spells it.
-    pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(k, _)| *k == self)
-            .map_or("Internal", |(_, n)| n)
-    }
+    /// Too many requests; `blazen_error_retry_after_ms` may say when to retry.
+    RateLimit = 2,
+    /// A time limit passed; `blazen_error_elapsed_ms` says after how long.
+    Timeout = 3,
+    /// An argument or a value was invalid.
+    Validation = 4,
+    /// Refused by a content policy.
+    ContentPolicy = 5,
+    /// Not supported here.
+    Unsupported = 6,
+    /// A computation failed.
+    Compute = 7,
+    /// A media input could not be used.
+    Media = 8,
+    /// An upstream provider failed (`status`, `endpoint`, `provider`, `request_id`, `detail`).
+    Provider = 9,
+    /// A workflow (a run) failed.
+    Workflow = 10,
+    /// A tool failed.
+    Tool = 11,
+    /// The control plane or the way to it failed; `blazen_error_subkind` says which part.
+    Peer = 12,
+    /// Persisting state failed.
+    Persist = 13,
+    /// A prompt could not be built.
+    Prompt = 14,
+    /// A memory store failed.
+    Memory = 15,
+    /// A cache failed.
+    Cache = 16,
+    /// The operation was cancelled.
+    Cancelled = 17,
+    /// A bug or an unexpected state of the library.
+    Internal = 18,
+    /// A host callback raised (`blazen_error_name`, `blazen_error_properties_json`).
+    #[constant = "CALLER"]
+    CallerError = 19,
 }
 
 /// The library's error value. Fields that do not apply to a kind stay empty.
@@ -124,11 +109,16 @@ impl BlazenError {
     }
 
     /// A PEER error from the control plane with its subkind.
-    pub fn peer(subkind: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn peer(subkind: Subkind, message: impl Into<String>) -> Self {
         Self {
-            subkind: Some(subkind.into()),
+            subkind: Some(subkind.to_string()),
             ..Self::new(ErrorKind::Peer, message)
         }
+    }
+
+    /// Whether the error's subkind is `subkind`.
+    pub fn has_subkind(&self, subkind: Subkind) -> bool {
+        self.subkind.as_deref() == Some(subkind.text())
     }
 
     /// The same error with `note` added to its message, after a `; `.
@@ -149,10 +139,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kinds_are_numbered_like_the_constants() {
-        for (i, (k, name)) in ErrorKind::ALL.iter().enumerate() {
-            assert_eq!(*k as u32, i as u32 + 1);
-            assert_eq!(ErrorKind::from_name(name), Some(*k));
+    fn kinds_are_numbered_from_one_in_order() {
+        for (i, k) in ErrorKind::ALL.iter().enumerate() {
+            assert_eq!(k.code(), i as u32 + 1);
+            assert_eq!(ErrorKind::from_code(k.code()), Some(*k));
+            assert_eq!(ErrorKind::from_text(k.text()), Some(*k));
         }
+        assert_eq!(ErrorKind::from_code(0), None);
+        assert_eq!(ErrorKind::from_code(20), None);
     }
 }

@@ -102,7 +102,9 @@ pub unsafe fn optional<T>(
 
 /// Calls `f` with the handle behind `ptr`: `neutral` when `ptr` is NULL or
 /// `f` panicked (for the plain functions of the future and queue handles,
-/// which answer with a status or a count rather than an error).
+/// which answer with a status or a count rather than an error). A panic
+/// goes through the one boundary, [`guard`], which logs it under the
+/// handle type's name.
 ///
 /// # Safety
 /// `ptr` is NULL or a live handle of this type made by the library.
@@ -110,10 +112,14 @@ pub unsafe fn with_borrowed<T, R>(ptr: *const T, neutral: R, f: impl FnOnce(&T) 
     // SAFETY: see above.
     match unsafe { ptr.as_ref() } {
         None => neutral,
-        Some(h) => {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(h))).unwrap_or(neutral)
-        }
+        Some(h) => guard(short_type_name::<T>(), || Ok(f(h))).unwrap_or(neutral),
     }
+}
+
+/// `T`'s name without its path (`BlazenFuture`), to label a panic.
+fn short_type_name<T>() -> &'static str {
+    let name = std::any::type_name::<T>();
+    name.rsplit("::").next().unwrap_or(name)
 }
 
 /// Body of every generated `_free`.
@@ -152,5 +158,20 @@ pub unsafe fn store<T>(r: Result<T>, out: *mut *mut T, out_err: *mut *mut Blazen
             }
             -1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_panic_in_a_borrowed_call_gives_the_neutral_value() {
+        struct Probe;
+        let probe = Probe;
+        // SAFETY: a live value for the call.
+        let r = unsafe {
+            super::with_borrowed(&probe as *const Probe, -1, |_| -> i32 { panic!("boom") })
+        };
+        assert_eq!(r, -1);
+        assert_eq!(super::short_type_name::<Probe>(), "Probe");
     }
 }

@@ -48,7 +48,9 @@ struct CapabilityOption {
 enum AdmissionOption {
     Fixed { max_in_flight: u32 },
     VramBudget { max_vram_mb: u64 },
-    Reactive,
+    // A struct variant, not a unit one: serde lets a unit variant of an
+    // internally tagged enum ignore unknown keys.
+    Reactive {},
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -66,17 +68,21 @@ impl AdmissionOption {
     /// `admission_mode`/`admission_param` of `worker_new`: 0 Fixed
     /// (param = max in flight), 1 VramBudget (MiB), 2 Reactive.
     fn from_mode(mode: u32, param: u64) -> Result<Self> {
-        match mode {
-            0 => Ok(Self::Fixed {
+        use crate::vocabulary::AdmissionModeCode as M;
+        Ok(match M::from_code(mode) {
+            Some(M::Fixed) => Self::Fixed {
                 max_in_flight: u32::try_from(param).unwrap_or(u32::MAX),
-            }),
-            1 => Ok(Self::VramBudget { max_vram_mb: param }),
-            2 => Ok(Self::Reactive),
-            other => Err(BlazenError::invalid(
-                "admission_mode",
-                format!("is {other}; expected 0 (Fixed), 1 (VramBudget) or 2 (Reactive)"),
-            )),
-        }
+            },
+            Some(M::VramBudget) => Self::VramBudget { max_vram_mb: param },
+            Some(M::Reactive) => Self::Reactive {},
+            None => {
+                let known = M::ALL.map(|m| format!("{} ({m})", m.code()));
+                return Err(BlazenError::invalid(
+                    "admission_mode",
+                    format!("is {mode}; expected one of {}", known.join(", ")),
+                ));
+            }
+        })
     }
 
     /// The control plane's admission; a Fixed cap of 0 (only `worker_new`'s
@@ -87,7 +93,7 @@ impl AdmissionOption {
                 max_in_flight: max_in_flight.max(1),
             },
             Self::VramBudget { max_vram_mb } => AdmissionMode::VramBudget { max_vram_mb },
-            Self::Reactive => AdmissionMode::Reactive,
+            Self::Reactive {} => AdmissionMode::Reactive,
         }
     }
 }
@@ -245,6 +251,9 @@ mod tests {
         assert!(m.contains("`admission"), "{m}");
         let m = refusal(r#"{"capabilitys":[]}"#);
         assert!(m.contains("unknown field `capabilitys`"), "{m}");
+        // A key Reactive does not take is refused too (it was ignored).
+        let m = refusal(r#"{"admission":{"mode":"Reactive","max_in_flight":4}}"#);
+        assert!(m.contains("unknown field `max_in_flight`"), "{m}");
     }
 
     proptest! {

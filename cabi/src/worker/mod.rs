@@ -13,6 +13,7 @@ mod config;
 mod handler;
 mod route;
 
+use blazen_embedded_cp::Subkind;
 use std::sync::{Arc, Mutex};
 
 use blazen_cabi_macros::{export, handle};
@@ -38,7 +39,7 @@ use route::{Access, Route};
 /// `blazen_controlplane_worker_free`, which shuts it down first.
 #[handle(free = "blazen_controlplane_worker_free")]
 pub struct BlazenControlPlaneWorker {
-    inner: Arc<Cell>,
+    inner: Arc<Shared>,
     /// Only the caller's handle shuts the worker down when dropped; the
     /// library's own copies (held by a running `run`) do not.
     owned: bool,
@@ -64,11 +65,13 @@ impl Drop for BlazenControlPlaneWorker {
     }
 }
 
-struct Cell {
+/// A worker's state, shared by the caller's handle and a running `run`.
+struct Shared {
     /// The worker until `run` takes it.
     worker: Mutex<Option<Worker>>,
-    /// The worker's connection to the control plane (see [`Relay`]).
-    relay: Option<Relay>,
+    /// The worker's connection to the control plane (see [`Relay`]);
+    /// closing it ends the worker's session at the server.
+    relay: Relay,
     /// How the worker reaches the control plane, for the auth check.
     access: Access,
     handler: CHandler,
@@ -76,7 +79,7 @@ struct Cell {
     node_id: String,
 }
 
-impl Cell {
+impl Shared {
     /// Stops the worker without waiting for anything but the handler's
     /// `on_cancel` notifications, which it makes on this thread.
     fn shutdown(&self) {
@@ -91,9 +94,7 @@ impl Cell {
     /// Ends the worker's session at the server: it stops being listed and
     /// assigned runs.
     fn end_session(&self) {
-        if let Some(relay) = &self.relay {
-            relay.close();
-        }
+        self.relay.close();
     }
 }
 
@@ -112,7 +113,7 @@ fn build(
     let worker = Worker::connect(config)?;
     let stop = CancellationToken::new();
     Ok(BlazenControlPlaneWorker {
-        inner: Arc::new(Cell {
+        inner: Arc::new(Shared {
             worker: Mutex::new(Some(worker)),
             relay: route.relay,
             access: route.access,
@@ -245,43 +246,43 @@ async fn blazen_controlplane_worker_new_with_options(
 /// calls nothing.
 #[export]
 async fn blazen_controlplane_worker_run(worker: &BlazenControlPlaneWorker) -> Result<()> {
-    let cell = worker.inner.clone();
-    let taken = lock(&cell.worker).take();
+    let shared = worker.inner.clone();
+    let taken = lock(&shared.worker).take();
     let Some(w) = taken else {
         return Err(BlazenError::invalid("worker", "has already been run"));
     };
     // Ends the session and lets go of the table however the run ends,
     // including when its future is cancelled or freed.
-    let _session = SessionGuard(cell.clone());
-    let result = serve(&cell, w).await;
-    cell.end_session();
-    cell.handler.release().await;
+    let _session = SessionGuard(shared.clone());
+    let result = serve(&shared, w).await;
+    shared.end_session();
+    shared.handler.release().await;
     result
 }
 
 /// The run itself: the auth check, then the crate's worker loop until it
 /// ends or the worker is stopped.
-async fn serve(cell: &Arc<Cell>, w: Worker) -> Result<()> {
-    if let Some(rejected) = cell.access.rejected(&cell.node_id).await {
+async fn serve(shared: &Arc<Shared>, w: Worker) -> Result<()> {
+    if let Some(rejected) = shared.access.rejected(&shared.node_id).await {
         return Err(rejected);
     }
-    let handler = cell.handler.clone();
+    let handler = shared.handler.clone();
     let result = tokio::select! {
         r = w.run(handler) => r.map_err(BlazenError::from),
-        () = cell.stop.cancelled() => Ok(()),
+        () = shared.stop.cancelled() => Ok(()),
     };
     match result {
         // The worker reaches the control plane through the relay, which
         // hides the cause: find it at the configured endpoint.
-        Err(e) if e.subkind.as_deref() == Some("ControlPlaneTransport") => {
-            let access = &cell.access;
-            Err(crate::client::unreachable(&access.configured, access.tls.clone()).await)
+        Err(e) if e.has_subkind(Subkind::ControlPlaneTransport) => {
+            let access = &shared.access;
+            Err(crate::client::reach_failure(&access.configured, access.tls.clone()).await)
         }
         other => other,
     }
 }
 
-struct SessionGuard(Arc<Cell>);
+struct SessionGuard(Arc<Shared>);
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {

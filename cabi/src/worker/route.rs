@@ -1,6 +1,7 @@
 //! How a worker reaches the control plane: through the library's relay
 //! (see [`Relay`]), with the credentials `run` checks before it starts.
 
+use blazen_embedded_cp::Subkind;
 use std::path::Path;
 use std::time::Duration;
 
@@ -9,14 +10,15 @@ use blazen_controlplane::Client;
 use blazen_core::distributed::OrchestratorClient;
 
 use crate::rt::{BlazenError, Result};
-use blazen_embedded_cp::relay::Relay;
+use blazen_embedded_cp::relay::{Relay, Relayed};
 
-/// Where a worker connects: through the library's relay when the endpoint
-/// is a URI (see [`Relay`]).
+/// Where a worker connects: always through the library's relay (see
+/// [`Relay`]), which lets the worker end its session for real.
 pub(super) struct Route {
     pub(super) endpoint: String,
-    host: Option<String>,
-    pub(super) relay: Option<Relay>,
+    /// The configured host, which TLS checks the server's name against.
+    host: String,
+    pub(super) relay: Relay,
     pub(super) access: Access,
 }
 
@@ -51,7 +53,7 @@ impl Access {
             match self.check(node_id).await {
                 Check::Unreachable if !self.patient && waited < FIRST_CONNECT => {}
                 Check::Unreachable if !self.patient => {
-                    let e = crate::client::unreachable(&self.configured, self.tls.clone()).await;
+                    let e = crate::client::reach_failure(&self.configured, self.tls.clone()).await;
                     return Some(e.context(&format!(
                         "the worker could not connect within {} s (a `retry` policy keeps \
                          it trying)",
@@ -60,8 +62,7 @@ impl Access {
                 }
                 Check::Unreachable | Check::Admitted => return None,
                 Check::Listed if waited >= DUPLICATE_GRACE => {
-                    return Some(BlazenError::peer(
-                        "ControlPlaneAlreadyExists",
+                    return Some(BlazenError::peer(Subkind::ControlPlaneAlreadyExists,
                         format!(
                             "node id `{node_id}` is already connected to the control plane at \
                              {}; each worker needs a node id of its own",
@@ -89,10 +90,12 @@ impl Access {
                 if let Some(mismatch) = crate::client::wire_mismatch(&e, &self.configured) {
                     return Check::Refused(Box::new(mismatch));
                 }
-                match e.subkind.as_deref() {
-                    Some("ControlPlaneUnauthenticated") => Check::Refused(Box::new(e)),
-                    Some("ControlPlaneTransport" | "ControlPlaneUnavailable") => Check::Unreachable,
-                    _ => Check::Admitted,
+                if e.has_subkind(Subkind::ControlPlaneUnauthenticated) {
+                    Check::Refused(Box::new(e))
+                } else if e.has_subkind(Subkind::ControlPlaneTransport) {
+                    Check::Unreachable
+                } else {
+                    Check::Admitted
                 }
             }
         }
@@ -118,11 +121,12 @@ const DUPLICATE_GRACE: Duration = Duration::from_secs(2);
 impl Route {
     pub(super) async fn new(endpoint: String) -> Result<Self> {
         crate::client::check_endpoint(&endpoint)?;
-        let configured = endpoint.clone();
-        let (endpoint, host, relay) = match Relay::start(&endpoint).await? {
-            Some(r) => (r.endpoint, Some(r.host), Some(r.relay)),
-            None => (endpoint, None, None),
-        };
+        let configured = endpoint;
+        let Relayed {
+            relay,
+            endpoint,
+            host,
+        } = Relay::start(&configured).await?;
         let access = Access {
             endpoint: endpoint.clone(),
             configured,
@@ -145,10 +149,7 @@ impl Route {
         key: &Path,
         ca: &Path,
     ) -> Result<WorkerConfig> {
-        let mut tls = crate::tls::client(cert, key, ca)?;
-        if let Some(host) = &self.host {
-            tls = tls.domain_name(host.clone());
-        }
+        let tls = crate::tls::client(cert, key, ca)?.domain_name(self.host.clone());
         self.access.tls = Some(tls.clone());
         Ok(config.with_tls(tls))
     }

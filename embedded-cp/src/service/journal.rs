@@ -88,14 +88,11 @@ pub(super) enum Awaited {
 }
 
 fn is_terminal(event_type: &str) -> bool {
-    matches!(
-        event_type,
-        "status.completed" | "status.failed" | "status.cancelled"
-    )
+    crate::EventType::is_terminal_text(event_type)
 }
 
 fn request_id(event: &RunEvent) -> Option<String> {
-    (event.event_type == "input.request")
+    (event.event_type == crate::EventType::InputRequest.text())
         .then(|| event.data.get("request_id")?.as_str().map(str::to_string))
         .flatten()
 }

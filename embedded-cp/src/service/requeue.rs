@@ -94,7 +94,7 @@ impl Plane {
         for run_id in runs {
             let _ = self.shared.events.send(RunEvent {
                 run_id: *run_id,
-                event_type: "status.requeued".to_string(),
+                event_type: crate::EventType::StatusRequeued.to_string(),
                 data: serde_json::json!({"node_id": session.node_id, "reason": "worker_lost"}),
                 timestamp_ms: now_ms(),
             });

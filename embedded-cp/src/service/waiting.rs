@@ -49,7 +49,7 @@ impl Plane {
         );
         let _ = self.shared.events.send(RunEvent {
             run_id,
-            event_type: "status.waiting".to_string(),
+            event_type: crate::EventType::StatusWaiting.to_string(),
             data: serde_json::json!({
                 "reason": "no_worker",
                 "capability": cap.kind,

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::lock;
 use crate::Error;
-pub(crate) use crate::{STORE_STATUS_PREFIX as STATUS_PREFIX, STORE_SUBKIND as SUBKIND};
+pub(crate) use crate::STORE_STATUS_PREFIX as STATUS_PREFIX;
 
 mod recover;
 
@@ -110,7 +110,7 @@ pub(crate) async fn connect(url: &str, ttl: Option<Duration>) -> Result<Arc<Dura
     let target = redact(url);
     let fail = |why: String| {
         Error::peer(
-            SUBKIND,
+            crate::Subkind::ControlPlaneStore,
             format!("cannot reach the control plane store {target}: {why}"),
         )
     };

@@ -155,10 +155,7 @@ pub async fn worker<H: AssignmentHandler>(
     max_in_flight: u32,
     handler: H,
 ) -> TestWorker {
-    let relayed = Relay::start(&server.endpoint())
-        .await
-        .expect("relay")
-        .expect("an http endpoint");
+    let relayed = Relay::start(&server.endpoint()).await.expect("relay");
     let config = WorkerConfig::new(relayed.endpoint, node)
         .with_capability(WorkerCapability {
             kind: format!("workflow:{workflow}"),

@@ -14,12 +14,12 @@ module Blazen
     FAILED = Native::RUN_STATUS_FAILED
     CANCELLED = Native::RUN_STATUS_CANCELLED
 
-    # Run statuses as the symbols records use.
-    STATUS_NAMES = { PENDING => :pending, RUNNING => :running, COMPLETED => :completed,
-                     FAILED => :failed, CANCELLED => :cancelled }.freeze
+    # Run statuses as the symbols records use (from the library's table).
+    STATUS_NAMES = Native::RUN_STATUSES.to_h { |code, text| [code, text.downcase.to_sym] }.freeze
 
     # Event types that end a run's event stream.
-    TERMINAL_EVENTS = %w[status.completed status.failed status.cancelled].freeze
+    TERMINAL_EVENTS = [Native::EVENT_STATUS_COMPLETED, Native::EVENT_STATUS_FAILED,
+                       Native::EVENT_STATUS_CANCELLED].freeze
 
     # True when the library is loaded and has every control-plane function.
     # @return [Boolean]

@@ -139,9 +139,8 @@ module Blazen
 
       # A library-made `BlazenError *` describing a Ruby exception.
       def error_for(exception)
-        kind = exception.is_a?(Blazen::Error) && exception.kind_code ? exception.class.name.split("::").last : nil
-        json_kind = kind ? kind.delete_suffix("Error") : "Workflow"
-        json_kind = "CallerError" if json_kind == "Caller"
+        code = exception.kind_code if exception.is_a?(Blazen::Error)
+        json_kind = (code && Blazen::Error.json_kind(code)) || "Workflow"
         fields = { "kind" => json_kind, "message" => exception.message.to_s }
         fields["subkind"] = exception.subkind if exception.is_a?(Blazen::Error) && exception.subkind
         Native.blazen_error_from_json(JSON.generate(fields))

@@ -5,7 +5,6 @@ module Blazen
     # Turns library records into the plain Hashes with Symbol keys that
     # Blazen Ruby code uses. Not public API.
     module Records
-      extend FFISupport
       module_function
 
       # An optional u64 accessor of the `(out_ms, has_value)` shape.

@@ -70,7 +70,11 @@ module Blazen
       S = FFISupport
       private_constant :S
 
-      ADMISSION = { fixed: "Fixed", vram_budget: "VramBudget", reactive: "Reactive" }.freeze
+      # Admission modes by the symbols `admission:` takes (:fixed,
+      # :vram_budget, :reactive), from the library's table.
+      ADMISSION = Native::ADMISSION_MODES.values.to_h do |text|
+        [text.gsub(/(?<!\A)([A-Z])/, '_\1').downcase.to_sym, text]
+      end.freeze
       private_constant :ADMISSION
 
       # What the library calls. @api private

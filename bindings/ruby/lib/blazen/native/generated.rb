@@ -9,6 +9,13 @@ module Blazen
   module Native
     DEFAULT_CONNECTIONS = 8
     MAX_CONNECTIONS = 64
+    SURFACE_V0_5 = 5
+    SURFACE_V0_6 = 6
+    LOG_LEVEL_ERROR = 1
+    LOG_LEVEL_WARN = 2
+    LOG_LEVEL_INFO = 3
+    LOG_LEVEL_DEBUG = 4
+    LOG_LEVEL_TRACE = 5
     ERROR_KIND_AUTH = 1
     ERROR_KIND_RATE_LIMIT = 2
     ERROR_KIND_TIMEOUT = 3
@@ -33,13 +40,43 @@ module Blazen
     RUN_STATUS_COMPLETED = 2
     RUN_STATUS_FAILED = 3
     RUN_STATUS_CANCELLED = 4
-    SURFACE_V0_5 = 5
-    SURFACE_V0_6 = 6
-    LOG_LEVEL_ERROR = 1
-    LOG_LEVEL_WARN = 2
-    LOG_LEVEL_INFO = 3
-    LOG_LEVEL_DEBUG = 4
-    LOG_LEVEL_TRACE = 5
+    ADMISSION_FIXED = 0
+    ADMISSION_VRAM_BUDGET = 1
+    ADMISSION_REACTIVE = 2
+    EVENT_STATUS_RUNNING = "status.running"
+    EVENT_STATUS_COMPLETED = "status.completed"
+    EVENT_STATUS_FAILED = "status.failed"
+    EVENT_STATUS_CANCELLED = "status.cancelled"
+    EVENT_STATUS_REQUEUED = "status.requeued"
+    EVENT_STATUS_WAITING = "status.waiting"
+    EVENT_INPUT_REQUEST = "input.request"
+    SUBKIND_CONTROL_PLANE_TRANSPORT = "ControlPlaneTransport"
+    SUBKIND_CONTROL_PLANE_TLS = "ControlPlaneTls"
+    SUBKIND_CONTROL_PLANE_STORE = "ControlPlaneStore"
+    SUBKIND_CONTROL_PLANE = "ControlPlane"
+    SUBKIND_CONTROL_PLANE_INVALID_ARGUMENT = "ControlPlaneInvalidArgument"
+    SUBKIND_CONTROL_PLANE_DEADLINE_EXCEEDED = "ControlPlaneDeadlineExceeded"
+    SUBKIND_CONTROL_PLANE_NOT_FOUND = "ControlPlaneNotFound"
+    SUBKIND_CONTROL_PLANE_ALREADY_EXISTS = "ControlPlaneAlreadyExists"
+    SUBKIND_CONTROL_PLANE_PERMISSION_DENIED = "ControlPlanePermissionDenied"
+    SUBKIND_CONTROL_PLANE_RESOURCE_EXHAUSTED = "ControlPlaneResourceExhausted"
+    SUBKIND_CONTROL_PLANE_FAILED_PRECONDITION = "ControlPlaneFailedPrecondition"
+    SUBKIND_CONTROL_PLANE_ABORTED = "ControlPlaneAborted"
+    SUBKIND_CONTROL_PLANE_OUT_OF_RANGE = "ControlPlaneOutOfRange"
+    SUBKIND_CONTROL_PLANE_UNIMPLEMENTED = "ControlPlaneUnimplemented"
+    SUBKIND_CONTROL_PLANE_INTERNAL = "ControlPlaneInternal"
+    SUBKIND_CONTROL_PLANE_DATA_LOSS = "ControlPlaneDataLoss"
+    SUBKIND_CONTROL_PLANE_UNAUTHENTICATED = "ControlPlaneUnauthenticated"
+    # Error kinds (`blazen_error_kind`, `BLAZEN_ERROR_KIND_*`); the names are those `blazen_error_from_json` reads and a failed run's `[Kind]` tag carries
+    ERROR_KINDS = { 1 => "Auth", 2 => "RateLimit", 3 => "Timeout", 4 => "Validation", 5 => "ContentPolicy", 6 => "Unsupported", 7 => "Compute", 8 => "Media", 9 => "Provider", 10 => "Workflow", 11 => "Tool", 12 => "Peer", 13 => "Persist", 14 => "Prompt", 15 => "Memory", 16 => "Cache", 17 => "Cancelled", 18 => "Internal", 19 => "CallerError" }.freeze
+    # A run's status (`blazen_run_state_snapshot_status`)
+    RUN_STATUSES = { 0 => "Pending", 1 => "Running", 2 => "Completed", 3 => "Failed", 4 => "Cancelled" }.freeze
+    # How a worker admits runs: `admission_mode` of `worker_new`, and the `mode` of the `admission` option
+    ADMISSION_MODES = { 0 => "Fixed", 1 => "VramBudget", 2 => "Reactive" }.freeze
+    # Event types of a run's stream (`event_type` of `on_event`) that the library and the control plane send; a handler's own `blazen_assignment_context_emit_event` types come on the same stream
+    EVENT_TYPES = ["status.running", "status.completed", "status.failed", "status.cancelled", "status.requeued", "status.waiting", "input.request"].freeze
+    # Subkinds of the library's PEER errors (`blazen_error_subkind`): what part of the way to the control plane failed
+    SUBKINDS = ["ControlPlaneTransport", "ControlPlaneTls", "ControlPlaneStore", "ControlPlane", "ControlPlaneInvalidArgument", "ControlPlaneDeadlineExceeded", "ControlPlaneNotFound", "ControlPlaneAlreadyExists", "ControlPlanePermissionDenied", "ControlPlaneResourceExhausted", "ControlPlaneFailedPrecondition", "ControlPlaneAborted", "ControlPlaneOutOfRange", "ControlPlaneUnimplemented", "ControlPlaneInternal", "ControlPlaneDataLoss", "ControlPlaneUnauthenticated"].freeze
 
     class BlazenAssignmentHandlerVTable < FFI::Struct
       layout :user_data, :pointer,
