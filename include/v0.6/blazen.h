@@ -415,42 +415,10 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Reports whether `fut` (borrowed) has finished: 1 ready, 0 pending, -1 when
- * `fut` is NULL. Never blocks.
- */
-int32_t blazen_future_poll(const BlazenFuture *fut);
-
-/**
  * Blocks until `fut` (borrowed) has finished, then returns 0 (-1 when `fut`
  * is NULL). Safe to call from several threads at once; sleeps, never spins.
  */
 int32_t blazen_future_wait(BlazenFuture *fut);
-
-/**
- * A descriptor that becomes readable when `fut` (borrowed) has finished,
- * for `poll(2)`/`epoll`/`IO.select`. It belongs to the future: never read
- * or close it; it is closed by `blazen_future_free`. Made on the first call
- * only. Returns -1 when `fut` is NULL or no descriptor could be made.
- */
-int64_t blazen_future_fd(const BlazenFuture *fut);
-
-/**
- * Registers `fut` (borrowed) on the completion queue `q` (borrowed): when
- * the future finishes (at once, if it already has), `tag` (any value, e.g.
- * an index, or a pointer cast through `uintptr_t`) is appended to `q`
- * once. Each call registers once more. A cancelled future notifies as it
- * finishes; freeing a future withdraws it: no tag of it is left in, or
- * later reaches, any queue once `blazen_future_free` returns. The future
- * stays caller-owned: take its result and free it as usual.
- * Returns 0, or -1 when `fut` or `q` is NULL.
- */
-int32_t blazen_future_notify(const BlazenFuture *fut, const BlazenCompletionQueue *q, uint64_t tag);
-
-/**
- * Cancels the work behind `fut` (borrowed): a pending future resolves at
- * once with a CANCELLED error; a finished one is unchanged. NULL is ignored.
- */
-void blazen_future_cancel(const BlazenFuture *fut);
 
 /**
  * Releases a caller-owned future at any time: a pending one has its work
@@ -471,16 +439,6 @@ int32_t blazen_future_take_unit(BlazenFuture *fut, BlazenError **out_err);
  * with `blazen_completion_queue_free`), or NULL if memory ran out.
  */
 BlazenCompletionQueue *blazen_completion_queue_new(void);
-
-/**
- * A descriptor of `q` (borrowed) that is readable exactly while tags wait
- * in it, for `poll(2)`/`epoll`/`IO.select`: after waiting on it, take the
- * tags with `blazen_completion_queue_drain`. It belongs to the queue: never
- * read or close it; it is closed by `blazen_completion_queue_free`. Made on
- * the first call only. Returns -1 when `q` is NULL or no descriptor could
- * be made.
- */
-int64_t blazen_completion_queue_fd(const BlazenCompletionQueue *q);
 
 /**
  * Moves up to `max` tags of finished futures out of `q` (borrowed) into
@@ -1228,6 +1186,48 @@ uint64_t blazen_run_event_timestamp_ms(const BlazenRunEvent *event);
  * Releases a caller-owned `BlazenError`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish. A handle whose work has ended (a worker whose run returned, a subscription whose stream ended or was cancelled) holds no callback table and calls nothing; otherwise its table gets `drop_user_data` here (none for NULL `user_data`), or right after a callback then in flight, on that callback's library thread.
  */
 void blazen_error_free(BlazenError *handle);
+
+/**
+ * Reports whether `fut` (borrowed) has finished: 1 ready, 0 pending, -1 when
+ * `fut` is NULL. Never blocks.
+ */
+int32_t blazen_future_poll(const BlazenFuture *fut);
+
+/**
+ * A descriptor that becomes readable when `fut` (borrowed) has finished,
+ * for `poll(2)`/`epoll`/`IO.select`. It belongs to the future: never read
+ * or close it; it is closed by `blazen_future_free`. Made on the first call
+ * only. Returns -1 when `fut` is NULL or no descriptor could be made.
+ */
+int64_t blazen_future_fd(const BlazenFuture *fut);
+
+/**
+ * Registers `fut` (borrowed) on the completion queue `q` (borrowed): when
+ * the future finishes (at once, if it already has), `tag` (any value, e.g.
+ * an index, or a pointer cast through `uintptr_t`) is appended to `q`
+ * once. Each call registers once more. A cancelled future notifies as it
+ * finishes; freeing a future withdraws it: no tag of it is left in, or
+ * later reaches, any queue once `blazen_future_free` returns. The future
+ * stays caller-owned: take its result and free it as usual.
+ * Returns 0, or -1 when `fut` or `q` is NULL.
+ */
+int32_t blazen_future_notify(const BlazenFuture *fut, const BlazenCompletionQueue *q, uint64_t tag);
+
+/**
+ * Cancels the work behind `fut` (borrowed): a pending future resolves at
+ * once with a CANCELLED error; a finished one is unchanged. NULL is ignored.
+ */
+void blazen_future_cancel(const BlazenFuture *fut);
+
+/**
+ * A descriptor of `q` (borrowed) that is readable exactly while tags wait
+ * in it, for `poll(2)`/`epoll`/`IO.select`: after waiting on it, take the
+ * tags with `blazen_completion_queue_drain`. It belongs to the queue: never
+ * read or close it; it is closed by `blazen_completion_queue_free`. Made on
+ * the first call only. Returns -1 when `q` is NULL or no descriptor could
+ * be made.
+ */
+int64_t blazen_completion_queue_fd(const BlazenCompletionQueue *q);
 
 /**
  * Takes the result of a future that yields a `BlazenControlPlaneServer`. Exactly once, after the future is ready: returns 0 and stores a caller-owned `BlazenControlPlaneServer` in `*out_server`, or -1 and stores a caller-owned `BlazenError` (the operation's error; INTERNAL for a pending future, a second take, or a future of another type). The future stays owned by the caller. Out-pointers may be NULL.

@@ -232,9 +232,10 @@ pub fn generate(root: &Path, surface: Surface) -> Result<(PathBuf, usize)> {
                             ),
                         }
             };
+            let needs = c_str(&c.needs.join(" "));
             let _ = writeln!(
                 body,
-                "    if ({guard}) {{ CASE_BEGIN({label}); {call} CASE_END(); }} else skipped++;"
+                "    if ({guard}) {{ CASE_BEGIN({label}); {call} CASE_END(); }} else skip_case({label}, {needs});"
             );
             total += 1;
         }

@@ -113,7 +113,8 @@ async fn blazen_controlplane_client_connect_with_options(
         Some(ms) => tokio::time::timeout(std::time::Duration::from_millis(ms), connect)
             .await
             .map_err(|_| {
-                BlazenError::peer(Subkind::ControlPlaneTransport,
+                BlazenError::peer(
+                    Subkind::ControlPlaneTransport,
                     format!(
                         "cannot reach the control plane at {shown}: \
                          connect timed out after {ms} ms"

@@ -1,9 +1,9 @@
 //! Reaching a control plane: endpoint checks, and failures that name the
 //! endpoint and their cause.
 
-use blazen_embedded_cp::Subkind;
 use blazen_controlplane::client::Client;
 use blazen_controlplane::ControlPlaneError;
+use blazen_embedded_cp::Subkind;
 
 use crate::rt::{BlazenError, Result};
 
@@ -49,7 +49,8 @@ pub(crate) fn wire_mismatch(e: &BlazenError, endpoint: &str) -> Option<BlazenErr
     let rest = e.message.split("is newer than supported ").nth(1)?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     let theirs: u32 = digits.parse().ok()?;
-    Some(BlazenError::peer(Subkind::ControlPlaneFailedPrecondition,
+    Some(BlazenError::peer(
+        Subkind::ControlPlaneFailedPrecondition,
         format!(
             "the control plane at {endpoint} reads wire envelopes up to version {theirs} \
              (blazen-controlplane {}), and this library sends version {WIRE_VERSION} \
@@ -111,7 +112,8 @@ pub(crate) async fn reach_failure(
     tls: Option<tonic::transport::ClientTlsConfig>,
 ) -> BlazenError {
     probe(endpoint, tls).await.unwrap_or_else(|| {
-        BlazenError::peer(Subkind::ControlPlaneTransport,
+        BlazenError::peer(
+            Subkind::ControlPlaneTransport,
             format!(
                 "cannot reach the control plane at {endpoint}: the connection failed, then \
                  succeeded when retried"
@@ -146,7 +148,8 @@ async fn probe(
     tls: Option<tonic::transport::ClientTlsConfig>,
 ) -> Option<BlazenError> {
     let transport = |cause: &str| {
-        BlazenError::peer(Subkind::ControlPlaneTransport,
+        BlazenError::peer(
+            Subkind::ControlPlaneTransport,
             format!("cannot reach the control plane at {endpoint}: {cause}"),
         )
     };
@@ -166,7 +169,8 @@ async fn probe(
         .iter()
         .any(|w| lower.contains(w))
     {
-        return Some(BlazenError::peer(Subkind::ControlPlaneTls,
+        return Some(BlazenError::peer(
+            Subkind::ControlPlaneTls,
             format!("TLS with the control plane at {endpoint} failed: {cause}"),
         ));
     }

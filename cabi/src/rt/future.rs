@@ -245,10 +245,9 @@ fn with_future<R>(fut: *const BlazenFuture, neutral: R, f: impl FnOnce(&BlazenFu
 
 /// Reports whether `fut` (borrowed) has finished: 1 ready, 0 pending, -1 when
 /// `fut` is NULL. Never blocks.
-#[blazen_cabi_macros::hand_written]
-#[no_mangle]
-pub unsafe extern "C" fn blazen_future_poll(fut: *const BlazenFuture) -> i32 {
-    with_future(fut, -1, |f| i32::from(f.is_ready()))
+#[blazen_cabi_macros::export]
+fn blazen_future_poll(fut: &BlazenFuture) -> i32 {
+    i32::from(fut.is_ready())
 }
 
 /// Blocks until `fut` (borrowed) has finished, then returns 0 (-1 when `fut`
@@ -266,10 +265,9 @@ pub unsafe extern "C" fn blazen_future_wait(fut: *mut BlazenFuture) -> i32 {
 /// for `poll(2)`/`epoll`/`IO.select`. It belongs to the future: never read
 /// or close it; it is closed by `blazen_future_free`. Made on the first call
 /// only. Returns -1 when `fut` is NULL or no descriptor could be made.
-#[blazen_cabi_macros::hand_written]
-#[no_mangle]
-pub unsafe extern "C" fn blazen_future_fd(fut: *const BlazenFuture) -> i64 {
-    with_future(fut, -1, |f| f.fd().unwrap_or(-1))
+#[blazen_cabi_macros::export]
+fn blazen_future_fd(fut: &BlazenFuture) -> i64 {
+    fut.fd().unwrap_or(-1)
 }
 
 /// Registers `fut` (borrowed) on the completion queue `q` (borrowed): when
@@ -280,29 +278,17 @@ pub unsafe extern "C" fn blazen_future_fd(fut: *const BlazenFuture) -> i64 {
 /// later reaches, any queue once `blazen_future_free` returns. The future
 /// stays caller-owned: take its result and free it as usual.
 /// Returns 0, or -1 when `fut` or `q` is NULL.
-#[blazen_cabi_macros::hand_written]
-#[no_mangle]
-pub unsafe extern "C" fn blazen_future_notify(
-    fut: *const BlazenFuture,
-    q: *const BlazenCompletionQueue,
-    tag: u64,
-) -> i32 {
-    // SAFETY: the C contract: NULL or a live queue made by this library.
-    let Some(q) = (unsafe { q.as_ref() }) else {
-        return -1;
-    };
-    with_future(fut, -1, |f| {
-        f.notify(&q.queue, tag);
-        0
-    })
+#[blazen_cabi_macros::export]
+fn blazen_future_notify(fut: &BlazenFuture, q: &BlazenCompletionQueue, tag: u64) -> i32 {
+    fut.notify(&q.queue, tag);
+    0
 }
 
 /// Cancels the work behind `fut` (borrowed): a pending future resolves at
 /// once with a CANCELLED error; a finished one is unchanged. NULL is ignored.
-#[blazen_cabi_macros::hand_written]
-#[no_mangle]
-pub unsafe extern "C" fn blazen_future_cancel(fut: *const BlazenFuture) {
-    with_future(fut, (), BlazenFuture::cancel)
+#[blazen_cabi_macros::export]
+fn blazen_future_cancel(fut: &BlazenFuture) {
+    fut.cancel();
 }
 
 /// Releases a caller-owned future at any time: a pending one has its work

@@ -228,10 +228,9 @@ pub extern "C" fn blazen_completion_queue_new() -> *mut BlazenCompletionQueue {
 /// read or close it; it is closed by `blazen_completion_queue_free`. Made on
 /// the first call only. Returns -1 when `q` is NULL or no descriptor could
 /// be made.
-#[blazen_cabi_macros::hand_written]
-#[no_mangle]
-pub unsafe extern "C" fn blazen_completion_queue_fd(q: *const BlazenCompletionQueue) -> i64 {
-    with_queue(q, -1, |q| q.queue.fd().unwrap_or(-1))
+#[blazen_cabi_macros::export]
+fn blazen_completion_queue_fd(q: &BlazenCompletionQueue) -> i64 {
+    q.queue.fd().unwrap_or(-1)
 }
 
 /// Moves up to `max` tags of finished futures out of `q` (borrowed) into

@@ -62,7 +62,8 @@ impl Access {
                 }
                 Check::Unreachable | Check::Admitted => return None,
                 Check::Listed if waited >= DUPLICATE_GRACE => {
-                    return Some(BlazenError::peer(Subkind::ControlPlaneAlreadyExists,
+                    return Some(BlazenError::peer(
+                        Subkind::ControlPlaneAlreadyExists,
                         format!(
                             "node id `{node_id}` is already connected to the control plane at \
                              {}; each worker needs a node id of its own",
