@@ -346,37 +346,39 @@ impl Export {
     }
 }
 
+/// The `key = "value"` arguments of an attribute, each value a string
+/// literal.
+pub(crate) fn string_args(attr: TokenStream) -> syn::Result<Vec<(syn::Path, syn::LitStr)>> {
+    let metas = syn::parse::Parser::parse2(
+        Punctuated::<syn::MetaNameValue, Token![,]>::parse_terminated,
+        attr,
+    )?;
+    metas
+        .into_iter()
+        .map(|m| match m.value {
+            syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(s),
+                ..
+            }) => Ok((m.path, s)),
+            other => Err(syn::Error::new_spanned(other, "expected a string literal")),
+        })
+        .collect()
+}
+
 impl Handle {
     /// Parses the attribute and the struct it sits on.
     pub fn parse(attr: TokenStream, item: TokenStream) -> syn::Result<Self> {
         let item: ItemStruct = syn::parse2(item)?;
-        let metas = syn::parse::Parser::parse2(
-            Punctuated::<syn::MetaNameValue, Token![,]>::parse_terminated,
-            attr,
-        )?;
         let mut free = None;
         let mut take = None;
-        for m in metas {
-            let syn::Expr::Lit(syn::ExprLit {
-                lit: syn::Lit::Str(s),
-                ..
-            }) = &m.value
-            else {
-                return Err(syn::Error::new_spanned(
-                    &m.value,
-                    "expected a string literal",
-                ));
-            };
+        for (path, s) in string_args(attr)? {
             let id = Ident::new(&s.value(), s.span());
-            if m.path.is_ident("free") {
+            if path.is_ident("free") {
                 free = Some(id);
-            } else if m.path.is_ident("take") {
+            } else if path.is_ident("take") {
                 take = Some(id);
             } else {
-                return Err(syn::Error::new_spanned(
-                    &m.path,
-                    "expected `free` or `take`",
-                ));
+                return Err(syn::Error::new_spanned(&path, "expected `free` or `take`"));
             }
         }
         if free.is_none() && take.is_none() {

@@ -21,8 +21,7 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote};
-use syn::punctuated::Punctuated;
-use syn::{Attribute, Ident, ItemEnum, LitStr, Token};
+use syn::{Attribute, Ident, ItemEnum, LitStr};
 
 /// One name of a vocabulary.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,30 +104,16 @@ impl Vocabulary {
     /// Parses the attribute and the enum it sits on.
     pub fn parse(attr: TokenStream, item: TokenStream) -> syn::Result<Self> {
         let item: ItemEnum = syn::parse2(item)?;
-        let metas = syn::parse::Parser::parse2(
-            Punctuated::<syn::MetaNameValue, Token![,]>::parse_terminated,
-            attr,
-        )?;
         let mut prefix = None;
         let mut ruby = None;
-        for m in metas {
-            let syn::Expr::Lit(syn::ExprLit {
-                lit: syn::Lit::Str(s),
-                ..
-            }) = &m.value
-            else {
-                return Err(syn::Error::new_spanned(
-                    &m.value,
-                    "expected a string literal",
-                ));
-            };
-            if m.path.is_ident("constants") {
+        for (path, s) in crate::parse::string_args(attr)? {
+            if path.is_ident("constants") {
                 prefix = Some(s.value());
-            } else if m.path.is_ident("ruby") {
+            } else if path.is_ident("ruby") {
                 ruby = Some(s.value());
             } else {
                 return Err(syn::Error::new_spanned(
-                    &m.path,
+                    &path,
                     "expected `constants` or `ruby`",
                 ));
             }
