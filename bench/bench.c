@@ -11,6 +11,7 @@
  *   bench_c sink ENDPOINT EVENTS
  *   bench_c emit ENDPOINT WORKERS SLOTS
  *   bench_c scale FUTURES [CONNECTIONS]
+ *   bench_c e2e ENDPOINT TAG WORKERS MAX_IN_FLIGHT RUNS loop|backlog WINDOW
  *
  * CONNECTIONS is the client's `connections` option. `sink` and `emit` talk
  * to the bench over stdin/stdout (see each mode).
@@ -25,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -383,6 +385,383 @@ static void scale(int n, int connections) {
     close(s);
 }
 
+/* 6. end to end: C client + C workers + C sink in this process, every run
+ * going all the way through the control plane (submitted, routed to a
+ * worker under its admission limit, handled by a C handler that echoes
+ * its input, its result recorded, its status.completed delivered to the
+ * sink). WORKERS workers (BlazenAssignmentHandlerVTable, Fixed admission,
+ * MAX_IN_FLIGHT each, a connection each) serve the workflow TAG (their
+ * node ids start with TAG); one client (the default connections) submits;
+ * a subscribe_all sink on a client of its own records each run's
+ * status.running and terminal event.
+ *
+ * `loop`: RUNS runs, at most WINDOW of them open (submitted and not yet
+ * seen ending by the sink) at once, refilled in eighths of the window,
+ * after a warm-up of the same shape; runs/s over the first submission to
+ * the last terminal event. `backlog`: the RUNS runs are submitted (up to
+ * 1,000 unacknowledged) before any worker runs, so they are all queued at
+ * once, then the workers start; runs/s over the first status.running to
+ * the last terminal event, latency from the workers' start.
+ *
+ * Prints "ready" (workers listed, sink open), waits for "go" on stdin,
+ * runs, prints one JSON object. CPU and context switches are the whole
+ * process's (client, workers, sink, library threads) from "go" to the
+ * last terminal event. */
+enum { R_OURS = 1, R_RUNNING = 2, R_TERMINAL = 4, R_FAILED = 8, R_ORDER = 16, R_DUP = 32 };
+#define E2E_IDLE_NS (10ull * 1000000000ull) /* no run ended for this long: the rest are lost */
+#define E2E_SUBMITS_IN_FLIGHT 1000
+
+typedef struct {
+    uint64_t hi, lo; /* the run id; both 0 (no UUID is): an empty slot */
+    uint64_t t_submit, t_running, t_done;
+    uint32_t flags;
+} E2eRun;
+
+static struct {
+    pthread_mutex_t lock;
+    E2eRun *runs;
+    size_t mask, used;
+    atomic_int ended;   /* runs seen ending (their first terminal event) */
+    atomic_int wake_at; /* the driver, asleep, wants a wake-up once `ended` reaches this */
+    atomic_int waiting;
+    int efd;
+    BlazenFuture **futs;
+    uint64_t *t_submit;
+} E = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static int parse_uuid(const char *s, uint64_t *hi, uint64_t *lo) {
+    uint64_t v[2] = {0, 0};
+    int n = 0;
+    for (; *s && n < 32; s++) {
+        int d;
+        if (*s >= '0' && *s <= '9') d = *s - '0';
+        else if (*s >= 'a' && *s <= 'f') d = *s - 'a' + 10;
+        else if (*s >= 'A' && *s <= 'F') d = *s - 'A' + 10;
+        else if (*s == '-') continue;
+        else return -1;
+        v[n / 16] = v[n / 16] << 4 | (uint64_t)d;
+        n++;
+    }
+    if (n != 32) return -1;
+    *hi = v[0];
+    *lo = v[1];
+    return 0;
+}
+
+/* The record of a run, made on first sight; NULL once the table is 3/4
+ * full. Called with E.lock held. */
+static E2eRun *e2e_find(uint64_t hi, uint64_t lo) {
+    size_t i = (size_t)(((hi ^ lo) * 0x9E3779B97F4A7C15ull) >> 20) & E.mask;
+    for (;; i = (i + 1) & E.mask) {
+        E2eRun *r = &E.runs[i];
+        if (r->hi == hi && r->lo == lo) return r;
+        if (r->hi == 0 && r->lo == 0) {
+            if (E.used >= E.mask / 4 * 3) return NULL;
+            E.used++;
+            r->hi = hi;
+            r->lo = lo;
+            return r;
+        }
+    }
+}
+
+static void e2e_reset(int runs) {
+    size_t cap = 1024;
+    while (cap < (size_t)runs * 4) cap *= 2;
+    pthread_mutex_lock(&E.lock);
+    free(E.runs);
+    E.runs = calloc(cap, sizeof *E.runs);
+    E.mask = cap - 1;
+    E.used = 0;
+    atomic_store(&E.ended, 0);
+    pthread_mutex_unlock(&E.lock);
+}
+
+static void e2e_ended(void) {
+    int c = atomic_fetch_add(&E.ended, 1) + 1;
+    if (c >= atomic_load(&E.wake_at) && atomic_exchange(&E.waiting, 0)) {
+        uint64_t one = 1;
+        if (write(E.efd, &one, sizeof one) < 0) die("write eventfd", NULL);
+    }
+}
+
+static void e2e_event(void *ud, const char *run_id, const char *type, const char *data, uint64_t ts) {
+    (void)ud;
+    (void)data;
+    (void)ts;
+    uint64_t t = now_ns(), hi, lo;
+    if (strncmp(type, "status.", 7) != 0) return;
+    const char *k = type + 7;
+    int running = strcmp(k, "running") == 0;
+    int completed = !running && strcmp(k, "completed") == 0;
+    int ended = completed || strcmp(k, "failed") == 0 || strcmp(k, "cancelled") == 0;
+    if ((!running && !ended) || parse_uuid(run_id, &hi, &lo)) return;
+    int newly = 0;
+    pthread_mutex_lock(&E.lock);
+    E2eRun *r = e2e_find(hi, lo);
+    if (r && running) {
+        if (r->flags & R_TERMINAL) r->flags |= R_ORDER;
+        else if (!(r->flags & R_RUNNING)) {
+            r->flags |= R_RUNNING;
+            r->t_running = t;
+        }
+    } else if (r && (r->flags & R_TERMINAL)) {
+        r->flags |= R_DUP;
+    } else if (r) {
+        r->flags |= R_TERMINAL | (completed ? 0 : R_FAILED);
+        r->t_done = t;
+        newly = 1;
+    }
+    pthread_mutex_unlock(&E.lock);
+    if (newly) e2e_ended();
+}
+
+static int32_t e2e_echo(void *ud, const char *run_id, const char *wf, const char *input, char **out_json,
+                        BlazenError **out_err) {
+    (void)ud;
+    (void)run_id;
+    (void)wf;
+    (void)out_err;
+    *out_json = blazen_string_alloc(input);
+    return 0;
+}
+
+static void e2e_submit(BlazenControlPlaneClient *c, BlazenCompletionQueue *q, const char *tag, int i) {
+    char input[32];
+    snprintf(input, sizeof input, "{\"i\":%d}", i);
+    E.t_submit[i] = now_ns();
+    E.futs[i] = blazen_controlplane_client_submit_workflow(c, tag, input, NULL, true);
+    blazen_future_notify(E.futs[i], q, (uint64_t)i);
+}
+
+/* Takes the acknowledged submissions waiting in `q` (up to 256; waiting
+ * up to `wait_ms` for one when > 0); returns how many, failures added to
+ * *failed. The driver takes them when it wakes for something else: the
+ * window counts runs ended, whether or not their acknowledgement was
+ * taken yet. */
+static int e2e_acks(BlazenCompletionQueue *q, int *failed, int wait_ms) {
+    uint64_t tags[256];
+    size_t n = wait_ms > 0 ? blazen_completion_queue_next_blocking(q, tags, 256, wait_ms)
+                           : blazen_completion_queue_drain(q, tags, 256);
+    for (size_t k = 0; k < n; k++) {
+        int i = (int)tags[k];
+        BlazenRunStateSnapshot *s = NULL;
+        uint64_t hi, lo;
+        char *id = NULL;
+        if (blazen_future_take_run_state_snapshot(E.futs[i], &s, NULL) ||
+            !(id = blazen_run_state_snapshot_run_id(s)) || parse_uuid(id, &hi, &lo)) {
+            (*failed)++;
+        } else {
+            pthread_mutex_lock(&E.lock);
+            E2eRun *r = e2e_find(hi, lo);
+            if (r) {
+                r->t_submit = E.t_submit[i];
+                r->flags |= R_OURS;
+            } else {
+                (*failed)++;
+            }
+            pthread_mutex_unlock(&E.lock);
+        }
+        blazen_string_free(id);
+        blazen_run_state_snapshot_free(s);
+        blazen_future_free(E.futs[i]);
+        E.futs[i] = NULL;
+    }
+    return (int)n;
+}
+
+/* Sleeps until `target` runs ended or a second passed. */
+static void e2e_sleep(int target) {
+    atomic_store(&E.wake_at, target);
+    atomic_store(&E.waiting, 1);
+    if (atomic_load(&E.ended) < target) {
+        struct pollfd p = {.fd = E.efd, .events = POLLIN};
+        if (poll(&p, 1, 1000) > 0) {
+            uint64_t v;
+            if (read(E.efd, &v, sizeof v) < 0) die("read eventfd", NULL);
+        }
+    }
+    atomic_store(&E.waiting, 0);
+}
+
+/* Whether to stop waiting: 1 once `target` runs ended, 0 when none did for
+ * E2E_IDLE_NS, else -1. */
+static int e2e_progress(int target, int *last, uint64_t *since) {
+    int done = atomic_load(&E.ended);
+    if (done >= target) return 1;
+    if (done != *last) {
+        *last = done;
+        *since = now_ns();
+    }
+    return now_ns() - *since > E2E_IDLE_NS ? 0 : -1;
+}
+
+/* `loop`: runs `n` runs with at most `window` open (submitted and not
+ * seen ending), refilled once an eighth of it is free; returns the
+ * submission failures once every acknowledgement is taken. */
+static int e2e_loop(BlazenControlPlaneClient *c, BlazenCompletionQueue *q, const char *tag, int n, int window) {
+    int issued = 0, acked = 0, failed = 0, last = -1, chunk = window / 8 > 0 ? window / 8 : 1;
+    uint64_t since = now_ns();
+    for (;;) {
+        for (int k; (k = e2e_acks(q, &failed, 0)) > 0;) acked += k;
+        int done = atomic_load(&E.ended);
+        if (e2e_progress(n - failed, &last, &since) >= 0) break;
+        if (issued < n && issued - done - failed <= window - chunk)
+            while (issued < n && issued - done - failed < window) e2e_submit(c, q, tag, issued++);
+        e2e_sleep(issued < n ? issued - failed - window + chunk : n - failed);
+    }
+    while (acked < issued) {
+        int k = e2e_acks(q, &failed, 30000);
+        if (k == 0) die("waiting for submissions", NULL);
+        acked += k;
+    }
+    return failed;
+}
+
+/* `backlog`: submits all `n` runs, then starts the workers (`*t_release`)
+ * and waits for the runs to end; returns the submission failures. */
+static int e2e_backlog(BlazenControlPlaneClient *c, BlazenCompletionQueue *q, const char *tag, int n,
+                       BlazenControlPlaneWorker **ws, BlazenFuture **runs, int workers, uint64_t *t_release,
+                       double *submit_secs) {
+    int issued = 0, acked = 0, failed = 0, last = -1;
+    uint64_t t0 = now_ns();
+    while (acked < n) {
+        while (issued < n && issued - acked < E2E_SUBMITS_IN_FLIGHT) e2e_submit(c, q, tag, issued++);
+        int k = e2e_acks(q, &failed, 30000);
+        if (k == 0) die("waiting for submissions", NULL);
+        acked += k;
+    }
+    *t_release = now_ns();
+    *submit_secs = (double)(*t_release - t0) / 1e9;
+    for (int i = 0; i < workers; i++) runs[i] = blazen_controlplane_worker_run(ws[i]);
+    uint64_t since = now_ns();
+    while (e2e_progress(n - failed, &last, &since) < 0) e2e_sleep(n - failed);
+    return failed;
+}
+
+static int workers_listed(BlazenControlPlaneClient *c, const char *tag) {
+    BlazenWorkerInfoList *l = NULL;
+    if (blazen_controlplane_client_list_workers_blocking(c, &l, NULL)) return 0;
+    int k = 0;
+    for (size_t i = 0; i < blazen_worker_info_list_count(l); i++) {
+        BlazenWorkerInfo *w = blazen_worker_info_list_get(l, i);
+        char *node = blazen_worker_info_node_id(w);
+        k += node && strncmp(node, tag, strlen(tag)) == 0;
+        blazen_string_free(node);
+        blazen_worker_info_free(w);
+    }
+    blazen_worker_info_list_free(l);
+    return k;
+}
+
+static double rusage_cpu_us(const struct rusage *u) {
+    return u->ru_utime.tv_sec * 1e6 + u->ru_utime.tv_usec + u->ru_stime.tv_sec * 1e6 + u->ru_stime.tv_usec;
+}
+
+static void e2e(const char *ep, const char *tag, int workers, int slots, int n, const char *mode, int window) {
+    int backlog = strcmp(mode, "backlog") == 0;
+    E.efd = eventfd(0, EFD_CLOEXEC);
+    E.futs = calloc((size_t)n, sizeof *E.futs);
+    E.t_submit = calloc((size_t)n, sizeof *E.t_submit);
+    BlazenControlPlaneClient *c = connect_to(ep);
+    BlazenControlPlaneClient *sc = connect_n(ep, 1);
+    BlazenCompletionQueue *q = blazen_completion_queue_new();
+    BlazenRunEventSinkVTable sink_vt = {NULL, NULL, e2e_event, NULL, NULL};
+    BlazenControlPlaneSubscription *sub = NULL;
+    BlazenError *err = NULL;
+    e2e_reset(n);
+    if (blazen_controlplane_client_subscribe_all(sc, NULL, sink_vt, &sub, &err)) die("subscribe_all", err);
+    BlazenControlPlaneWorker **ws = calloc((size_t)workers, sizeof *ws);
+    BlazenFuture **runs = calloc((size_t)workers, sizeof *runs);
+    char caps[256];
+    snprintf(caps, sizeof caps, "[{\"kind\":\"workflow:%s\",\"version\":0}]", tag);
+    for (int i = 0; i < workers; i++) {
+        char node[160];
+        snprintf(node, sizeof node, "%s-%d", tag, i);
+        BlazenAssignmentHandlerVTable vt = {NULL, NULL, e2e_echo, NULL, NULL};
+        if (blazen_controlplane_worker_new_blocking(ep, node, caps, "{}", BLAZEN_ADMISSION_FIXED, (uint64_t)slots, vt,
+                                                    &ws[i], &err))
+            die("worker_new", err);
+    }
+    if (!backlog) {
+        for (int i = 0; i < workers; i++) runs[i] = blazen_controlplane_worker_run(ws[i]);
+        for (int i = 0; i < 1000 && workers_listed(c, tag) < workers; i++) usleep(10000);
+        int warm = n / 20 > 2 * window ? n / 20 : 2 * window;
+        if (e2e_loop(c, q, tag, warm < n ? warm : n, window)) die("warm-up submissions", NULL);
+        usleep(100000);
+        e2e_reset(n);
+    }
+    printf("ready\n");
+    fflush(stdout);
+    char line[64];
+    if (!fgets(line, sizeof line, stdin) || strncmp(line, "go", 2) != 0) die("waiting for go", NULL);
+
+    struct rusage u0, u1;
+    getrusage(RUSAGE_SELF, &u0);
+    uint64_t t0 = now_ns(), t_release = 0;
+    double submit_secs = 0;
+    int failed = backlog ? e2e_backlog(c, q, tag, n, ws, runs, workers, &t_release, &submit_secs)
+                         : e2e_loop(c, q, tag, n, window);
+    getrusage(RUSAGE_SELF, &u1);
+    usleep(200000); /* late events (a status.running after the end) */
+
+    pthread_mutex_lock(&E.lock);
+    uint64_t *lat = malloc(sizeof *lat * (size_t)n), *run = malloc(sizeof *run * (size_t)n);
+    int n_lat = 0, n_run = 0, ours = 0, ooo = 0, dup = 0, failed_runs = 0, lost = failed;
+    uint64_t first_running = UINT64_MAX, last_done = 0;
+    for (size_t i = 0; i <= E.mask; i++) {
+        E2eRun *r = &E.runs[i];
+        if (!(r->flags & R_OURS)) continue;
+        ours++;
+        if (r->flags & R_ORDER) ooo++;
+        if (r->flags & R_DUP) dup++;
+        if (r->flags & R_RUNNING && r->t_running < first_running) first_running = r->t_running;
+        if (!(r->flags & R_TERMINAL)) {
+            lost++;
+            continue;
+        }
+        if (r->flags & R_FAILED) failed_runs++;
+        if (r->t_done > last_done) last_done = r->t_done;
+        uint64_t from = r->t_submit > t_release ? r->t_submit : t_release;
+        lat[n_lat++] = r->t_done - from;
+        if (r->flags & R_RUNNING && r->t_running <= r->t_done) run[n_run++] = r->t_done - r->t_running;
+    }
+    int foreign = (int)E.used - ours;
+    pthread_mutex_unlock(&E.lock);
+    qsort(lat, (size_t)n_lat, sizeof *lat, cmp_u64);
+    qsort(run, (size_t)n_run, sizeof *run, cmp_u64);
+    uint64_t from = backlog ? first_running : t0;
+    double secs = last_done > from ? (double)(last_done - from) / 1e9 : 0;
+    double per = n > 0 ? 1.0 / n : 0;
+    printf("{\"runs\":%d,\"completed\":%d,\"runs_per_s\":%.1f,\"secs\":%.3f,\"submit_secs\":%.3f,"
+           "\"latency_p50_ns\":%llu,\"latency_p99_ns\":%llu,\"running_to_done_p50_ns\":%llu,"
+           "\"running_to_done_p99_ns\":%llu,\"cpu_us_per_run\":%.2f,\"vcsw_per_run\":%.3f,\"ivcsw_per_run\":%.3f,"
+           "\"out_of_order\":%d,\"lost\":%d,\"failed\":%d,\"duplicate_terminal\":%d,\"submit_failed\":%d,"
+           "\"foreign_runs\":%d}\n",
+           n, n_lat, secs > 0 ? n_lat / secs : 0.0, secs, submit_secs,
+           (unsigned long long)(n_lat ? lat[n_lat / 2] : 0), (unsigned long long)(n_lat ? lat[n_lat * 99 / 100] : 0),
+           (unsigned long long)(n_run ? run[n_run / 2] : 0), (unsigned long long)(n_run ? run[n_run * 99 / 100] : 0),
+           (rusage_cpu_us(&u1) - rusage_cpu_us(&u0)) * per, (double)(u1.ru_nvcsw - u0.ru_nvcsw) * per,
+           (double)(u1.ru_nivcsw - u0.ru_nivcsw) * per, ooo, lost, failed_runs, dup, failed, foreign);
+    fflush(stdout);
+    free(lat);
+    free(run);
+    blazen_controlplane_subscription_free(sub);
+    for (int i = 0; i < workers; i++) blazen_controlplane_worker_shutdown(ws[i]);
+    for (int i = 0; i < workers; i++) {
+        if (runs[i]) {
+            blazen_future_wait(runs[i]);
+            blazen_future_free(runs[i]);
+        }
+        blazen_controlplane_worker_free(ws[i]);
+    }
+    free(ws);
+    free(runs);
+    blazen_completion_queue_free(q);
+    blazen_controlplane_client_free(sc);
+    blazen_controlplane_client_free(c);
+}
+
 int main(int argc, char **argv) {
     if (argc >= 6 && strcmp(argv[1], "describe") == 0) describe(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]));
     else if (argc >= 3 && strcmp(argv[1], "ping") == 0) ping(atoi(argv[2]));
@@ -394,6 +773,8 @@ int main(int argc, char **argv) {
         rate(argv[2], ids, n_ids, atoi(argv[4]), atoi(argv[5]), atoi(argv[6]), argv[1][13] != 0);
     } else if (argc >= 4 && strcmp(argv[1], "sink") == 0) sink(argv[2], atoi(argv[3]));
     else if (argc >= 5 && strcmp(argv[1], "emit") == 0) emit(argv[2], atoi(argv[3]), atoi(argv[4]));
+    else if (argc >= 9 && strcmp(argv[1], "e2e") == 0)
+        e2e(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]), atoi(argv[6]), argv[7], atoi(argv[8]));
     else if (argc >= 3 && strcmp(argv[1], "scale") == 0) scale(atoi(argv[2]), argc >= 4 ? atoi(argv[3]) : 0);
     else {
         fprintf(stderr, "usage: see the comment at the top of bench/bench.c\n");

@@ -10,9 +10,12 @@
 //! the sides alternates between repeats) and given as the median with its
 //! min-max spread.
 //!
-//! Usage: `blazen-cabi-bench PATH/TO/bench_c REPORT.json`
-//! (`BENCH_CONNECTIONS=N` makes the C driver use N connections instead of
-//! the library's default).
+//! Usage: `blazen-cabi-bench PATH/TO/bench_c REPORT.json [e2e] [--runs N]
+//! [--repeats R]` (`BENCH_CONNECTIONS=N` makes the C driver use N
+//! connections instead of the library's default). `e2e` runs only section
+//! 7, the end-to-end workload (see e2e.rs), and puts it into the existing
+//! report; `--runs` and `--repeats` shrink that section (default 20,000
+//! runs, 3 repeats).
 
 use std::ffi::{c_char, CStr};
 use std::io::{BufRead, BufReader, Lines, Write};
@@ -24,6 +27,9 @@ use blazen_core::distributed::{OrchestratorClient, SubmitWorkflowRequest};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use uuid::Uuid;
+
+mod e2e;
+mod e2e_native;
 
 type Error = Box<dyn std::error::Error>;
 
@@ -161,18 +167,21 @@ fn fmt_spread(s: &Value, scale: f64, digits: usize) -> String {
     )
 }
 
-/// `serve` mode: the embedded control plane, started through the library's
-/// own entry point in a process of its own (so neither client shares a
-/// process with it), and a bare tonic health service on the same runtime
-/// (the transport floor); prints both endpoints, then serves until stdin
-/// closes.
-fn serve() -> Result<(), Error> {
+/// `serve [OPTIONS_JSON]` mode: the embedded control plane, started
+/// through the library's own entry point (with the options of
+/// `blazen_controlplane_server_start_with_options`, e.g. a `store_url`) in
+/// a process of its own (so neither client shares a process with it), and
+/// a bare tonic health service on the same runtime (the transport floor);
+/// prints both endpoints, then serves until stdin closes.
+fn serve(options: Option<&str>) -> Result<(), Error> {
     let mut server = std::ptr::null_mut();
-    // SAFETY: a valid C string and out-pointers; the returned string is
-    // freed with the library's own function.
+    let options = options.map(std::ffi::CString::new).transpose()?;
+    // SAFETY: valid C strings (or NULL options) and out-pointers; the
+    // returned string is freed with the library's own function.
     unsafe {
-        let rc = blazen_cabi::server::blazen_controlplane_server_start_blocking(
+        let rc = blazen_cabi::server::blazen_controlplane_server_start_with_options_blocking(
             c"127.0.0.1:0".as_ptr(),
+            options.as_ref().map_or(std::ptr::null(), |o| o.as_ptr()),
             &mut server,
             std::ptr::null_mut(),
         );
@@ -373,14 +382,48 @@ fn native_rate_mode(endpoint: &str, what: &str, k: usize, calls: usize) -> Resul
 
 fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().collect();
-    let (c_path, report_path) = match args.as_slice() {
-        [_, mode] if mode == "serve" => return serve(),
+    let usage = "usage: blazen-cabi-bench BENCH_C REPORT.json [e2e] [--runs N] [--repeats R]";
+    let (c_path, report_path, rest) = match args.as_slice() {
+        [_, mode] if mode == "serve" => return serve(None),
+        [_, mode, options] if mode == "serve" => return serve(Some(options)),
+        [_, mode] if mode == "crate-serve" => return e2e_native::crate_serve(),
+        [_, mode, rest @ ..] if mode == "e2e-native" => return e2e_native::side(rest),
         [_, mode, ep, what, k, calls] if mode == "native-rate" => {
             return native_rate_mode(ep, what, k.parse()?, calls.parse()?)
         }
-        [_, c, r] => (c.as_str(), r.as_str()),
-        _ => return Err("usage: blazen-cabi-bench BENCH_C REPORT.json".into()),
+        [_, c, r, rest @ ..] => (c.as_str(), r.as_str(), rest),
+        _ => return Err(usage.into()),
     };
+    let (mut e2e_only, mut e2e_runs, mut e2e_repeats) = (false, e2e::RUNS, e2e::REPEATS);
+    let mut rest = rest.iter();
+    while let Some(a) = rest.next() {
+        let mut value = || -> Result<usize, Error> {
+            Ok(rest
+                .next()
+                .ok_or(usage)?
+                .parse::<usize>()
+                .map_err(|e| format!("{a}: {e}"))?)
+        };
+        match a.as_str() {
+            "e2e" => e2e_only = true,
+            "--runs" => e2e_runs = value()?.max(10),
+            "--repeats" => e2e_repeats = value()?.max(1),
+            _ => return Err(usage.into()),
+        }
+    }
+    if e2e_only {
+        let section = e2e::run(c_path, e2e_runs, e2e_repeats)?;
+        let mut report: Value = std::fs::read_to_string(report_path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({"machine": machine()}));
+        e2e::print_table(&section);
+        report["end_to_end"] = section;
+        std::fs::write(report_path, serde_json::to_string_pretty(&report)? + "\n")?;
+        println!("report: {report_path}");
+        return Ok(());
+    }
     let load_before = loadavg();
     let connections: usize = std::env::var("BENCH_CONNECTIONS")
         .ok()
@@ -410,7 +453,7 @@ fn main() -> Result<(), Error> {
     // 1. blocking describe round trips, C / native / transport floor, the
     // order reversed every repeat (whichever side runs right after a long
     // run is slowed by what it left behind).
-    eprintln!("bench: 1/6 describe round trips and the transport floor");
+    eprintln!("bench: 1/7 describe round trips and the transport floor");
     let health = rt.block_on(async {
         let channel = tonic::transport::Endpoint::from_shared(health_endpoint.clone())?
             .connect()
@@ -466,7 +509,7 @@ fn main() -> Result<(), Error> {
     );
 
     // 2. the boundary around a ready future vs a bare block_on from a foreign thread
-    eprintln!("bench: 2/6 boundary overhead");
+    eprintln!("bench: 2/7 boundary overhead");
     let bare = tokio::runtime::Runtime::new()?;
     let bare_run = || {
         for _ in 0..PING_CALLS / 10 {
@@ -500,7 +543,7 @@ fn main() -> Result<(), Error> {
     // 3. throughput: the control plane's capacity (native clients, each
     // its own connection, doubling until the gain stops), then one native
     // client, the capacity and the C ABI in interleaved repeats.
-    eprintln!("bench: 3/6 throughput: capacity sweep");
+    eprintln!("bench: 3/7 throughput: capacity sweep");
     let describe_runs: Vec<Uuid> = rt.block_on(async {
         futures_util::stream::iter(0..DESCRIBE_RUNS)
             .map(|_| client.submit_workflow(request("bench-describe")))
@@ -568,14 +611,14 @@ fn main() -> Result<(), Error> {
         }
         Ok(num(&v, "per_s"))
     };
-    eprintln!("bench: 3/6 throughput: C ABI connection counts");
+    eprintln!("bench: 3/7 throughput: C ABI connection counts");
     let mut c_sweep = vec![];
     for n in C_SWEEP {
         let s = c_rate("submit", true, SWEEP_CALLS, &n.to_string())?;
         let d = c_rate("describe", true, SWEEP_CALLS, &n.to_string())?;
         c_sweep.push(json!({"connections": n, "submits_per_s": s, "describes_per_s": d}));
     }
-    eprintln!("bench: 3/6 throughput: repeats");
+    eprintln!("bench: 3/7 throughput: repeats");
     // [submit, describe][one native client, capacity, C queue, C descriptors]
     let mut rates: [[Vec<f64>; 4]; 2] = Default::default();
     for r in 0..REPEATS {
@@ -606,7 +649,7 @@ fn main() -> Result<(), Error> {
     // 4. event delivery: a source that outruns one consumer (EMIT_WORKERS
     // workers x EMIT_SLOTS runs emitting at once), consumed by a C sink or
     // a native stream, alone, in alternating bursts.
-    eprintln!("bench: 4/6 event delivery");
+    eprintln!("bench: 4/7 event delivery");
     let mut emitter = Interactive::start(
         c_path,
         &[
@@ -653,7 +696,7 @@ fn main() -> Result<(), Error> {
     let (c_ev_s, n_ev_s, src_ev_s) = (spread(&c_ev), spread(&n_ev), spread(&src_ev));
 
     // 5. pending futures
-    eprintln!("bench: 5/6 pending futures");
+    eprintln!("bench: 5/7 pending futures");
     let (mut pend_bytes, mut pend_fds, mut pending) = (vec![], vec![], vec![]);
     for _ in 0..REPEATS {
         let v = driver(c_path, &["scale", &PENDING_FUTURES.to_string()])?;
@@ -662,8 +705,13 @@ fn main() -> Result<(), Error> {
         pending.push(num(&v, "pending"));
     }
     let (bytes_s, fds_s) = (spread(&pend_bytes), spread(&pend_fds));
-    eprintln!("bench: 6/6 report");
     let load_after = loadavg();
+    // 7. end to end, on control planes of its own (the one above holds
+    // every run the sections before submitted, queued for ever).
+    drop(server.stdin.take());
+    server.wait()?;
+    let end_to_end = e2e::run(c_path, e2e_runs, e2e_repeats)?;
+    eprintln!("bench: report");
 
     let mut mach = machine();
     mach["loadavg_before"] = load_before;
@@ -758,6 +806,7 @@ fn main() -> Result<(), Error> {
             "spread": {"bytes_per_future": bytes_s, "extra_fds": fds_s},
             "goal": "< 64 extra descriptors, < 1126 bytes (1.1 KiB) per pending future",
         },
+        "end_to_end": end_to_end,
     });
     std::fs::write(report_path, serde_json::to_string_pretty(&report)? + "\n")?;
 
@@ -875,8 +924,7 @@ fn main() -> Result<(), Error> {
                 .join("; "))
             .unwrap_or_default()
     );
+    e2e::print_table(&report["end_to_end"]);
     println!("report: {report_path}");
-    drop(server.stdin.take());
-    server.wait()?;
     Ok(())
 }

@@ -8,9 +8,13 @@ use anyhow::Result;
 use crate::cc::{build_library, compile, need};
 use crate::{cargo, sh};
 
-/// `cargo xtask bench`: release builds, the C driver at -O2, then the
-/// side-by-side run (see bench/src/main.rs).
+/// `cargo xtask bench [e2e] [--runs N] [--repeats R]`: release builds, the
+/// C driver at -O2, then the side-by-side run (see bench/src/main.rs); the
+/// arguments after `bench` go to it (`e2e`: only the end-to-end section,
+/// merged into the existing report; `--runs`/`--repeats` shrink that
+/// section for a smoke run).
 pub fn bench(root: &Path) -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(2).collect();
     need("cc")?;
     let lib = build_library(root, true)?;
     sh(cargo().args(["build", "--release", "-p", "blazen-cabi-bench"]))?;
@@ -30,5 +34,6 @@ pub fn bench(root: &Path) -> Result<()> {
     sh(Command::new(lib.join("blazen-cabi-bench"))
         .env_remove("LD_LIBRARY_PATH")
         .arg(&driver)
-        .arg(dir.join("report.json")))
+        .arg(dir.join("report.json"))
+        .args(&args))
 }
