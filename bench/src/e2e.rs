@@ -209,15 +209,58 @@ async fn sample(
     (peaks, samples)
 }
 
+/// Events `perf stat` counts per run in the `--perf` pass.
+const PERF_EVENTS: &str = "syscalls:sys_enter_futex,raw_syscalls:sys_enter,context-switches";
+
+/// `perf stat` attached to a side's process from "go" to its result (the
+/// tracepoints cost each syscall time, so these runs are not among the
+/// repeats).
+struct Perf(Child);
+
+impl Perf {
+    fn attach(pid: u32) -> Result<Self, Error> {
+        let child = Command::new("perf")
+            .args(["stat", "-x,", "-e", PERF_EVENTS, "-p", &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("perf: {e}"))?;
+        std::thread::sleep(Duration::from_millis(200));
+        Ok(Perf(child))
+    }
+
+    /// Stops counting; (event, count) of each event.
+    fn stop(self) -> Result<Vec<(String, f64)>, Error> {
+        Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status()?;
+        let out = self.0.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        Ok(text
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                let name = match *f.get(2)? {
+                    "syscalls:sys_enter_futex" => "futex_per_run",
+                    "raw_syscalls:sys_enter" => "syscalls_per_run",
+                    "context-switches" => "context_switches_per_run",
+                    _ => return None,
+                };
+                Some((name.to_string(), f[0].parse().ok()?))
+            })
+            .collect())
+    }
+}
+
 /// One side, one shape, one repeat: its JSON line plus the peaks.
 fn run_side(
     rt: &tokio::runtime::Runtime,
     c_path: &str,
     side: Side,
-    endpoint: &str,
-    sampler: &Client,
+    (endpoint, sampler): (&str, &Client),
     tag: &str,
     shape: &Shape,
+    perf: bool,
 ) -> Result<Value, Error> {
     let args = [
         endpoint.to_string(),
@@ -234,11 +277,21 @@ fn run_side(
         Side::C => Interactive::start(c_path, &[&["e2e"], &args[..]].concat())?,
         _ => Interactive::start(&exe, &[&["e2e-native"], &args[..]].concat())?,
     };
+    let counting = match perf {
+        true => Some(Perf::attach(child.child.id())?),
+        false => None,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let sampling = rt.spawn(sample(sampler.clone(), format!("{tag}-"), stop.clone()));
     child.say("go\n")?;
     let mut v = child.result()?;
     stop.store(true, Ordering::SeqCst);
+    if let Some(p) = counting {
+        let per = 1.0 / shape.runs as f64;
+        for (event, count) in p.stop()? {
+            v["perf"][event] = json!(count * per);
+        }
+    }
     let (peaks, samples) = rt.block_on(sampling)?;
     child.finish()?;
     v["peak_in_flight_max"] = json!(peaks.values().copied().max().unwrap_or(0));
@@ -262,7 +315,7 @@ const FIGURES: [&str; 9] = [
 
 /// Section 7; yields the report's `end_to_end`. `runs` and `repeats` from
 /// the command line.
-pub fn run(c_path: &str, runs: usize, repeats: usize) -> Result<Value, Error> {
+pub fn run(c_path: &str, runs: usize, repeats: usize, perf: bool) -> Result<Value, Error> {
     let load_before = loadavg();
     let shapes = [
         Shape {
@@ -329,7 +382,9 @@ pub fn run(c_path: &str, runs: usize, repeats: usize) -> Result<Value, Error> {
             }
         }
     }
-    for r in 0..repeats {
+    let mut perf_rows: Vec<Value> = vec![Value::Null; rows.len()];
+    // the repeats, then with `perf` one more pass under `perf stat`
+    for r in 0..repeats + usize::from(perf) {
         for &(store, endpoint, ref sampler) in &stores {
             for (k, shape) in shapes.iter().enumerate() {
                 let mut order: Vec<usize> = rows
@@ -344,8 +399,10 @@ pub fn run(c_path: &str, runs: usize, repeats: usize) -> Result<Value, Error> {
                 for i in order {
                     let side = rows[i].0 .2;
                     let tag = format!("e2e-{store}-{}-{}-r{r}", shape.name, side.name());
+                    let counted = r == repeats;
                     eprintln!(
-                        "bench: 7/7 end to end: repeat {r}, {store}, {}, {}",
+                        "bench: 7/7 end to end: {} {r}, {store}, {}, {}",
+                        if counted { "perf stat pass" } else { "repeat" },
                         shape.label(),
                         side.label()
                     );
@@ -353,8 +410,12 @@ pub fn run(c_path: &str, runs: usize, repeats: usize) -> Result<Value, Error> {
                         Side::Crate => (crate_server.endpoint.as_str(), &crate_sampler),
                         _ => (endpoint, sampler),
                     };
-                    let v = run_side(&rt, c_path, side, ep, sm, &tag, shape)?;
-                    rows[i].1.push(v);
+                    let v = run_side(&rt, c_path, side, (ep, sm), &tag, shape, counted)?;
+                    if counted {
+                        perf_rows[i] = v;
+                    } else {
+                        rows[i].1.push(v);
+                    }
                 }
             }
         }
@@ -362,7 +423,7 @@ pub fn run(c_path: &str, runs: usize, repeats: usize) -> Result<Value, Error> {
     let load_after = loadavg();
 
     let mut out_rows = vec![];
-    for ((store, k, side), vs) in &rows {
+    for (((store, k, side), vs), perf_row) in rows.iter().zip(&perf_rows) {
         let shape = &shapes[*k];
         let mut row = json!({
             "store": store, "shape": shape.name, "side": side.name(),
@@ -383,6 +444,9 @@ pub fn run(c_path: &str, runs: usize, repeats: usize) -> Result<Value, Error> {
             .iter()
             .map(|v| num(v, "peak_in_flight_max"))
             .fold(0.0, f64::max));
+        if !perf_row.is_null() {
+            row["perf_pass"] = perf_row.clone();
+        }
         out_rows.push(row);
     }
     let find = |store: &str, shape: &str, side: Side| {
@@ -501,11 +565,31 @@ pub fn run(c_path: &str, runs: usize, repeats: usize) -> Result<Value, Error> {
             "peak_in_flight": "list_workers every 5 ms from the bench process, the most in_flight any of the row's workers showed",
             "out_of_order": "a status.running received after the run's terminal event (up to 200 ms after the end)",
             "lost": "no terminal event 10 s after the last run ended, or a failed submission",
+            "perf_pass": "with --perf: one more run of each row with `perf stat -p` attached from go to the result (futex calls, all syscalls, context switches per run, whole side process); not among the repeats",
         },
         "rows": out_rows,
         "checks": checks,
     });
     Ok(report)
+}
+
+/// The shape of a report row, as `Shape::label` gives it.
+fn row_label(r: &Value) -> String {
+    Shape {
+        name: "",
+        workers: num(r, "workers") as usize,
+        slots: num(r, "max_in_flight") as usize,
+        runs: num(r, "runs") as usize,
+        backlog: r["window"].is_null(),
+    }
+    .label()
+}
+
+fn side_label(r: &Value) -> &'static str {
+    [Side::C, Side::Native, Side::Crate]
+        .into_iter()
+        .find(|s| r["side"] == s.name())
+        .map_or("?", Side::label)
 }
 
 /// Prints section 7 of the report (`end_to_end`) as a table and its checks.
@@ -518,21 +602,11 @@ pub fn print_table(report: &Value) {
     println!("| store | workload | side | runs/s | submit → completed p50 / p99, ms | running → completed p50, µs | CPU µs/run | ctx switches/run vol / invol | peak in_flight / max | out of order | lost |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for r in report["rows"].as_array().into_iter().flatten() {
-        let shape = Shape {
-            name: "",
-            workers: num(r, "workers") as usize,
-            slots: num(r, "max_in_flight") as usize,
-            runs: num(r, "runs") as usize,
-            backlog: r["window"].is_null(),
-        };
-        let side = [Side::C, Side::Native, Side::Crate]
-            .into_iter()
-            .find(|s| r["side"] == s.name())
-            .map_or("?", Side::label);
+        let side = side_label(r);
         println!(
-            "| {} | {} | {side} | {} | {} / {} | {} | {} | {} / {} | {} / {} | {} | {} |",
+            "| {} | {} | {side} | {} | {} / {} | {} | {} | {} / {} | {:.0} / {} | {:.0} | {:.0} |",
             r["store"].as_str().unwrap_or(""),
-            shape.label(),
+            row_label(r),
             fmt_spread(&r["runs_per_s"], 1.0, 0),
             fmt_spread(&r["latency_p50_ns"], 1e6, 1),
             fmt_spread(&r["latency_p99_ns"], 1e6, 1),
@@ -540,11 +614,37 @@ pub fn print_table(report: &Value) {
             fmt_spread(&r["cpu_us_per_run"], 1.0, 1),
             fmt_spread(&r["vcsw_per_run"], 1.0, 2),
             fmt_spread(&r["ivcsw_per_run"], 1.0, 2),
-            r["peak_in_flight_max"],
+            num(r, "peak_in_flight_max"),
             r["max_in_flight"],
-            r["out_of_order"],
-            r["lost"],
+            num(r, "out_of_order"),
+            num(r, "lost"),
         );
+    }
+    let perf: Vec<&Value> = report["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| !r["perf_pass"].is_null())
+        .collect();
+    if !perf.is_empty() {
+        println!("one more pass under `perf stat -p` (not among the repeats: tracing slows each syscall), per run:");
+        println!(
+            "| store | workload | side | futex | syscalls | context switches | runs/s under perf |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        for r in perf {
+            let p = &r["perf_pass"];
+            println!(
+                "| {} | {} | {} | {:.2} | {:.1} | {:.2} | {:.0} |",
+                r["store"].as_str().unwrap_or(""),
+                row_label(r),
+                side_label(r),
+                num(&p["perf"], "futex_per_run"),
+                num(&p["perf"], "syscalls_per_run"),
+                num(&p["perf"], "context_switches_per_run"),
+                num(p, "runs_per_s"),
+            );
+        }
     }
     println!("checks (issue 22, done when):");
     for c in report["checks"].as_array().into_iter().flatten() {

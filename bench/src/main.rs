@@ -15,7 +15,8 @@
 //! connections instead of the library's default). `e2e` runs only section
 //! 7, the end-to-end workload (see e2e.rs), and puts it into the existing
 //! report; `--runs` and `--repeats` shrink that section (default 20,000
-//! runs, 3 repeats).
+//! runs, 3 repeats); `--perf` adds one pass of it under `perf stat` (futex
+//! calls, syscalls and context switches per run).
 
 use std::ffi::{c_char, CStr};
 use std::io::{BufRead, BufReader, Lines, Write};
@@ -382,7 +383,8 @@ fn native_rate_mode(endpoint: &str, what: &str, k: usize, calls: usize) -> Resul
 
 fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: blazen-cabi-bench BENCH_C REPORT.json [e2e] [--runs N] [--repeats R]";
+    let usage =
+        "usage: blazen-cabi-bench BENCH_C REPORT.json [e2e] [--runs N] [--repeats R] [--perf]";
     let (c_path, report_path, rest) = match args.as_slice() {
         [_, mode] if mode == "serve" => return serve(None),
         [_, mode, options] if mode == "serve" => return serve(Some(options)),
@@ -395,6 +397,7 @@ fn main() -> Result<(), Error> {
         _ => return Err(usage.into()),
     };
     let (mut e2e_only, mut e2e_runs, mut e2e_repeats) = (false, e2e::RUNS, e2e::REPEATS);
+    let mut e2e_perf = false;
     let mut rest = rest.iter();
     while let Some(a) = rest.next() {
         let mut value = || -> Result<usize, Error> {
@@ -406,13 +409,14 @@ fn main() -> Result<(), Error> {
         };
         match a.as_str() {
             "e2e" => e2e_only = true,
+            "--perf" => e2e_perf = true,
             "--runs" => e2e_runs = value()?.max(10),
             "--repeats" => e2e_repeats = value()?.max(1),
             _ => return Err(usage.into()),
         }
     }
     if e2e_only {
-        let section = e2e::run(c_path, e2e_runs, e2e_repeats)?;
+        let section = e2e::run(c_path, e2e_runs, e2e_repeats, e2e_perf)?;
         let mut report: Value = std::fs::read_to_string(report_path)
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
@@ -710,7 +714,7 @@ fn main() -> Result<(), Error> {
     // every run the sections before submitted, queued for ever).
     drop(server.stdin.take());
     server.wait()?;
-    let end_to_end = e2e::run(c_path, e2e_runs, e2e_repeats)?;
+    let end_to_end = e2e::run(c_path, e2e_runs, e2e_repeats, e2e_perf)?;
     eprintln!("bench: report");
 
     let mut mach = machine();
