@@ -516,6 +516,11 @@ static void e2e_event(void *ud, const char *run_id, const char *type, const char
     if (newly) e2e_ended();
 }
 
+static void e2e_sink_error(void *ud, const char *error) {
+    (void)ud;
+    fprintf(stderr, "bench_c e2e: the subscription failed: %s\n", error);
+}
+
 static int32_t e2e_echo(void *ud, const char *run_id, const char *wf, const char *input, char **out_json,
                         BlazenError **out_err) {
     (void)ud;
@@ -666,7 +671,7 @@ static void e2e(const char *ep, const char *tag, int workers, int slots, int n, 
     BlazenControlPlaneClient *c = connect_to(ep);
     BlazenControlPlaneClient *sc = connect_n(ep, 1);
     BlazenCompletionQueue *q = blazen_completion_queue_new();
-    BlazenRunEventSinkVTable sink_vt = {NULL, NULL, e2e_event, NULL, NULL};
+    BlazenRunEventSinkVTable sink_vt = {NULL, NULL, e2e_event, NULL, e2e_sink_error};
     BlazenControlPlaneSubscription *sub = NULL;
     BlazenError *err = NULL;
     e2e_reset(n);

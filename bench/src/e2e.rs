@@ -562,7 +562,7 @@ pub fn run(c_path: &str, runs: usize, repeats: usize, perf: bool) -> Result<Valu
             "backlog": "every run submitted (1,000 unacknowledged at most) before the worker starts; runs/s from the first status.running to the last terminal event; latency from the worker's start",
             "latency": "submit (or the worker's start) -> status.completed received by the sink",
             "cpu": "getrusage(RUSAGE_SELF) of the side's process (client, workers, sink, library threads) from go to the last terminal event, per run",
-            "peak_in_flight": "list_workers every 5 ms from the bench process, the most in_flight any of the row's workers showed",
+            "peak_in_flight": "list_workers every 5 ms from the bench process, the most in_flight any of the row's workers showed (the crate's server sets in_flight from worker heartbeats, every 5 s, so its 0 says nothing)",
             "out_of_order": "a status.running received after the run's terminal event (up to 200 ms after the end)",
             "lost": "no terminal event 10 s after the last run ended, or a failed submission",
             "perf_pass": "with --perf: one more run of each row with `perf stat -p` attached from go to the result (futex calls, all syscalls, context switches per run, whole side process); not among the repeats",

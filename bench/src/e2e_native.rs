@@ -324,9 +324,13 @@ pub fn side(args: &[String]) -> Result<(), Error> {
                 .await
                 .expect("subscribe_all");
             let _ = opened.send(());
-            while let Some(Ok(ev)) = stream.next().await {
-                s.event(ev.run_id, &ev.event_type);
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(ev) => s.event(ev.run_id, &ev.event_type),
+                    Err(e) => eprintln!("e2e-native: stream: {e}"),
+                }
             }
+            eprintln!("e2e-native: the stream ended");
         });
         is_open.await?;
         let mut pending = vec![];
