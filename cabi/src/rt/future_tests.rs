@@ -96,6 +96,14 @@ fn wait_on_thread(f: *mut BlazenFuture) -> mpsc::Receiver<i32> {
     })
 }
 
+/// `blazen_future_wait`, hang-guarded: a test fails instead of blocking
+/// for ever (the waiting thread and the future are then leaked).
+fn wait(f: *mut BlazenFuture) -> i32 {
+    wait_on_thread(f)
+        .recv_timeout(HANG)
+        .expect("blazen_future_wait never returned")
+}
+
 /// Takes a (non-zero-sized) value out of `f` through the C path.
 fn take_value<T: Send + 'static>(f: *mut BlazenFuture) -> Result<T> {
     assert!(std::mem::size_of::<T>() > 0);
@@ -205,9 +213,9 @@ fn completion_is_seen_by_poll_wait_and_the_descriptor() {
     assert_eq!(poll(f), 1);
     assert!(readable(d, 0), "not readable once finished");
     assert_eq!(fd(f), d, "the descriptor is made once");
-    // Waiting on a finished future returns at once, any number of times.
-    // SAFETY: a live future.
-    assert_eq!(unsafe { blazen_future_wait(f) }, 0);
+    // Waiting on a finished future returns, any number of times.
+    assert_eq!(wait(f), 0);
+    assert_eq!(wait(f), 0);
 
     assert_eq!(take_value::<u64>(f).unwrap(), 42);
     assert_already_taken(take_value::<u64>(f));
@@ -221,8 +229,7 @@ fn completion_is_seen_by_poll_wait_and_the_descriptor() {
 fn a_descriptor_asked_for_after_completion_is_readable_at_once() {
     let (f, tx) = gated::<String>();
     tx.send(Ok("done".into())).unwrap();
-    // SAFETY: a live future.
-    assert_eq!(unsafe { blazen_future_wait(f) }, 0);
+    assert_eq!(wait(f), 0);
     let d = fd(f);
     assert!(readable(d, 0));
     assert_eq!(take_value::<String>(f).unwrap(), "done");
@@ -264,8 +271,7 @@ fn take_while_pending_fails_and_leaves_the_future_usable() {
     assert!(e.message.contains("still pending"), "{}", e.message);
     assert_eq!(poll(f), 0, "a failed take must not resolve the future");
     tx.send(Ok(9)).unwrap();
-    // SAFETY: a live future.
-    assert_eq!(unsafe { blazen_future_wait(f) }, 0);
+    assert_eq!(wait(f), 0);
     assert_eq!(take_value::<u64>(f).unwrap(), 9);
     free(f);
 }
@@ -291,8 +297,7 @@ fn an_operations_error_is_taken_once() {
     let (f, tx) = gated::<u64>();
     tx.send(Err(BlazenError::invalid("name", "is empty")))
         .unwrap();
-    // SAFETY: a live future.
-    assert_eq!(unsafe { blazen_future_wait(f) }, 0);
+    assert_eq!(wait(f), 0);
     assert_eq!(poll(f), 1);
     let e = take_value::<u64>(f).expect_err("the operation failed");
     assert_eq!(e.kind, ErrorKind::Validation);
@@ -307,8 +312,7 @@ fn unit_results_are_taken_once() {
         tokio::task::yield_now().await;
         Ok(())
     })));
-    // SAFETY: a live future.
-    assert_eq!(unsafe { blazen_future_wait(f) }, 0);
+    assert_eq!(wait(f), 0);
     take_unit(f).expect("the operation succeeded");
     assert_already_taken(take_unit(f));
     // A NULL out_err still reports the failure.
@@ -326,8 +330,7 @@ fn a_panicking_operation_resolves_internal() {
         }
         Ok(0u8)
     })));
-    // SAFETY: a live future.
-    assert_eq!(unsafe { blazen_future_wait(f) }, 0);
+    assert_eq!(wait(f), 0);
     let e = take_value::<u8>(f).expect_err("the operation panicked");
     assert_eq!(e.kind, ErrorKind::Internal);
     assert_eq!(e.message, "test_panics panicked: boom");
@@ -364,8 +367,7 @@ fn cancel_before_completion_resolves_cancelled_and_drops_the_work() {
 fn cancel_after_completion_is_harmless() {
     let (f, tx) = gated::<u64>();
     tx.send(Ok(5)).unwrap();
-    // SAFETY: a live future.
-    assert_eq!(unsafe { blazen_future_wait(f) }, 0);
+    assert_eq!(wait(f), 0);
     cancel(f);
     cancel(f);
     assert_eq!(poll(f), 1);
@@ -420,8 +422,7 @@ fn cancel_racing_completion_has_one_outcome_and_leaks_nothing() {
         });
         completer.join().unwrap();
         canceller.join().unwrap();
-        // SAFETY: a live future.
-        assert_eq!(unsafe { blazen_future_wait(f) }, 0);
+        assert_eq!(wait(f), 0);
         match take_value::<Tracked>(f) {
             Ok(t) => {
                 assert_eq!(t.0, i);
@@ -454,8 +455,7 @@ fn notify_fires_once_when_the_future_completes() {
     notify(f, q, 77);
     assert!(drain(q).is_empty(), "told before finishing");
     tx.send(Ok(1)).unwrap();
-    // SAFETY: a live future.
-    assert_eq!(unsafe { blazen_future_wait(f) }, 0);
+    assert_eq!(wait(f), 0);
     assert_eq!(drain(q), [77]);
     assert!(drain(q).is_empty(), "told twice");
     // Nothing later tells it again: not a cancel, not a take.
@@ -471,8 +471,7 @@ fn notify_registered_after_completion_fires_at_once_and_once() {
     let q = new_queue();
     let (f, tx) = gated::<u64>();
     tx.send(Ok(2)).unwrap();
-    // SAFETY: a live future.
-    assert_eq!(unsafe { blazen_future_wait(f) }, 0);
+    assert_eq!(wait(f), 0);
     notify(f, q, u64::MAX);
     assert_eq!(drain(q), [u64::MAX]);
     assert!(drain(q).is_empty());
@@ -492,8 +491,7 @@ fn each_registration_is_told_once() {
     notify(f, q1, 2);
     notify(f, q2, 3);
     tx.send(Ok(0)).unwrap();
-    // SAFETY: a live future.
-    assert_eq!(unsafe { blazen_future_wait(f) }, 0);
+    assert_eq!(wait(f), 0);
     assert_eq!(drain(q1), [1, 2]);
     assert_eq!(drain(q2), [3]);
     assert!(drain(q1).is_empty() && drain(q2).is_empty());
@@ -556,11 +554,8 @@ fn free_takes_back_tags_not_yet_drained() {
     notify(b, q, 2);
     ta.send(Ok(1)).unwrap();
     tb.send(Ok(2)).unwrap();
-    // SAFETY: live futures.
-    unsafe {
-        assert_eq!(blazen_future_wait(a), 0);
-        assert_eq!(blazen_future_wait(b), 0);
-    }
+    assert_eq!(wait(a), 0);
+    assert_eq!(wait(b), 0);
     free(a);
     assert_eq!(drain(q), [2], "the freed future's tag stayed");
     // A value freed untaken is dropped with the future.
@@ -620,8 +615,7 @@ fn call_future_resolves_at_once_or_spawns() {
     // SAFETY: a live future.
     assert!(unsafe { &*f }.task.is_some());
     tx.send(4).unwrap();
-    // SAFETY: a live future.
-    assert_eq!(unsafe { blazen_future_wait(f) }, 0);
+    assert_eq!(wait(f), 0);
     assert_eq!(take_value::<u8>(f).unwrap(), 4);
     free(f);
 
