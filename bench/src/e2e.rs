@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blazen_controlplane::Client;
-use blazen_core::distributed::OrchestratorClient;
+use blazen_core::distributed::{OrchestratorClient, SubmitWorkflowRequest};
 use serde_json::{json, Value};
 
 use crate::{fmt_spread, loadavg, med, num, spread, Error, Interactive};
@@ -35,6 +35,12 @@ pub const RUNS: usize = 20_000;
 pub const REPEATS: usize = 3;
 /// Runs open at once in the 4x16 shape, per slot of its workers.
 const WINDOW_PER_SLOT: usize = 2;
+/// The pause before each side: the previous side's workers have left,
+/// and the control plane's release of their runs (bounded by its 1 s
+/// store-call limit) has ended by then.
+const QUIET: Duration = Duration::from_millis(2_000);
+/// The longest a side waits for the control plane to accept submissions.
+const SETTLE_LIMIT: Duration = Duration::from_secs(120);
 /// How often `in_flight` is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_millis(5);
 
@@ -252,6 +258,43 @@ impl Perf {
     }
 }
 
+/// How long the control plane at `client` refuses submissions: a probe
+/// run (no worker serves it) is submitted every 100 ms until one is
+/// accepted, then cancelled. On Redis, a side whose workers leave after a
+/// few thousand runs makes the embedded control plane take the store for
+/// down (its in-flight release exceeds the 1 s store-call limit) and
+/// refuse submissions until it has replayed what it kept meanwhile; the
+/// next side waits for that (after `QUIET`) instead of measuring it (the
+/// wait is in the report as `refused_before_s`). Gives up after
+/// `SETTLE_LIMIT`.
+async fn settle(client: &Client) -> (f64, usize) {
+    let t = std::time::Instant::now();
+    let mut refused = 0;
+    loop {
+        let probe = SubmitWorkflowRequest {
+            workflow_name: "e2e-settle-probe".into(),
+            workflow_version: None,
+            input: json!({}),
+            required_tags: vec![],
+            idempotency_key: None,
+            deadline_ms: None,
+            wait_for_worker: true,
+            resource_hint: None,
+        };
+        match client.submit_workflow(probe).await {
+            Ok(s) => {
+                let _ = client.cancel_workflow(s.run_id).await;
+                return (t.elapsed().as_secs_f64(), refused);
+            }
+            Err(_) if t.elapsed() < SETTLE_LIMIT => {
+                refused += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(_) => return (t.elapsed().as_secs_f64(), refused + 1),
+        }
+    }
+}
+
 /// One side, one shape, one repeat: its JSON line plus the peaks.
 fn run_side(
     rt: &tokio::runtime::Runtime,
@@ -273,6 +316,13 @@ fn run_side(
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let exe = std::env::current_exe()?.to_string_lossy().to_string();
+    std::thread::sleep(QUIET);
+    let (refused_s, refused) = rt.block_on(settle(sampler));
+    if refused > 0 {
+        eprintln!(
+            "bench: e2e: the control plane refused submissions for {refused_s:.1} s before {tag}"
+        );
+    }
     let mut child = match side {
         Side::C => Interactive::start(c_path, &[&["e2e"], &args[..]].concat())?,
         _ => Interactive::start(&exe, &[&["e2e-native"], &args[..]].concat())?,
@@ -297,6 +347,7 @@ fn run_side(
     v["peak_in_flight_max"] = json!(peaks.values().copied().max().unwrap_or(0));
     v["peak_in_flight"] = json!(peaks);
     v["in_flight_samples"] = json!(samples);
+    v["refused_before_s"] = json!(if refused > 0 { refused_s } else { 0.0 });
     Ok(v)
 }
 
@@ -437,7 +488,13 @@ pub fn run(c_path: &str, runs: usize, repeats: usize, perf: bool) -> Result<Valu
             row[f] = spread(&vs.iter().map(|v| num(v, f)).collect::<Vec<_>>());
         }
         let total = |f: &str| vs.iter().map(|v| num(v, f)).sum::<f64>();
-        for f in ["out_of_order", "lost", "failed", "duplicate_terminal"] {
+        for f in [
+            "out_of_order",
+            "lost",
+            "failed",
+            "duplicate_terminal",
+            "refused_before_s",
+        ] {
             row[f] = json!(total(f));
         }
         row["peak_in_flight_max"] = json!(vs
@@ -565,6 +622,7 @@ pub fn run(c_path: &str, runs: usize, repeats: usize, perf: bool) -> Result<Valu
             "peak_in_flight": "list_workers every 5 ms from the bench process, the most in_flight any of the row's workers showed (the crate's server sets in_flight from worker heartbeats, every 5 s, so its 0 says nothing)",
             "out_of_order": "a status.running received after the run's terminal event (up to 200 ms after the end)",
             "lost": "no terminal event 10 s after the last run ended, or a failed submission",
+            "refused_before_s": "before each side, 2 s of quiet, then a probe submission every 100 ms until the control plane accepts one (then cancelled): seconds it refused them, summed over the repeats (on Redis, the store taken for down after the previous side's workers left)",
             "perf_pass": "with --perf: one more run of each row with `perf stat -p` attached from go to the result (futex calls, all syscalls, context switches per run, whole side process); not among the repeats",
         },
         "rows": out_rows,
@@ -643,6 +701,17 @@ pub fn print_table(report: &Value) {
                 num(&p["perf"], "syscalls_per_run"),
                 num(&p["perf"], "context_switches_per_run"),
                 num(p, "runs_per_s"),
+            );
+        }
+    }
+    for r in report["rows"].as_array().into_iter().flatten() {
+        if num(r, "refused_before_s") > 0.0 {
+            println!(
+                "before the {} {} {} runs the control plane refused submissions for {:.1} s in all (store taken for down)",
+                r["store"].as_str().unwrap_or(""),
+                row_label(r),
+                side_label(r),
+                num(r, "refused_before_s")
             );
         }
     }
