@@ -21,6 +21,7 @@ its submissions fail; submissions fail for a few seconds after it ends.
 """
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -60,15 +61,18 @@ def side(cmd, tag):
           flush=True)
 
 
-side([C, "e2e"], "first-c")
-side([BIN, "e2e-native"], "second-native")
-t0 = time.time()
-for _ in range(8):
-    out = subprocess.run([C, "submit", ep, "20", "20", "1"], capture_output=True, text=True)
-    failed = json.loads(out.stdout.splitlines()[-1])["failed"] if out.returncode == 0 else "?"
-    print(f"{time.time() - t0:4.1f} s later: {failed} of 20 submissions refused", flush=True)
-    time.sleep(1)
-serve.stdin.close()
-serve.wait()
-redis.terminate()
-redis.wait()
+try:
+    side([C, "e2e"], "first-c")
+    side([BIN, "e2e-native"], "second-native")
+    t0 = time.time()
+    for _ in range(8):
+        out = subprocess.run([C, "submit", ep, "20", "20", "1"], capture_output=True, text=True)
+        failed = json.loads(out.stdout.splitlines()[-1])["failed"] if out.returncode == 0 else "?"
+        print(f"{time.time() - t0:4.1f} s later: {failed} of 20 submissions refused", flush=True)
+        time.sleep(1)
+finally:
+    serve.stdin.close()
+    serve.wait()
+    redis.terminate()
+    redis.wait()
+    shutil.rmtree(tmp, ignore_errors=True)
