@@ -3,6 +3,8 @@
 //! descriptor; take exactly once; cancellation and its races; notify; free
 //! while the work still runs.
 
+#![cfg(test)]
+
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Barrier};

@@ -3,6 +3,8 @@
 //! waits and their wake-ups, freeing with futures still registered, and
 //! completions racing drains.
 
+#![cfg(test)]
+
 use std::collections::BTreeSet;
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicUsize, Ordering};
