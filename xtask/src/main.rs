@@ -1,6 +1,8 @@
 //! Project tasks: `cargo xtask <header [--check] | ruby [--check] | gem
-//! | test [SUITE...] [--tool gcc|clang|valgrind|asan]... [--surface v0.6] | demo | bench
-//! | abi | adversarial | consumers | install --prefix DIR [--strip]>`.
+//! | test [SUITE...] [--tool gcc|clang|valgrind|asan]... [--surface v0.6]
+//!   [--case NAME[,NAME]] [--jobs N] | demo | bench [e2e] [--runs N]
+//!   [--repeats R] [--perf] | abi | adversarial | consumers
+//! | install --prefix DIR [--strip]>`.
 
 mod abi;
 mod adversarial;
@@ -49,7 +51,7 @@ fn run() -> Result<()> {
             })
         }
         _ => {
-            bail!("usage: cargo xtask <header [--check] | ruby [--check] | gem | test [SUITE...] [--tool gcc|clang|valgrind|asan]... [--surface v0.6] | demo | bench | abi | adversarial | consumers | install --prefix DIR [--strip]>")
+            bail!("usage: cargo xtask <header [--check] | ruby [--check] | gem | test [SUITE...] [--tool gcc|clang|valgrind|asan]... [--surface v0.6] [--case NAME[,NAME]] [--jobs N] | demo | bench [e2e] [--runs N] [--repeats R] [--perf] | abi | adversarial | consumers | install --prefix DIR [--strip]>")
         }
     }
 }
