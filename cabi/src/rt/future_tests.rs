@@ -13,14 +13,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::*;
-use crate::rt::queue::{
-    blazen_completion_queue_drain, blazen_completion_queue_free, blazen_completion_queue_new,
-    BlazenCompletionQueue,
-};
+use crate::rt::queue::{blazen_completion_queue_drain, BlazenCompletionQueue};
+use crate::rt::test_support::{free, free_queue, new_queue, notify, readable, Ptr, HANG};
 use crate::rt::ErrorKind;
-
-/// Only a guard against a hang: no test expects anything to take this long.
-const HANG: Duration = Duration::from_secs(20);
 
 /// A value whose drops are counted.
 #[derive(Debug)]
@@ -43,20 +38,6 @@ fn gated<T: Send + 'static>() -> (*mut BlazenFuture, oneshot::Sender<Result<T>>)
     (Box::into_raw(Box::new(fut)), tx)
 }
 
-/// Whether `fd` is readable within `timeout_ms` (0: now).
-fn readable(fd: i64, timeout_ms: i32) -> bool {
-    assert!(fd >= 0, "not a descriptor: {fd}");
-    let mut p = libc::pollfd {
-        fd: i32::try_from(fd).unwrap(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one live pollfd.
-    let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
-    assert!(n >= 0, "poll: {}", std::io::Error::last_os_error());
-    n == 1 && p.revents & libc::POLLIN != 0
-}
-
 /// Waits (hang guard only) until `cond` holds.
 fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + HANG;
@@ -65,12 +46,6 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
-
-/// A raw pointer that may cross threads (the C contract allows it).
-#[derive(Clone, Copy)]
-struct Ptr<T>(*mut T);
-// SAFETY: the handles are documented as usable from any thread.
-unsafe impl<T> Send for Ptr<T> {}
 
 /// Runs `f` on a new thread; its result arrives on the receiver.
 fn on_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> mpsc::Receiver<R> {
@@ -154,33 +129,12 @@ fn cancel(f: *mut BlazenFuture) {
     unsafe { blazen_future_cancel(f) }
 }
 
-fn free(f: *mut BlazenFuture) {
-    // SAFETY: a live future, handed back once.
-    unsafe { blazen_future_free(f) }
-}
-
-fn notify(f: *mut BlazenFuture, q: *mut BlazenCompletionQueue, tag: u64) {
-    // SAFETY: a live future and a live queue.
-    assert_eq!(unsafe { blazen_future_notify(f, q, tag) }, 0);
-}
-
 /// Everything waiting in `q` now.
 fn drain(q: *mut BlazenCompletionQueue) -> Vec<u64> {
     let mut buf = [0u64; 64];
     // SAFETY: a live queue and 64 writable values.
     let n = unsafe { blazen_completion_queue_drain(q, buf.as_mut_ptr(), buf.len()) };
     buf[..n].to_vec()
-}
-
-fn new_queue() -> *mut BlazenCompletionQueue {
-    let q = blazen_completion_queue_new();
-    assert!(!q.is_null());
-    q
-}
-
-fn free_queue(q: *mut BlazenCompletionQueue) {
-    // SAFETY: a live queue, handed back once.
-    unsafe { blazen_completion_queue_free(q) }
 }
 
 fn assert_already_taken(r: Result<impl std::fmt::Debug>) {

@@ -35,6 +35,8 @@ pub mod queue;
 pub mod ret;
 mod sigpipe;
 pub mod strings;
+#[cfg(test)]
+mod test_support;
 
 use std::sync::{Mutex, MutexGuard, OnceLock};
 

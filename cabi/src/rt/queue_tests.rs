@@ -14,21 +14,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::*;
-use crate::rt::future::{
-    blazen_future_cancel, blazen_future_free, blazen_future_notify, blazen_future_wait, take,
-};
+use crate::rt::future::{blazen_future_cancel, blazen_future_wait, take};
+use crate::rt::test_support::{free, free_queue, new_queue, notify, readable, Ptr, HANG};
 use crate::rt::{BlazenError, BlazenFuture};
-
-/// Only a guard against a hang: no test expects anything to take this long.
-const HANG: Duration = Duration::from_secs(20);
-
-/// A raw pointer that may cross threads (the C contract allows it).
-#[derive(Clone, Copy)]
-struct Ptr<T>(*mut T);
-// SAFETY: queues and futures are documented as usable from any thread.
-unsafe impl<T> Send for Ptr<T> {}
-// SAFETY: as above.
-unsafe impl<T> Sync for Ptr<T> {}
 
 /// A spawned future that finishes with the value sent on the sender.
 fn gated() -> (*mut BlazenFuture, oneshot::Sender<u64>) {
@@ -38,17 +26,6 @@ fn gated() -> (*mut BlazenFuture, oneshot::Sender<u64>) {
             .map_err(|_| BlazenError::internal("the sender was dropped"))
     });
     (Box::into_raw(Box::new(fut)), tx)
-}
-
-fn new_queue() -> *mut BlazenCompletionQueue {
-    let q = blazen_completion_queue_new();
-    assert!(!q.is_null());
-    q
-}
-
-fn notify(f: *mut BlazenFuture, q: *mut BlazenCompletionQueue, tag: u64) {
-    // SAFETY: a live future and a live queue.
-    assert_eq!(unsafe { blazen_future_notify(f, q, tag) }, 0);
 }
 
 /// `blazen_future_wait`, hang-guarded: a test fails instead of blocking
@@ -65,11 +42,6 @@ fn wait(f: *mut BlazenFuture) {
         .recv_timeout(HANG)
         .expect("blazen_future_wait never returned");
     assert_eq!(rc, 0);
-}
-
-fn free(f: *mut BlazenFuture) {
-    // SAFETY: a live future, handed back once.
-    unsafe { blazen_future_free(f) }
 }
 
 fn take_u64(f: *mut BlazenFuture) -> Option<u64> {
@@ -109,30 +81,12 @@ fn queue_fd(q: *mut BlazenCompletionQueue) -> i64 {
     fd
 }
 
-/// Whether `fd` is readable within `timeout_ms` (0: now).
-fn readable(fd: i64, timeout_ms: i32) -> bool {
-    let mut p = libc::pollfd {
-        fd: i32::try_from(fd).unwrap(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one live pollfd.
-    let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
-    assert!(n >= 0, "poll: {}", std::io::Error::last_os_error());
-    n == 1 && p.revents & libc::POLLIN != 0
-}
-
 /// The lock-free count must agree with the tags held.
 fn assert_consistent(q: *mut BlazenCompletionQueue) {
     // SAFETY: a live queue.
     let queue = &unsafe { &*q }.queue;
     let held = queue.lock().tags.len();
     assert_eq!(queue.waiting.load(Ordering::Acquire), held);
-}
-
-fn free_queue(q: *mut BlazenCompletionQueue) {
-    // SAFETY: a live queue, handed back once.
-    unsafe { blazen_completion_queue_free(q) }
 }
 
 /// Waits (hang guard only) until `n` threads sleep in `next_blocking`.
