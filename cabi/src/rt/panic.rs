@@ -17,6 +17,15 @@ fn panic_error(label: &str, payload: Box<dyn std::any::Any + Send>) -> BlazenErr
     BlazenError::internal(format!("{label} panicked: {msg}"))
 }
 
+/// Runs `f`; `None` when it panicked (the panic logged as by [`guard`]),
+/// for the functions that answer with a neutral value rather than an
+/// error.
+pub fn catch<R>(label: &str, f: impl FnOnce() -> R) -> Option<R> {
+    catch_unwind(AssertUnwindSafe(f))
+        .map_err(|p| panic_error(label, p))
+        .ok()
+}
+
 /// Runs `f`, turning a panic into an INTERNAL error.
 pub fn guard<T>(label: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(panic_error(label, p)))

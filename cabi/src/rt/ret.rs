@@ -3,7 +3,7 @@
 
 use std::ffi::c_char;
 
-use super::panic::guard;
+use super::panic::{catch, guard};
 use super::strings::c_string;
 use super::{BlazenError, Result};
 
@@ -103,7 +103,7 @@ pub unsafe fn optional<T>(
 /// Calls `f` with the handle behind `ptr`: `neutral` when `ptr` is NULL or
 /// `f` panicked (for the plain functions of the future and queue handles,
 /// which answer with a status or a count rather than an error). A panic
-/// goes through the one boundary, [`guard`], which logs it under the
+/// goes through the panic boundary ([`catch`]), which logs it under the
 /// handle type's name.
 ///
 /// # Safety
@@ -112,7 +112,7 @@ pub unsafe fn with_borrowed<T, R>(ptr: *const T, neutral: R, f: impl FnOnce(&T) 
     // SAFETY: see above.
     match unsafe { ptr.as_ref() } {
         None => neutral,
-        Some(h) => guard(short_type_name::<T>(), || Ok(f(h))).unwrap_or(neutral),
+        Some(h) => catch(short_type_name::<T>(), || f(h)).unwrap_or(neutral),
     }
 }
 
