@@ -31,15 +31,15 @@ module Blazen
     end
 
     # The name `blazen_error_from_json` reads for a kind number ("Timeout",
-    # "CallerError", ...); nil for an unknown one.
+    # "CallerError", ...), from the library's generated `ERROR_KINDS`; nil
+    # for an unknown one.
     # @param code [Integer]
     # @return [String, nil]
     def self.json_kind(code)
-      JSON_KINDS[code]
+      Native::ERROR_KINDS[code]
     end
 
     BY_KIND = {} # :nodoc:
-    JSON_KINDS = {} # :nodoc:
   end
 
   Native.constants.grep(/\AERROR_KIND_/).sort.each do |name|
@@ -49,10 +49,6 @@ module Blazen
     klass.const_set(:KIND, code)
     const_set("#{words.map(&:capitalize).join}Error", klass)
     Error::BY_KIND[code] = klass
-    # The library's JSON names are the class names less "Error", except the
-    # caller's own kind: ERROR_KIND_CALLER is "CallerError".
-    json = words.map(&:capitalize).join
-    Error::JSON_KINDS[code] = json == "Caller" ? "CallerError" : json
   end
 
   # A rate limit; `retry_after_ms` says when to try again (nil if unknown).
