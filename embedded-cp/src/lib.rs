@@ -15,6 +15,7 @@
 
 mod conn;
 mod error;
+mod http;
 pub mod relay;
 mod server;
 mod service;

@@ -61,6 +61,10 @@ pub struct Config {
     pub finished_ttl: Option<Duration>,
     /// See [`DEFAULT_MAX_REQUEUES`].
     pub max_requeues: u32,
+    /// Where to serve the HTTP side (`IP:PORT`, port 0 picks one; `None`:
+    /// no HTTP side): metrics, health, the run API and the dashboard
+    /// (see `crate::http`).
+    pub http_addr: Option<String>,
 }
 
 /// A running control plane. Dropping it stops it without waiting (every
@@ -72,6 +76,8 @@ pub struct Server {
     /// Closes every accepted connection (see [`Killable`]).
     kill: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The run listing's reader and the HTTP side (`crate::http`).
+    pub(crate) http: crate::http::Side,
 }
 
 impl Server {
@@ -134,6 +140,12 @@ impl Server {
             token: config.bearer_token.map(Arc::from),
         };
         let service = crate::service::Service::new(shared, store, config.max_requeues);
+        let http_token = auth.token.clone().or_else(|| {
+            blazen_controlplane::auth::resolve_peer_token().map(Arc::from)
+        });
+        let http =
+            crate::http::Side::start(config.http_addr.as_deref(), service.observer(), http_token)
+                .await?;
         let service = GrpcServer::with_interceptor(service, auth);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let kill = CancellationToken::new();
@@ -168,6 +180,7 @@ impl Server {
             stop: Mutex::new(Some(stop_tx)),
             kill,
             task: Mutex::new(Some(task)),
+            http,
         })
     }
 
@@ -187,6 +200,7 @@ impl Server {
     /// still open (streams end with an error at their clients). Returns
     /// once the server task has ended and the port is free. Idempotent.
     pub async fn shutdown(&self) {
+        self.http.shutdown().await;
         let stop = lock(&self.stop).take();
         let task = lock(&self.task).take();
         if let Some(stop) = stop {

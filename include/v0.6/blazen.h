@@ -1274,7 +1274,14 @@ BlazenFuture *blazen_controlplane_server_start(const char *bind_addr);
  * finished runs stay describable there; a store not reached within 3 s
  * fails the start with PEER / `ControlPlaneStore`; `max_requeues`
  * (default 3) for how many times a run that lost its worker is re-queued
- * before it fails instead; other keys are a VALIDATION error).
+ * before it fails instead; `http_addr` (`IP:PORT`, port 0 picks one; off
+ * when absent) to serve the HTTP side there: Prometheus `/metrics`,
+ * `/healthz`, `/readyz`, the JSON run API and the dashboard at `/`, all
+ * behind the bearer token when there is one (see the README's "Seeing what
+ * the control plane does"), its address given by
+ * `blazen_controlplane_server_http_endpoint`; a port that cannot be bound
+ * fails the start with PEER / `ControlPlaneTransport`; other keys are a
+ * VALIDATION error).
  *
  * Blocks the calling thread. Returns 0 and stores a new caller-owned `BlazenControlPlaneServer` in `*out_server` (free it with its `_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.
  */
@@ -1296,7 +1303,14 @@ int32_t blazen_controlplane_server_start_with_options_blocking(const char *bind_
  * finished runs stay describable there; a store not reached within 3 s
  * fails the start with PEER / `ControlPlaneStore`; `max_requeues`
  * (default 3) for how many times a run that lost its worker is re-queued
- * before it fails instead; other keys are a VALIDATION error).
+ * before it fails instead; `http_addr` (`IP:PORT`, port 0 picks one; off
+ * when absent) to serve the HTTP side there: Prometheus `/metrics`,
+ * `/healthz`, `/readyz`, the JSON run API and the dashboard at `/`, all
+ * behind the bearer token when there is one (see the README's "Seeing what
+ * the control plane does"), its address given by
+ * `blazen_controlplane_server_http_endpoint`; a port that cannot be bound
+ * fails the start with PEER / `ControlPlaneTransport`; other keys are a
+ * VALIDATION error).
  *
  * Non-blocking: returns a caller-owned `BlazenFuture` (never NULL) running the operation; await it with `blazen_future_poll`, `blazen_future_wait` or `blazen_future_fd`, collect it with the matching `blazen_future_take_*` for `BlazenControlPlaneServer`, and release it with `blazen_future_free`. Invalid arguments give an already-failed future.
  */
@@ -1324,6 +1338,36 @@ uint16_t blazen_controlplane_server_port(const BlazenControlPlaneServer *server)
  * callback). Idempotent; the handle must still be freed.
  */
 void blazen_controlplane_server_shutdown(const BlazenControlPlaneServer *server);
+
+/**
+ * Where the server's HTTP side listens, `http://IP:PORT` (a caller-owned
+ * string: free it with `blazen_string_free`), or NULL when it was started
+ * without `http_addr` (or `server`, borrowed, is NULL).
+ *
+ * The returned string is caller-owned (free with `blazen_string_free`); NULL when absent or on invalid arguments.
+ */
+char *blazen_controlplane_server_http_endpoint(const BlazenControlPlaneServer *server);
+
+/**
+ * One page of the runs `server` (borrowed) knows, newest first, as a
+ * JSON object `{"runs": [...], "next_cursor": N}` (`next_cursor` null on
+ * the last page). Each run: `run_id`, `seq`, `workflow` (null for a run
+ * recovered from a store), `status` (`"pending"`, `"running"`,
+ * `"completed"`, `"failed"` or `"cancelled"`), `submitted_ms`,
+ * `assigned_ms`, `finished_ms`, `duration_ms` (assigned to finished),
+ * `node_id`, `error` and `requeues`. The server keeps every unfinished
+ * run and the last 10,000 finished ones. `filter_json` (borrowed) is NULL,
+ * `null` or an object with any of `status` (one of those names, any
+ * case), `workflow` (a name), `limit` (1 to 1,000; default 50) and
+ * `before` (a `next_cursor`, for the next page); anything else is a
+ * VALIDATION error naming `filter_json`. Does not wait for the network.
+ *
+ * Blocks the calling thread. Returns 0 and stores a caller-owned JSON string in `*out_json` (free with `blazen_string_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.
+ */
+int32_t blazen_controlplane_server_list_runs(const BlazenControlPlaneServer *server,
+                                             const char *filter_json,
+                                             char **out_json,
+                                             BlazenError **out_err);
 
 /**
  * Releases a caller-owned `BlazenControlPlaneSubscription`. NULL is accepted and ignored; the handle must not be used afterwards. Returns promptly: it never waits for a host callback to start or finish. A handle whose work has ended (a worker whose run returned, a subscription whose stream ended or was cancelled) holds no callback table and calls nothing; otherwise its table gets `drop_user_data` here (none for NULL `user_data`), or right after a callback then in flight, on that callback's library thread.

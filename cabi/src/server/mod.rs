@@ -7,7 +7,7 @@ use std::time::Duration;
 use blazen_cabi_macros::{export, handle};
 use blazen_embedded_cp::{Config, Server};
 
-use crate::rt::arg::Options;
+use crate::rt::arg::{Json, Options};
 use crate::rt::Result;
 
 /// A control plane running inside this process. Caller-owned; free with
@@ -35,6 +35,7 @@ pub struct ServerOptions {
     store_url: Option<String>,
     finished_ttl_ms: Option<u64>,
     max_requeues: Option<u32>,
+    http_addr: Option<String>,
 }
 
 impl ServerOptions {
@@ -55,6 +56,7 @@ impl ServerOptions {
             max_requeues: self
                 .max_requeues
                 .unwrap_or(blazen_embedded_cp::DEFAULT_MAX_REQUEUES),
+            http_addr: self.http_addr,
         })
     }
 }
@@ -99,7 +101,14 @@ async fn blazen_controlplane_server_start(bind_addr: String) -> Result<BlazenCon
 /// finished runs stay describable there; a store not reached within 3 s
 /// fails the start with PEER / `ControlPlaneStore`; `max_requeues`
 /// (default 3) for how many times a run that lost its worker is re-queued
-/// before it fails instead; other keys are a VALIDATION error).
+/// before it fails instead; `http_addr` (`IP:PORT`, port 0 picks one; off
+/// when absent) to serve the HTTP side there: Prometheus `/metrics`,
+/// `/healthz`, `/readyz`, the JSON run API and the dashboard at `/`, all
+/// behind the bearer token when there is one (see the README's "Seeing what
+/// the control plane does"), its address given by
+/// `blazen_controlplane_server_http_endpoint`; a port that cannot be bound
+/// fails the start with PEER / `ControlPlaneTransport`; other keys are a
+/// VALIDATION error).
 #[export]
 async fn blazen_controlplane_server_start_with_options(
     bind_addr: String,
@@ -133,4 +142,33 @@ fn blazen_controlplane_server_shutdown(server: &BlazenControlPlaneServer) {
         server.shutdown().await;
         Ok(())
     });
+}
+
+/// Where the server's HTTP side listens, `http://IP:PORT` (a caller-owned
+/// string: free it with `blazen_string_free`), or NULL when it was started
+/// without `http_addr` (or `server`, borrowed, is NULL).
+#[export]
+fn blazen_controlplane_server_http_endpoint(server: &BlazenControlPlaneServer) -> Option<String> {
+    server.inner.http_endpoint()
+}
+
+/// One page of the runs `server` (borrowed) knows, newest first, as a
+/// JSON object `{"runs": [...], "next_cursor": N}` (`next_cursor` null on
+/// the last page). Each run: `run_id`, `seq`, `workflow` (null for a run
+/// recovered from a store), `status` (`"pending"`, `"running"`,
+/// `"completed"`, `"failed"` or `"cancelled"`), `submitted_ms`,
+/// `assigned_ms`, `finished_ms`, `duration_ms` (assigned to finished),
+/// `node_id`, `error` and `requeues`. The server keeps every unfinished
+/// run and the last 10,000 finished ones. `filter_json` (borrowed) is NULL,
+/// `null` or an object with any of `status` (one of those names, any
+/// case), `workflow` (a name), `limit` (1 to 1,000; default 50) and
+/// `before` (a `next_cursor`, for the next page); anything else is a
+/// VALIDATION error naming `filter_json`. Does not wait for the network.
+#[export(status)]
+async fn blazen_controlplane_server_list_runs(
+    server: &BlazenControlPlaneServer,
+    filter_json: Option<Json>,
+) -> Result<String> {
+    let filter = filter_json.map_or(serde_json::Value::Null, |j| j.0);
+    Ok(server.inner.list_runs_json(&filter)?)
 }

@@ -35,6 +35,7 @@
 
 mod frames;
 mod journal;
+pub(crate) mod observe;
 mod requeue;
 mod session;
 mod submit;
@@ -110,6 +111,8 @@ struct Plane {
     /// How many times a run is re-queued after losing its worker before
     /// it fails instead.
     max_requeues: u32,
+    /// What the HTTP side and the run listing read (`observe`).
+    stats: observe::Stats,
 }
 
 type DrainKey = (String, Vec<WorkerCapability>);
@@ -130,6 +133,7 @@ impl Service {
             store,
             journal: journal::Journal::default(),
             max_requeues,
+            stats: observe::Stats::default(),
         });
         tokio::spawn(drainer(Arc::downgrade(&cp), requests));
         tokio::spawn(journal::recorder(

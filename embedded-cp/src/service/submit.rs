@@ -171,6 +171,7 @@ impl Service {
             .queue
             .describe(run_id)
             .ok_or_else(|| Status::internal("run state missing after submit"))?;
+        self.cp.stats.submitted(run_id, &core.workflow_name, snap.started_at_ms);
         if snap.status == RunStatus::Pending {
             self.cp.announce_if_unserved(run_id, &place, &cap);
         }
