@@ -8,6 +8,7 @@ mod abi;
 mod adversarial;
 mod bench;
 mod cc;
+mod chaos;
 mod consumers;
 mod demo;
 mod gem;
@@ -42,6 +43,7 @@ fn run() -> Result<()> {
         Some("test") => test::run(&root, &args[1..]),
         Some("demo") => demo::demo(&root),
         Some("bench") => bench::bench(&root),
+        Some("chaos") => chaos::run(&root, &args[1..]),
         Some("abi") => abi::abi_check(&root, surface_arg(&args)?),
         Some("consumers") => consumers::run(&root),
         Some("install") => install::run(&root, &invoked_from, &args[1..]),
