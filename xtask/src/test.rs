@@ -597,6 +597,11 @@ fn ruby_suite(root: &Path) -> Result<()> {
             None,
         ),
         (
+            "HTTP side suite (metrics, Prometheus, Chromium)",
+            &root.join("tests/ruby/test_http.rb"),
+            None,
+        ),
+        (
             "GC-order suite (the published gems' ownership)",
             &gc_order,
             None,

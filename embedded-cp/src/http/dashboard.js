@@ -204,6 +204,9 @@ async function refresh() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  // A run to open at once: /#run=RUN_ID.
+  const picked = /^#run=([0-9a-fA-F-]{36})$/.exec(location.hash);
+  if (picked) state.selected = picked[1];
   $("f-status").addEventListener("change", () => { state.before = null; state.cursors = []; refresh(); });
   $("f-workflow").addEventListener("input", () => { state.before = null; state.cursors = []; refresh(); });
   $("older").addEventListener("click", () => {
