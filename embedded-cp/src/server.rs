@@ -59,6 +59,9 @@ pub struct Config {
     pub store_url: Option<String>,
     /// How long finished runs stay in the store (`None`: kept).
     pub finished_ttl: Option<Duration>,
+    /// How many writes may wait for the store before submissions are
+    /// refused (`None`: [`crate::store::DEFAULT_REPLAY_LIMIT`]).
+    pub store_replay_limit: Option<usize>,
     /// See [`DEFAULT_MAX_REQUEUES`].
     pub max_requeues: u32,
     /// Where to serve the HTTP side (`IP:PORT`, port 0 picks one; `None`:
@@ -106,7 +109,7 @@ impl Server {
             .local_addr()
             .map_err(|e| Error::Internal(format!("local_addr: {e}")))?;
         let store = match &config.store_url {
-            Some(url) => Some(crate::store::connect(url, config.finished_ttl).await?),
+            Some(url) => Some(crate::store::connect(url, config.finished_ttl, config.store_replay_limit).await?),
             None => None,
         };
         let queue_store: Arc<dyn AssignmentStore> = match &store {
@@ -122,9 +125,10 @@ impl Server {
             events,
             key_store: key_store::default_key_store(),
         });
+        let mut recovered = Vec::new();
         match &store {
             Some(store) => {
-                let found = crate::store::recover(&shared, store)
+                let found = crate::store::recover(store)
                     .await
                     .map_err(|e| Error::peer(crate::Subkind::ControlPlaneStore, e.to_string()))?;
                 tracing::info!(
@@ -133,13 +137,14 @@ impl Server {
                     rerun = found.rerun,
                     "embedded control plane recovered its runs from the store"
                 );
+                recovered = found.runs;
             }
             None => shared.queue.recover_from_store().await?,
         }
         let auth = Auth {
             token: config.bearer_token.map(Arc::from),
         };
-        let service = crate::service::Service::new(shared, store, config.max_requeues);
+        let service = crate::service::Service::new(shared, store, config.max_requeues, recovered);
         let http_token = auth.token.clone().or_else(|| {
             blazen_controlplane::auth::resolve_peer_token().map(Arc::from)
         });

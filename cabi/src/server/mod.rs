@@ -34,6 +34,7 @@ pub struct ServerOptions {
     ca_path: Option<String>,
     store_url: Option<String>,
     finished_ttl_ms: Option<u64>,
+    store_replay_limit: Option<usize>,
     max_requeues: Option<u32>,
     http_addr: Option<String>,
 }
@@ -53,6 +54,7 @@ impl ServerOptions {
             bearer_token: self.bearer_token,
             store_url: self.store_url,
             finished_ttl,
+            store_replay_limit: self.store_replay_limit,
             max_requeues: self
                 .max_requeues
                 .unwrap_or(blazen_embedded_cp::DEFAULT_MAX_REQUEUES),
@@ -66,8 +68,8 @@ impl crate::rt::arg::CheckOptions for ServerOptions {
         crate::tls::pem_triple(&self.cert_path, &self.key_path, &self.ca_path)?;
         match &self.store_url {
             Some(url) => blazen_embedded_cp::store::check_url(url),
-            None if self.finished_ttl_ms.is_some() => {
-                Err("`finished_ttl_ms` needs `store_url`".to_string())
+            None if self.finished_ttl_ms.is_some() || self.store_replay_limit.is_some() => {
+                Err("`finished_ttl_ms` and `store_replay_limit` need `store_url`".to_string())
             }
             None => Ok(()),
         }
@@ -93,13 +95,20 @@ async fn blazen_controlplane_server_start(bind_addr: String) -> Result<BlazenCon
 /// any of `bearer_token`, which every call must then present, overriding
 /// `BLAZEN_PEER_TOKEN` for this server only; and `cert_path` + `key_path` +
 /// `ca_path` to serve mutual TLS from PEM files; `store_url`
-/// (`redis://HOST:PORT/DB` or `unix://PATH`, a Redis or Valkey server) to
-/// keep queued, running and finished runs there so a new control plane
-/// on the same store resumes them (see the README's "A control plane that
-/// survives a restart"), with `finished_ttl_ms` (default 3,600,000, one
-/// hour; 0 keeps them; kept in whole seconds, rounded up) for how long
-/// finished runs stay describable there; a store not reached within 3 s
-/// fails the start with PEER / `ControlPlaneStore`; `max_requeues`
+/// (`redis://[USER:PASSWORD@]HOST:PORT/DB`, `rediss://...` for TLS,
+/// `redis+sentinel://HOST:PORT[,HOST:PORT...]/PRIMARY/DB` for the primary
+/// a set of sentinels names, followed through a failover, or
+/// `unix://PATH`: a Redis or Valkey server; TLS files in the query,
+/// `?tls_ca=CA.pem&tls_cert=CERT.pem&tls_key=KEY.pem`; credentials are
+/// never printed; every query key in the README's "A control plane that
+/// survives a restart") to keep queued, running and finished runs there so
+/// a new control plane on the same store resumes them, with
+/// `finished_ttl_ms` (default 3,600,000, one hour; 0 keeps them; kept in
+/// whole seconds, rounded up) for how long finished runs stay describable
+/// there and `store_replay_limit` (default 100,000) for how many writes may
+/// wait for a store that is down or behind before submissions are refused
+/// (PEER / `ControlPlaneStore`, naming the limit); a store not reached
+/// within 3 s fails the start with PEER / `ControlPlaneStore`; `max_requeues`
 /// (default 3) for how many times a run that lost its worker is re-queued
 /// before it fails instead; `http_addr` (`IP:PORT`, port 0 picks one; off
 /// when absent) to serve the HTTP side there: Prometheus `/metrics`,

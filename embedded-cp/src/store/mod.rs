@@ -1,147 +1,177 @@
-//! The embedded control plane's durable store (option `store_url`): the
-//! crate's `ValkeyAssignmentStore` behind a guard that bounds every call,
-//! fails fast while the store is down, keeps the writes made meanwhile and
-//! replays them in order once it is back; and the cold-start recovery that
-//! rebuilds the queue from it (the crate's `recover_from_store` loses
-//! queued runs' states and duplicates runs, `docs/upstream.md` 12).
+//! The embedded control plane's durable store (option `store_url`): a Redis
+//! or Valkey server (one, over TCP, TLS or a Unix socket, or the primary a
+//! set of sentinels names), in blazen-controlplane 0.7.0's key layout
+//! (`keys`), and the cold-start recovery that rebuilds the queue from it
+//! (the crate's `recover_from_store` loses queued runs' states and
+//! duplicates runs, `docs/upstream.md` 12).
+//!
+//! Every write goes through one ordered backlog (`backlog`) that one task
+//! (`writer`) sends in pipelines, as many writes at a time as have piled
+//! up: a caller's write returns once it is in the store, so a submission
+//! is acknowledged only once its assignment is written and a result is
+//! announced only once it is recorded, while concurrent runs share round
+//! trips. A write that finds the store down (no answer within
+//! [`CALL_TIMEOUT`], an error, a server that is no longer the primary)
+//! fails at once but stays in the backlog, merged with later writes to the
+//! same record, and is written when the store answers again; submissions
+//! are refused meanwhile, and whenever more than `store_replay_limit`
+//! writes wait ([`DEFAULT_REPLAY_LIMIT`]). A refused submission's writes
+//! are withdrawn (and its records deleted), so it never runs after a
+//! restart.
+//!
+//! Claims (which session runs a run) are kept here too, so a run's claim is
+//! released when it ends and a session's end releases only the runs it
+//! still holds: the crate's `release_inflight` walks every run the
+//! session ever claimed, two round trips each, which after a few thousand
+//! runs passed the call limit and took a healthy store for down.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Mutex, Weak};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use blazen_controlplane::protocol::Assignment;
-use blazen_controlplane::server::store::AssignmentStore;
-use blazen_controlplane::server::ValkeyAssignmentStore;
 use blazen_controlplane::ControlPlaneError;
-use blazen_core::distributed::{RunStateSnapshot, WorkerCapability};
+use redis::aio::MultiplexedConnection;
+use tokio::sync::{oneshot, Notify};
 use uuid::Uuid;
 
 use crate::lock;
 use crate::Error;
 pub(crate) use crate::STORE_STATUS_PREFIX as STATUS_PREFIX;
 
+mod backlog;
+mod keys;
+mod link;
 mod recover;
+mod trait_impl;
+mod url;
+mod writer;
 
 pub(crate) use recover::recover;
+pub use url::redact;
+
+use backlog::Backlog;
+use keys::Op;
 
 /// The longest `server_start*` waits to reach the store before it fails
 /// with PEER / `ControlPlaneStore`.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The longest one store call may take before the store is taken to be
-/// down (each call is one to three Redis commands).
+/// The longest one store call (a read, or a batch of writes) may take
+/// before the store is taken to be down.
 const CALL_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// How often a store that is down is probed.
-const PROBE_EVERY: Duration = Duration::from_millis(250);
 
 /// Default time a finished run's snapshot is kept in the store.
 pub const DEFAULT_FINISHED_TTL: Duration = Duration::from_secs(3600);
 
-/// A write the store missed while it was down, replayed when it is back.
-enum Write {
-    PutAssignment(Uuid, Box<Assignment>),
-    DeleteAssignment(Uuid),
-    PutState(Uuid, Box<RunStateSnapshot>, Option<Duration>),
-    EnqueuePending(WorkerCapability, Uuid, Vec<String>),
-    ClaimInflight(Uuid, Uuid),
-    ReleaseInflight(Uuid),
-}
+/// How many writes may wait for the store (while it is down or behind)
+/// before submissions are refused, unless `store_replay_limit` says
+/// otherwise. Writes of runs already accepted are still kept past it, at
+/// most four per run (a run's latest state, assignment, claim and queue
+/// entry).
+pub const DEFAULT_REPLAY_LIMIT: usize = 100_000;
 
+/// What is known about the store and its writes.
 #[derive(Default)]
-struct Health {
-    /// Why the store is down; `None` while it is up.
+struct State {
+    /// Why the store is down; `None` while it answers.
     down: Option<String>,
-    /// Writes made while it was down, oldest first.
-    backlog: VecDeque<Write>,
-    probing: bool,
+    backlog: Backlog,
+    /// Runs whose assignment is in the store (or being written): a write
+    /// of a run not among them is a submission.
+    known: HashSet<Uuid>,
+    /// The session that claims each claimed run ...
+    claims: HashMap<Uuid, Uuid>,
+    /// ... and the runs each session claims.
+    sessions: HashMap<Uuid, HashSet<Uuid>>,
 }
 
-/// The guarded store.
+/// The connections: one the writer uses alone, one for reads.
+#[derive(Clone)]
+pub(crate) struct Conns {
+    write: MultiplexedConnection,
+    read: MultiplexedConnection,
+}
+
+/// The store.
 pub(crate) struct Durable {
-    inner: ValkeyAssignmentStore,
-    /// The store's URL without its credentials, for messages.
-    target: String,
-    health: Mutex<Health>,
-    me: Weak<Durable>,
+    link: link::Link,
+    /// The TTL of finished runs' states (`None`: kept).
+    ttl: Option<Duration>,
+    limit: usize,
+    state: Mutex<State>,
+    conns: Mutex<Option<Conns>>,
+    wake: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Durable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Durable")
-            .field("target", &self.target)
+            .field("target", &self.link.target.shown)
             .finish()
     }
 }
 
-/// `url` without the user and password.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_string(),
-    }
-}
-
-/// Checks the option: a `redis://` or `unix://` URL.
+/// Checks the option (scheme, query keys, readable TLS files).
 pub fn check_url(url: &str) -> Result<(), String> {
-    let ok = ["redis://", "unix://", "redis+unix://"]
-        .iter()
-        .any(|s| url.starts_with(s));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`store_url` must be a redis:// or unix:// URL, got `{}`",
-            redact(url)
-        ))
-    }
+    url::parse(url).map(drop)
 }
 
-/// The text of a store error without the variant's prefix.
-fn cause(e: &ControlPlaneError) -> String {
-    match e {
-        ControlPlaneError::Transport(t) => t.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Connects to the store at `url` within [`CONNECT_TIMEOUT`].
-pub(crate) async fn connect(url: &str, ttl: Option<Duration>) -> Result<Arc<Durable>, Error> {
-    let target = redact(url);
+/// Connects to the store at `url` within [`CONNECT_TIMEOUT`]; finished
+/// runs' states expire after `ttl`; submissions are refused while more
+/// than `limit` writes wait.
+pub(crate) async fn connect(
+    url: &str,
+    ttl: Option<Duration>,
+    limit: Option<usize>,
+) -> Result<Arc<Durable>, Error> {
+    let target = url::parse(url).map_err(|problem| Error::Invalid {
+        param: "store_url",
+        problem,
+    })?;
+    let shown = target.shown.clone();
     let fail = |why: String| {
         Error::peer(
             crate::Subkind::ControlPlaneStore,
-            format!("cannot reach the control plane store {target}: {why}"),
+            format!("cannot reach the control plane store {shown}: {why}"),
         )
     };
-    let inner = match tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        ValkeyAssignmentStore::with_terminal_ttl(url, ttl),
-    )
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(fail(cause(&e))),
+    let link = link::Link::new(target).map_err(fail)?;
+    let wake = Arc::new(Notify::new());
+    let store = Arc::new(Durable {
+        link,
+        ttl,
+        limit: limit.unwrap_or(DEFAULT_REPLAY_LIMIT).max(1),
+        state: Mutex::default(),
+        conns: Mutex::default(),
+        wake: wake.clone(),
+    });
+    let reached = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        let mut c = store.conns().await?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut c.write)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    match reached {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => return Err(fail(why)),
         Err(_) => {
             return Err(fail(format!(
                 "no connection within {} s",
                 CONNECT_TIMEOUT.as_secs()
             )))
         }
-    };
-    Ok(Arc::new_cyclic(|me| Durable {
-        inner,
-        target,
-        health: Mutex::default(),
-        me: me.clone(),
-    }))
+    }
+    tokio::spawn(writer::run(Arc::downgrade(&store), wake));
+    Ok(store)
 }
 
 impl Durable {
-    fn error(&self, why: &str) -> ControlPlaneError {
+    pub(crate) fn error(&self, why: &str) -> ControlPlaneError {
         ControlPlaneError::Transport(format!(
             "{STATUS_PREFIX} {} is unavailable: {why}",
-            self.target
+            self.link.target.shown
         ))
     }
 
@@ -156,193 +186,182 @@ impl Durable {
     }
 
     /// Why the store is down, if it is.
-    fn down(&self) -> Option<String> {
-        lock(&self.health).down.clone()
+    pub(crate) fn down(&self) -> Option<String> {
+        lock(&self.state).down.clone()
     }
 
-    /// Takes the store to be down for `why` and starts probing it.
+    /// Takes the store to be down for `why` (the writer probes it).
     fn mark_down(&self, why: String) {
-        let start = {
-            let mut h = lock(&self.health);
-            if h.down.is_none() {
-                tracing::warn!(store = %self.target, error = %why, "control plane store unavailable");
+        {
+            let mut st = lock(&self.state);
+            if st.down.is_none() {
+                tracing::warn!(store = %self.link.target.shown, error = %why, "control plane store unavailable");
             }
-            h.down = Some(why);
-            !std::mem::replace(&mut h.probing, true)
-        };
-        if start {
-            tokio::spawn(probe(self.me.clone()));
+            st.down = Some(why);
+        }
+        *lock(&self.conns) = None;
+        self.wake.notify_one();
+    }
+
+    /// Why a submission cannot be accepted now, if it cannot.
+    fn refusal(&self, st: &State) -> Option<ControlPlaneError> {
+        let waiting = st.backlog.len();
+        let over = (waiting >= self.limit).then(|| {
+            format!(
+                "{waiting} writes wait for it, the most kept for new runs (store_replay_limit \
+                 {}); submissions are refused until fewer wait",
+                self.limit
+            )
+        });
+        match (&st.down, over) {
+            (Some(why), None) => Some(self.error(why)),
+            (Some(why), Some(over)) => Some(self.error(&format!("{why}; {over}"))),
+            (None, Some(over)) => Some(ControlPlaneError::Transport(format!(
+                "{STATUS_PREFIX} {} is behind: {over}",
+                self.link.target.shown
+            ))),
+            (None, None) => None,
         }
     }
 
+    /// Queues writes of `run` and waits until they are in the store. While
+    /// the store is down they fail at once and are kept for the replay.
+    async fn write(&self, run: Uuid, ops: Vec<Op>) -> Result<(), ControlPlaneError> {
+        let mut waits = Vec::with_capacity(ops.len());
+        {
+            let mut st = lock(&self.state);
+            let down = st.down.clone();
+            for op in ops {
+                let waiter = down.is_none().then(|| {
+                    let (tx, rx) = oneshot::channel();
+                    waits.push(rx);
+                    tx
+                });
+                st.backlog.push(run, op, waiter);
+            }
+            if let Some(why) = down {
+                return Err(self.error(&why));
+            }
+        }
+        self.wake.notify_one();
+        for rx in waits {
+            match rx.await {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => return Err(self.error(&why)),
+                Err(_) => return Err(self.error("the store was dropped")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a run's assignment. For a run the store does not know yet (a
+    /// submission) it is refused while the store is down or too many
+    /// writes wait, and a failed write is withdrawn with every other
+    /// waiting write of the run, and its records deleted.
+    async fn put_assignment_bytes(&self, run: Uuid, bytes: Vec<u8>) -> Result<(), ControlPlaneError> {
+        let new = {
+            let mut st = lock(&self.state);
+            let new = !st.known.contains(&run);
+            if new {
+                if let Some(e) = self.refusal(&st) {
+                    return Err(e);
+                }
+                st.known.insert(run);
+            }
+            new
+        };
+        let written = self.write(run, vec![Op::PutAssignment(bytes)]).await;
+        if written.is_err() && new {
+            let mut st = lock(&self.state);
+            st.known.remove(&run);
+            st.backlog.withdraw(run);
+            // The failed batch may have reached the store before it failed.
+            st.backlog.push(run, Op::DeleteAssignment, None);
+            st.backlog.push(run, Op::DeleteState, None);
+        }
+        written
+    }
+
+    /// Notes that `run`'s assignment is in the store (found by recovery).
+    pub(crate) fn know(&self, run: Uuid) {
+        lock(&self.state).known.insert(run);
+    }
+
+    /// A run ended: its assignment is deleted and its claim released.
+    async fn delete_run(&self, run: Uuid) -> Result<(), ControlPlaneError> {
+        let mut ops = vec![Op::DeleteAssignment];
+        {
+            let mut st = lock(&self.state);
+            st.known.remove(&run);
+            if let Some(session) = st.claims.remove(&run) {
+                if let Some(runs) = st.sessions.get_mut(&session) {
+                    runs.remove(&run);
+                }
+                ops.push(Op::Release { session });
+            }
+        }
+        self.write(run, ops).await
+    }
+
+    async fn claim(&self, run: Uuid, session: Uuid) -> Result<(), ControlPlaneError> {
+        {
+            let mut st = lock(&self.state);
+            if let Some(old) = st.claims.insert(run, session) {
+                if let Some(runs) = st.sessions.get_mut(&old) {
+                    runs.remove(&run);
+                }
+            }
+            st.sessions.entry(session).or_default().insert(run);
+        }
+        self.write(run, vec![Op::Claim { session }]).await
+    }
+
+    /// Releases the runs `session` still claims (not every run it ever
+    /// claimed: those that ended were released then) and drops its set.
+    async fn release_session(&self, session: Uuid) -> Result<Vec<Uuid>, ControlPlaneError> {
+        let runs: Vec<Uuid> = {
+            let mut st = lock(&self.state);
+            let runs: Vec<Uuid> = st.sessions.remove(&session).unwrap_or_default().into_iter().collect();
+            for r in &runs {
+                if st.claims.get(r) == Some(&session) {
+                    st.claims.remove(r);
+                }
+            }
+            runs
+        };
+        let released = runs.iter().map(|r| self.write(*r, vec![Op::Release { session }]));
+        let dropped = self.write(session, vec![Op::DropSession]);
+        let (released, dropped) = tokio::join!(futures_util::future::join_all(released), dropped);
+        released.into_iter().collect::<Result<Vec<()>, _>>()?;
+        dropped?;
+        Ok(runs)
+    }
+
     /// Runs a read: fails at once while the store is down.
-    async fn read<T, F>(&self, f: F) -> Result<T, ControlPlaneError>
+    async fn read<T, F, Fut>(&self, f: F) -> Result<T, ControlPlaneError>
     where
-        F: std::future::Future<Output = Result<T, ControlPlaneError>>,
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         if let Some(why) = self.down() {
             return Err(self.error(&why));
         }
-        match tokio::time::timeout(CALL_TIMEOUT, f).await {
+        let conn = lock(&self.conns).clone().map(|c| c.read);
+        let Some(conn) = conn else {
+            return Err(self.error("not connected"));
+        };
+        match tokio::time::timeout(CALL_TIMEOUT, f(conn)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
-                let why = cause(&e);
-                if matches!(e, ControlPlaneError::Transport(_)) {
-                    self.mark_down(why.clone());
-                }
-                Err(self.error(&why))
-            }
-            Err(_) => {
-                let why = format!("no answer within {} ms", CALL_TIMEOUT.as_millis());
-                self.mark_down(why.clone());
-                Err(self.error(&why))
-            }
-        }
-    }
-
-    /// Runs a write, or keeps it for the replay while the store is down
-    /// (or while earlier writes wait to be replayed).
-    async fn write(&self, w: Write) -> Result<(), ControlPlaneError> {
-        {
-            let mut h = lock(&self.health);
-            if let Some(why) = h.down.clone() {
-                h.backlog.push_back(w);
-                return Err(self.error(&why));
-            }
-        }
-        match tokio::time::timeout(CALL_TIMEOUT, self.apply(&w)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                let why = cause(&e);
-                lock(&self.health).backlog.push_back(w);
+                let why = e.to_string();
                 self.mark_down(why.clone());
                 Err(self.error(&why))
             }
             Err(_) => {
                 let why = format!("no answer within {} ms", CALL_TIMEOUT.as_millis());
-                lock(&self.health).backlog.push_back(w);
                 self.mark_down(why.clone());
                 Err(self.error(&why))
             }
         }
-    }
-
-    async fn apply(&self, w: &Write) -> Result<(), ControlPlaneError> {
-        let s = &self.inner;
-        match w {
-            Write::PutAssignment(id, a) => s.put_assignment(*id, a).await,
-            Write::DeleteAssignment(id) => s.delete_assignment(*id).await,
-            Write::PutState(id, st, ttl) => s.put_state(*id, st, *ttl).await,
-            Write::EnqueuePending(cap, id, tags) => s.enqueue_pending(cap, *id, tags).await,
-            Write::ClaimInflight(id, sid) => s.claim_inflight(*id, *sid).await,
-            Write::ReleaseInflight(sid) => s.release_inflight(*sid).await.map(drop),
-        }
-    }
-}
-
-/// Probes a store that is down until it answers, replays the writes it
-/// missed in order, then takes it to be up. Ends with the server.
-async fn probe(store: Weak<Durable>) {
-    loop {
-        tokio::time::sleep(PROBE_EVERY).await;
-        let Some(s) = store.upgrade() else {
-            return;
-        };
-        let alive = tokio::time::timeout(CALL_TIMEOUT, s.inner.get_state(Uuid::nil()))
-            .await
-            .is_ok_and(|r| r.is_ok());
-        if !alive {
-            continue;
-        }
-        loop {
-            let next = {
-                let mut h = lock(&s.health);
-                match h.backlog.pop_front() {
-                    Some(w) => w,
-                    None => {
-                        h.down = None;
-                        h.probing = false;
-                        tracing::info!(store = %s.target, "control plane store available again");
-                        return;
-                    }
-                }
-            };
-            let ok = tokio::time::timeout(CALL_TIMEOUT, s.apply(&next))
-                .await
-                .is_ok_and(|r| r.is_ok());
-            if !ok {
-                lock(&s.health).backlog.push_front(next);
-                break;
-            }
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl AssignmentStore for Durable {
-    async fn put_assignment(&self, run_id: Uuid, a: &Assignment) -> Result<(), ControlPlaneError> {
-        self.write(Write::PutAssignment(run_id, Box::new(a.clone())))
-            .await
-    }
-
-    async fn get_assignment(&self, run_id: Uuid) -> Result<Option<Assignment>, ControlPlaneError> {
-        self.read(self.inner.get_assignment(run_id)).await
-    }
-
-    async fn delete_assignment(&self, run_id: Uuid) -> Result<(), ControlPlaneError> {
-        self.write(Write::DeleteAssignment(run_id)).await
-    }
-
-    async fn put_state(
-        &self,
-        run_id: Uuid,
-        state: &RunStateSnapshot,
-        ttl: Option<Duration>,
-    ) -> Result<(), ControlPlaneError> {
-        self.write(Write::PutState(run_id, Box::new(state.clone()), ttl))
-            .await
-    }
-
-    async fn get_state(&self, run_id: Uuid) -> Result<Option<RunStateSnapshot>, ControlPlaneError> {
-        self.read(self.inner.get_state(run_id)).await
-    }
-
-    async fn enqueue_pending(
-        &self,
-        cap: &WorkerCapability,
-        run_id: Uuid,
-        tags: &[String],
-    ) -> Result<(), ControlPlaneError> {
-        self.write(Write::EnqueuePending(cap.clone(), run_id, tags.to_vec()))
-            .await
-    }
-
-    async fn dequeue_pending(
-        &self,
-        cap: &WorkerCapability,
-    ) -> Result<Option<(Uuid, Vec<String>)>, ControlPlaneError> {
-        self.read(self.inner.dequeue_pending(cap)).await
-    }
-
-    async fn list_pending_capabilities(&self) -> Result<Vec<WorkerCapability>, ControlPlaneError> {
-        self.read(self.inner.list_pending_capabilities()).await
-    }
-
-    async fn claim_inflight(&self, run_id: Uuid, session: Uuid) -> Result<(), ControlPlaneError> {
-        self.write(Write::ClaimInflight(run_id, session)).await
-    }
-
-    /// The runs released are not reported (the queue ignores them).
-    async fn release_inflight(&self, session: Uuid) -> Result<Vec<Uuid>, ControlPlaneError> {
-        self.write(Write::ReleaseInflight(session))
-            .await
-            .map(|()| Vec::new())
-    }
-
-    async fn list_orphaned_inflight(
-        &self,
-        alive: &HashSet<Uuid>,
-    ) -> Result<Vec<Uuid>, ControlPlaneError> {
-        self.read(self.inner.list_orphaned_inflight(alive)).await
     }
 }

@@ -1,0 +1,163 @@
+//! The one task that writes to the store: it takes the oldest waiting
+//! writes, as many as have piled up (up to [`BATCH_COMMANDS`] commands),
+//! sends them as one pipeline and tells their callers. While the store is
+//! down it probes it every [`PROBE_EVERY`] (reconnecting, through the
+//! sentinels when there are some) and then writes what waited, oldest
+//! first, in the same batches.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use tokio::sync::Notify;
+
+use super::backlog::Entry;
+use super::{lock, Conns, Durable, CALL_TIMEOUT};
+
+/// How often a store that is down is probed.
+pub(crate) const PROBE_EVERY: Duration = Duration::from_millis(250);
+
+/// The most commands one pipeline carries.
+const BATCH_COMMANDS: usize = 4096;
+
+/// How long the replicas a write must reach (`replicas=N`) have to confirm
+/// it (Redis `WAIT`).
+const WAIT_MS: u64 = 500;
+
+/// Writes until the store is dropped.
+pub(crate) async fn run(store: Weak<Durable>, wake: Arc<Notify>) {
+    let mut failed = false;
+    loop {
+        if failed {
+            tokio::time::sleep(PROBE_EVERY).await;
+        }
+        let Some(s) = store.upgrade() else {
+            return;
+        };
+        let batch = lock(&s.state).backlog.take(BATCH_COMMANDS);
+        if batch.is_empty() {
+            if s.down().is_some() {
+                failed = !s.probe().await;
+                continue;
+            }
+            drop(s);
+            // Wakes on a write, or now and then to see whether the store
+            // has been dropped.
+            let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+            failed = false;
+            continue;
+        }
+        let sent = tokio::time::timeout(CALL_TIMEOUT * 2, s.send(&batch))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {} ms", CALL_TIMEOUT.as_millis())));
+        match sent {
+            Ok(()) => {
+                s.written(batch);
+                failed = false;
+            }
+            Err(why) => {
+                s.failed(batch, why);
+                failed = true;
+            }
+        }
+    }
+}
+
+impl Durable {
+    /// The connections, opened first when there are none.
+    pub(crate) async fn conns(&self) -> Result<Conns, String> {
+        if let Some(c) = lock(&self.conns).clone() {
+            return Ok(c);
+        }
+        let write = self.link.open(CALL_TIMEOUT).await?;
+        let read = self.link.open(CALL_TIMEOUT).await?;
+        let c = Conns { write, read };
+        *lock(&self.conns) = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Reconnects and pings; true when the store answered (it is then
+    /// taken to be up).
+    async fn probe(&self) -> bool {
+        let answer = tokio::time::timeout(CALL_TIMEOUT * 2, async {
+            let mut c = self.conns().await?;
+            redis::cmd("PING")
+                .query_async::<()>(&mut c.write)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        match answer {
+            Ok(Ok(())) => {
+                self.up();
+                true
+            }
+            Ok(Err(why)) => {
+                self.mark_down(why);
+                false
+            }
+            Err(_) => {
+                self.mark_down(format!("no answer within {} ms", CALL_TIMEOUT.as_millis()));
+                false
+            }
+        }
+    }
+
+    /// Sends `batch` as one pipeline (then `WAIT` for the replicas).
+    async fn send(&self, batch: &[(u64, Entry)]) -> Result<(), String> {
+        let mut conn: MultiplexedConnection = self.conns().await?.write;
+        let mut p = redis::pipe();
+        for (_, e) in batch {
+            e.op.add_to(e.run, &mut p);
+        }
+        let replicas = self.link.target.replicas;
+        if replicas > 0 {
+            p.cmd("WAIT").arg(replicas).arg(WAIT_MS);
+        }
+        let replies: Vec<i64> = p.query_async(&mut conn).await.map_err(|e| e.to_string())?;
+        match replies.first() {
+            Some(n) if *n < i64::from(replicas) => Err(format!(
+                "{n} of the {replicas} replicas a write must reach confirmed it within {WAIT_MS} ms"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The batch is in the store: its callers are told.
+    fn written(&self, batch: Vec<(u64, Entry)>) {
+        {
+            let mut st = lock(&self.state);
+            st.backlog.in_flight = 0;
+        }
+        self.up();
+        for (_, e) in batch {
+            for w in e.waiters {
+                let _ = w.send(Ok(()));
+            }
+        }
+    }
+
+    /// The batch could not be written: it goes back in front of the
+    /// waiting writes, the store is taken to be down, its callers are told.
+    fn failed(&self, mut batch: Vec<(u64, Entry)>, why: String) {
+        let waiters: Vec<_> = batch
+            .iter_mut()
+            .flat_map(|(_, e)| std::mem::take(&mut e.waiters))
+            .collect();
+        lock(&self.state).backlog.put_back(batch);
+        self.mark_down(why.clone());
+        for w in waiters {
+            let _ = w.send(Err(why.clone()));
+        }
+    }
+
+    /// Takes the store to be up again (it answered; what still waits is
+    /// written next, and submissions wait behind it).
+    fn up(&self) {
+        let mut st = lock(&self.state);
+        if st.down.is_some() {
+            st.down = None;
+            tracing::info!(store = %self.link.target.shown, "control plane store available again");
+        }
+    }
+}
