@@ -492,6 +492,9 @@ fn test_selected(root: &Path, sel: &Selection) -> Result<()> {
     if sel.has("abi") {
         crate::abi::run_abi_check(root, &lib, surface)?;
     }
+    if sel.has("chaos") {
+        crate::chaos::short(root)?;
+    }
     if sel.has("consumers") {
         crate::consumers::run(root)?;
     }
@@ -531,6 +534,8 @@ fn test_all(root: &Path) -> Result<()> {
     c_suites(root, &lib, &bin, Surface::V0_5, &every("v0.5".into())?)?;
     println!("== abi-check");
     crate::abi::run_abi_check(root, &lib, Surface::V0_5)?;
+    println!("== chaos (short run, alone: it restarts its control plane and Redis on the ports they had)");
+    crate::chaos::short(root)?;
     println!("== the 0.6.x surface build (feature surface-v0_6)");
     let lib06 = build_surface(root, false, Surface::V0_6)?;
     header_compiles(root, &lib06, &bin, Surface::V0_6)?;
