@@ -31,6 +31,7 @@ use uuid::Uuid;
 
 mod e2e;
 mod e2e_native;
+mod http_cost;
 
 type Error = Box<dyn std::error::Error>;
 
@@ -393,6 +394,7 @@ fn main() -> Result<(), Error> {
         [_, mode, ep, what, k, calls] if mode == "native-rate" => {
             return native_rate_mode(ep, what, k.parse()?, calls.parse()?)
         }
+        [_, c, r, mode] if mode == "http-cost" => return http_cost::run(c, r),
         [_, c, r, rest @ ..] => (c.as_str(), r.as_str(), rest),
         _ => return Err(usage.into()),
     };

@@ -145,9 +145,10 @@ impl Server {
             token: config.bearer_token.map(Arc::from),
         };
         let service = crate::service::Service::new(shared, store, config.max_requeues, recovered);
-        let http_token = auth.token.clone().or_else(|| {
-            blazen_controlplane::auth::resolve_peer_token().map(Arc::from)
-        });
+        let http_token = auth
+            .token
+            .clone()
+            .or_else(|| blazen_controlplane::auth::resolve_peer_token().map(Arc::from));
         let http =
             crate::http::Side::start(config.http_addr.as_deref(), service.observer(), http_token)
                 .await?;

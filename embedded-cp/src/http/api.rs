@@ -110,10 +110,7 @@ async fn overview(State(ctx): State<Ctx>) -> Response {
     json_response(StatusCode::OK, &v)
 }
 
-async fn runs(
-    State(ctx): State<Ctx>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
+async fn runs(State(ctx): State<Ctx>, Query(q): Query<HashMap<String, String>>) -> Response {
     let mut f = RunFilter {
         limit: RunFilter::DEFAULT_LIMIT,
         ..RunFilter::default()

@@ -14,7 +14,10 @@ use crate::service::observe::{Histogram, Snapshot, StoreView, BUCKETS, COUNTERS}
 pub(super) async fn serve(State(ctx): State<Ctx>) -> Response {
     let s = ctx.observer.snapshot().await;
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         render(&s),
     )
         .into_response()

@@ -148,7 +148,10 @@ impl Side {
 impl Server {
     /// Where the HTTP side listens, `http://IP:PORT`, when it has one.
     pub fn http_endpoint(&self) -> Option<String> {
-        self.http.http.as_ref().map(|l| format!("http://{}", l.addr))
+        self.http
+            .http
+            .as_ref()
+            .map(|l| format!("http://{}", l.addr))
     }
 
     /// One page of runs, newest first, as JSON text: `{"runs": [...],
@@ -167,7 +170,10 @@ impl Server {
 fn router(ctx: Ctx) -> Router {
     Router::new()
         .route("/", get(page))
-        .route("/dashboard.js", get(|| async { asset(SCRIPT, "text/javascript") }))
+        .route(
+            "/dashboard.js",
+            get(|| async { asset(SCRIPT, "text/javascript") }),
+        )
         .route("/dashboard.css", get(|| async { asset(STYLE, "text/css") }))
         .route("/metrics", get(metrics::serve))
         .route("/healthz", get(|| async { text(StatusCode::OK, "ok\n") }))
@@ -310,12 +316,18 @@ fn refused(page: bool) -> Response {
 
 fn secured(mut resp: Response) -> Response {
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
@@ -329,7 +341,10 @@ mod tests {
     fn tokens_come_from_the_header_or_the_cookie() {
         let mut h = HeaderMap::new();
         assert_eq!(presented(&h), None);
-        h.insert(header::COOKIE, HeaderValue::from_static("a=b; blazen_token=s3"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=b; blazen_token=s3"),
+        );
         assert_eq!(presented(&h), Some("s3"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t1"));
         assert_eq!(presented(&h), Some("t1"));

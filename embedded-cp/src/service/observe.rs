@@ -307,7 +307,8 @@ impl Index {
     fn record(&mut self, event: &RunEvent) {
         let at = event.timestamp_ms;
         let e = self.entry(event.run_id, at);
-        e.events.push_back((at, event.event_type.clone(), cut(&event.data)));
+        e.events
+            .push_back((at, event.event_type.clone(), cut(&event.data)));
         if e.events.len() > RUN_EVENTS {
             e.events.pop_front();
         }
@@ -697,7 +698,9 @@ impl Observer {
             }
             let Some(e) = i.runs.get(id) else { continue };
             if f.status.is_some_and(|s| s != e.status)
-                || f.workflow.as_ref().is_some_and(|w| e.workflow.as_ref() != Some(w))
+                || f.workflow
+                    .as_ref()
+                    .is_some_and(|w| e.workflow.as_ref() != Some(w))
             {
                 continue;
             }
