@@ -7,11 +7,16 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use blazen_core::distributed::RunStatus;
+use blazen_controlplane::client::Client;
+use blazen_controlplane::protocol::Assignment;
+use blazen_controlplane::worker::{AssignmentContext, AssignmentFailure, AssignmentHandler};
+use blazen_core::distributed::{OrchestratorClient, RunStatus, SubmitWorkflowRequest};
 use common::*;
+use futures_util::StreamExt;
 use serde_json::json;
 
 struct Redis(Child);
@@ -129,4 +134,174 @@ async fn attempts_count_across_a_restart() {
     let before = again.attempts.lock().unwrap().clone();
     assert_eq!(before, [1], "recovered as attempt 1");
     assert_eq!(*echo.attempts.lock().unwrap(), [2], "then lost once more");
+}
+
+mod redis_proc;
+
+/// Answers with its input once opened, counting its calls.
+#[derive(Clone)]
+struct Gate {
+    open: Arc<tokio::sync::watch::Sender<bool>>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Gate {
+    fn new() -> Self {
+        Gate {
+            open: Arc::new(tokio::sync::watch::channel(false).0),
+            calls: Arc::default(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl AssignmentHandler for Gate {
+    async fn handle(
+        &self,
+        a: Assignment,
+        _ctx: AssignmentContext,
+    ) -> Result<serde_json::Value, AssignmentFailure> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let _ = self.open.subscribe().wait_for(|o| *o).await;
+        Ok(serde_json::from_slice(&a.input_json).unwrap_or_default())
+    }
+}
+
+/// A submission's error text, or `None` when it was accepted.
+async fn refusal(c: &Client, workflow: &str) -> Option<String> {
+    c.submit_workflow(SubmitWorkflowRequest {
+        workflow_name: workflow.into(),
+        workflow_version: None,
+        input: json!(0),
+        required_tags: vec![],
+        idempotency_key: None,
+        deadline_ms: None,
+        wait_for_worker: true,
+        resource_hint: None,
+    })
+    .await
+    .err()
+    .map(|e| e.to_string())
+}
+
+/// `INFO commandstats` calls of `command`.
+async fn calls_of(r: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(r).await.unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The bug bench/repro/store_down.py found: a session's end released every
+/// run the session had ever claimed, two round trips each, which after a
+/// few thousand runs passed the store's 1 s call limit and took a healthy
+/// Redis for down (submissions refused). Now each run's claim goes when the
+/// run ends, and the session's end releases what it still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_ran_thousands_of_runs_leaves_and_the_store_stays_up() {
+    const RUNS: usize = 3000;
+    let redis = redis_proc::Redis::start(&[]).await;
+    let mut r = redis_proc::conn(&redis.url()).await;
+    let cp = server(stored(&redis.url())).await;
+    let c = client(&cp).await;
+    let echo = Echo::default();
+    let w = worker(&cp, "busy", "many", 16, echo.clone()).await;
+    let started = std::time::Instant::now();
+    let mut runs = Vec::new();
+    let mut in_flight = futures_util::stream::FuturesUnordered::new();
+    for i in 0..RUNS {
+        in_flight.push(submit(&c, "many", json!(i), true));
+        if in_flight.len() >= 64 {
+            runs.push(in_flight.next().await.unwrap());
+        }
+    }
+    while let Some(run) = in_flight.next().await {
+        runs.push(run);
+    }
+    for run in &runs {
+        assert_eq!(ended(&c, *run).await.status, RunStatus::Completed);
+    }
+    println!(
+        "{RUNS} runs on the store through one worker in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    let claimed: usize = redis::cmd("SCARD")
+        .arg("blazen:cp:inflight_runs")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert_eq!(claimed, 0, "every run's claim was released when it ended");
+    let (srem, del) = (calls_of(&mut r, "srem").await, calls_of(&mut r, "del").await);
+    w.vanish();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        refusal(&c, "many").await,
+        None,
+        "a submission right after the worker left is accepted"
+    );
+    let srem = calls_of(&mut r, "srem").await - srem;
+    let del = calls_of(&mut r, "del").await - del;
+    assert!(
+        srem == 0 && del <= 4,
+        "the session's end cost {srem} SREM and {del} DEL (it held no run)"
+    );
+    let sets: Vec<String> = redis::cmd("KEYS")
+        .arg("blazen:cp:inflight_by_session:*")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert!(sets.is_empty(), "no session set is left: {sets:?}");
+}
+
+/// `store_replay_limit`: while the store is down, runs already accepted go
+/// on and their writes wait; past the limit the refusal says so; once the
+/// store is back the writes are made (a new control plane on the store
+/// finds every result) and submissions are accepted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_wait_for_a_store_that_is_down_up_to_the_replay_limit() {
+    const HELD: usize = 20;
+    let mut redis = redis_proc::Redis::start(&["--appendfsync", "always"]).await;
+    let config = blazen_embedded_cp::Config {
+        store_replay_limit: Some(8),
+        ..stored(&redis.url())
+    };
+    let cp = server(config.clone()).await;
+    let c = client(&cp).await;
+    let gate = Gate::new();
+    let _w = worker(&cp, "gated", "held", HELD as u32, gate.clone()).await;
+    let mut runs = Vec::new();
+    for i in 0..HELD {
+        runs.push(submit(&c, "held", json!(i), true).await);
+    }
+    until(10, || async { (gate.calls.load(Ordering::SeqCst) == HELD).then_some(()) })
+        .await
+        .expect("every run is RUNNING");
+    redis.kill();
+    gate.open.send_replace(true);
+    for run in &runs {
+        assert_eq!(ended(&c, *run).await.status, RunStatus::Completed);
+    }
+    let refused = refusal(&c, "held").await.expect("refused while Redis is down");
+    println!("refused: {refused}");
+    assert!(
+        refused.contains("unavailable") && refused.contains("store_replay_limit 8"),
+        "the refusal names the store's state and the limit: {refused}"
+    );
+    assert!(refused.contains(&redis.url()[8..]), "and the store: {refused}");
+    redis.restart().await;
+    let back = until(15, || async { refusal(&c, "held").await.is_none().then_some(()) }).await;
+    assert!(back.is_some(), "submissions are accepted again once Redis is back");
+    drop(c);
+    drop(cp);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cp = server(config).await;
+    let c = client(&cp).await;
+    for (i, run) in runs.iter().enumerate() {
+        let snap = c.describe_workflow(*run).await.expect("described from the store");
+        assert_eq!(snap.status, RunStatus::Completed, "run {i}");
+        assert_eq!(snap.output, Some(json!(i)), "run {i}");
+    }
+    assert_eq!(gate.calls.load(Ordering::SeqCst), HELD + 1, "none ran twice");
 }
