@@ -136,7 +136,7 @@ pub(super) fn run(c_path: &str, report_path: &str) -> Result<(), Error> {
         "submits_per_s_http_on_scraped": s_on,
         "median_difference_pct": diff,
         "spread_pct_off": noise(&s_off), "spread_pct_on": noise(&s_on),
-        "scrapes": scrapes, "mean_scrape_bytes": if scrapes > 0 { bytes / scrapes } else { 0 },
+        "scrapes": scrapes, "mean_scrape_bytes": bytes.checked_div(scrapes).unwrap_or(0),
     });
     println!("HTTP side's cost to submissions (bench_c submit_queue, {RATE_CALLS} calls, {IN_FLIGHT} in flight, {REPEATS} repeats)");
     println!(
