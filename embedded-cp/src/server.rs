@@ -109,7 +109,9 @@ impl Server {
             .local_addr()
             .map_err(|e| Error::Internal(format!("local_addr: {e}")))?;
         let store = match &config.store_url {
-            Some(url) => Some(crate::store::connect(url, config.finished_ttl, config.store_replay_limit).await?),
+            Some(url) => Some(
+                crate::store::connect(url, config.finished_ttl, config.store_replay_limit).await?,
+            ),
             None => None,
         };
         let queue_store: Arc<dyn AssignmentStore> = match &store {

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use blazen_controlplane::pb::blazen_control_plane_server::BlazenControlPlane;
 use blazen_controlplane::pb::{PostcardRequest, PostcardResponse};
 use blazen_controlplane::protocol::{
-    validate_envelope_version, RespondToInputRequest, RunEventWire, SubscribeRunRequest,
+    validate_envelope_version, InputResponse, RespondToInputRequest, RunEventWire, ServerToWorker,
+    SubscribeRunRequest, ENVELOPE_VERSION,
 };
 use blazen_controlplane::server::service::PostcardResponseStream;
 use blazen_core::distributed::{RunEvent, WorkerCapability};
@@ -253,7 +254,7 @@ impl Service {
             decode(&request.get_ref().postcard_payload, "SubscribeRunRequest")?;
         validate_envelope_version(req.envelope_version)
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
-        let known = self.cp.shared.queue.describe(req.run_id).is_some();
+        let known = self.cp.run_status(req.run_id).is_some();
         let Some((backlog, live)) = self.cp.journal.join(req.run_id, known) else {
             return self.inner.subscribe_run_events(request).await;
         };
@@ -276,13 +277,16 @@ impl Service {
     ) -> Result<Response<PostcardResponse>, Status> {
         let req: RespondToInputRequest =
             decode(&request.get_ref().postcard_payload, "RespondToInputRequest")?;
-        if let Some(snap) = self.cp.shared.queue.describe(req.run_id) {
-            if super::is_terminal(snap.status) {
-                return Err(Status::failed_precondition(format!(
-                    "run {} has ended ({:?}); no input request of it awaits an answer",
-                    req.run_id, snap.status
-                )));
-            }
+        validate_envelope_version(req.envelope_version)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let Some(status) = self.cp.run_status(req.run_id) else {
+            return Err(Status::not_found(format!("unknown run {}", req.run_id)));
+        };
+        if super::is_terminal(status) {
+            return Err(Status::failed_precondition(format!(
+                "run {} has ended ({status:?}); no input request of it awaits an answer",
+                req.run_id
+            )));
         }
         if let Awaited::No(ids) = self.cp.journal.awaited(req.run_id, &req.request_id) {
             let awaiting = if ids.is_empty() {
@@ -299,9 +303,24 @@ impl Service {
                 req.run_id, req.request_id
             )));
         }
-        let answer = self.inner.respond_to_input(request).await?;
-        self.cp.journal.answered(req.run_id, &req.request_id);
-        Ok(answer)
+        let session = self
+            .cp
+            .run_session(req.run_id)
+            .ok_or_else(|| Status::failed_precondition("run not assigned to a live worker"))?;
+        let request_id = req.request_id.clone();
+        session
+            .out
+            .send(ServerToWorker::InputResponse(InputResponse {
+                envelope_version: ENVELOPE_VERSION,
+                run_id: req.run_id,
+                request_id: req.request_id,
+                response_json: req.response_json,
+            }))
+            .map_err(|_| Status::failed_precondition("run not assigned to a live worker"))?;
+        self.cp.journal.answered(req.run_id, &request_id);
+        let postcard_payload = postcard::to_allocvec(&())
+            .map_err(|e| Status::internal(format!("encode response: {e}")))?;
+        Ok(Response::new(PostcardResponse { postcard_payload }))
     }
 }
 

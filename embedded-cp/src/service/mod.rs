@@ -37,10 +37,12 @@ mod frames;
 mod journal;
 pub(crate) mod observe;
 mod requeue;
+mod runs;
 mod session;
 mod submit;
 mod volatile;
 mod waiting;
+mod watch_all;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -60,6 +62,8 @@ use uuid::Uuid;
 use crate::lock;
 use crate::store::Durable;
 
+pub(crate) use runs::Waiting;
+use session::Session;
 pub(crate) use volatile::Volatile;
 
 /// How long after a session ends its runs are swept back into the queue a
@@ -67,23 +71,13 @@ pub(crate) use volatile::Volatile;
 /// as the session's once the routing call returns).
 const RESWEEP: Duration = Duration::from_millis(200);
 
-/// The priority runs are queued at. The C API has no priority, so every
-/// run gets the same one; the crate's `DEFAULT_PRIORITY` (128) falls in its
-/// scheduler's fifth band, and for each of the four bands above it the
-/// scheduler scans the whole queue on every dispatch (`docs/upstream.md`
-/// 9). At band 0 the run itself is found at the first entry and only the
-/// seven (empty) lower bands are scanned, once per scheduler round, which
-/// roughly halves the time to drain 10,000 queued runs (41 s to 24 s on
-/// the 2-core machine).
+/// The priority every assignment carries. The C API has no priority: runs
+/// are served first in, first out, per place and capability (`runs`).
 const QUEUE_PRIORITY: u8 = 0;
 
 /// How often the drainer routes queued runs for every connected worker
 /// whatever happened (see [`drainer`]).
 const SWEEP: Duration = Duration::from_secs(1);
-
-/// The longest a result waits for its run's routing to be recorded
-/// (see [`Plane::routing_recorded`]), in milliseconds.
-const ROUTING_WAIT_MS: u32 = 2000;
 
 /// The service tonic serves.
 pub(crate) struct Service {
@@ -99,11 +93,10 @@ struct Plane {
     /// Held while checking a node id and registering it, so two sessions
     /// for one node id cannot both pass the check.
     registering: Mutex<()>,
-    /// Runs failed by their deadline, with the error they failed with: a
-    /// late result or a late routing of one of them keeps it failed.
-    expired: Mutex<HashMap<Uuid, String>>,
-    /// The drain key of every connected session, for the drainer's sweep.
-    sessions: Mutex<HashMap<Uuid, DrainKey>>,
+    /// Every connected session, by session id.
+    sessions: Mutex<HashMap<Uuid, Arc<Session>>>,
+    /// Every run, and the runs waiting for a worker.
+    runs: runs::Runs,
     /// The durable store, when the server has one.
     store: Option<Arc<Durable>>,
     /// Each run's events so far, for subscriptions opened late.
@@ -122,19 +115,23 @@ impl Service {
         shared: Arc<SharedState>,
         store: Option<Arc<Durable>>,
         max_requeues: u32,
+        recovered: Vec<Waiting>,
     ) -> Self {
         let (drain, requests) = mpsc::unbounded_channel();
         let cp = Arc::new(Plane {
             shared: shared.clone(),
             drain,
             registering: Mutex::new(()),
-            expired: Mutex::default(),
             sessions: Mutex::default(),
+            runs: runs::Runs::default(),
             store,
             journal: journal::Journal::default(),
             max_requeues,
             stats: observe::Stats::default(),
         });
+        for run in recovered {
+            cp.admit(run);
+        }
         tokio::spawn(drainer(Arc::downgrade(&cp), requests));
         tokio::spawn(journal::recorder(
             Arc::downgrade(&cp),
@@ -147,47 +144,50 @@ impl Service {
     }
 }
 
-/// Routes queued runs, one request at a time (concurrent drains would each
-/// route on the same stale in-flight counts). Requests that arrive while a
-/// drain runs are merged. Every [`SWEEP`] it also drains for every
-/// connected worker, so a run queued in a race with the event that should
-/// have routed it (the crate decides to queue a submission, then queues
-/// it, with no lock between) waits at most that long. Ends with the
-/// server.
+/// The dispatcher: routes waiting runs, one request at a time, since only
+/// one router may decide on the in-flight counts (see [`runs`]). Requests
+/// that arrive while it routes are merged. Every [`SWEEP`] it also routes
+/// for every connected worker, whatever happened. Ends with the server.
 async fn drainer(plane: Weak<Plane>, mut requests: mpsc::UnboundedReceiver<DrainKey>) {
     let mut sweep = tokio::time::interval(SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let mut keys: HashSet<DrainKey> = HashSet::new();
+        let mut keys: HashSet<runs::Bucket> = HashSet::new();
+        let mut add = |(place, caps): DrainKey| {
+            keys.extend(caps.into_iter().map(|c| (place.clone(), c)));
+        };
         tokio::select! {
             request = requests.recv() => match request {
-                Some(k) => {
-                    keys.insert(k);
-                }
+                Some(k) => add(k),
                 None => return,
             },
             _ = sweep.tick() => {
                 let Some(cp) = plane.upgrade() else {
                     return;
                 };
-                keys.extend(lock(&cp.sessions).values().cloned());
+                let all: Vec<DrainKey> =
+                    lock(&cp.sessions).values().map(|s| s.drain_key()).collect();
+                all.into_iter().for_each(&mut add);
             }
         }
         while let Ok(k) = requests.try_recv() {
-            keys.insert(k);
+            add(k);
         }
         let Some(cp) = plane.upgrade() else {
             return;
         };
-        let shared = &cp.shared;
-        for (place, caps) in keys {
-            shared
-                .queue
-                .try_drain_for(&place, &caps, &shared.registry, &shared.admission)
-                .await;
+        for bucket in keys {
+            // A few hundred at a time, so a worker that takes everything
+            // (reactive admission) does not hold a runtime thread.
+            while cp.dispatch(&bucket, DISPATCH_BATCH) {
+                tokio::task::yield_now().await;
+            }
         }
     }
 }
+
+/// The most runs the dispatcher routes before it yields.
+const DISPATCH_BATCH: usize = 256;
 
 fn is_terminal(s: RunStatus) -> bool {
     matches!(
@@ -246,19 +246,14 @@ impl BlazenControlPlane for Service {
         &self,
         request: Request<PostcardRequest>,
     ) -> Result<Response<PostcardResponse>, Status> {
-        self.inner.cancel_workflow(request).await
+        self.cancel(request).await
     }
 
     async fn describe_workflow(
         &self,
         request: Request<PostcardRequest>,
     ) -> Result<Response<PostcardResponse>, Status> {
-        if let Some(store) = &self.cp.store {
-            if let Some(answer) = self.describe_stored(store, &request).await {
-                return answer;
-            }
-        }
-        self.inner.describe_workflow(request).await
+        self.describe(request).await
     }
 
     async fn list_workers(
@@ -293,6 +288,6 @@ impl BlazenControlPlane for Service {
         &self,
         request: Request<PostcardRequest>,
     ) -> Result<Response<Self::SubscribeAllStream>, Status> {
-        self.inner.subscribe_all(request).await
+        self.subscribe_everything(request).await
     }
 }

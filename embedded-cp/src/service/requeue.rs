@@ -1,20 +1,21 @@
-//! A worker session that ended: its runs go back to the queue with a
-//! `status.requeued` event each, except a run that has lost its worker more
-//! than `max_requeues` times, which fails instead (no run a worker dies on
-//! can loop for ever).
+//! A worker session that ended: its runs go back to the front of their
+//! queues with a `status.requeued` event each, except a run that has lost
+//! its worker more than `max_requeues` times, which fails instead (no run a
+//! worker dies on can loop for ever).
 
 use blazen_controlplane::server::store::AssignmentStore;
-use blazen_core::distributed::{RunEvent, RunStatus};
 use uuid::Uuid;
 
 use crate::{lock, RunErrorKind};
 
+use super::runs::{Bucket, Ending};
 use super::session::Session;
-use super::{now_ms, Plane};
+use super::Plane;
 
 impl Plane {
-    /// Puts the runs still RUNNING on an ended session back in the queue,
-    /// except those lost more than `max_requeues` times: those fail.
+    /// Puts the runs still RUNNING on an ended session back in their
+    /// queues, except those lost more than `max_requeues` times: those
+    /// fail.
     pub(super) async fn surrender(&self, session: &Session) {
         let mut lost = self.still_running(session);
         let mut given_up = Vec::new();
@@ -32,59 +33,46 @@ impl Plane {
                 session.node_id, self.max_requeues
             ));
             tracing::warn!(%run_id, node_id = %session.node_id, "{error}");
-            self.shared.queue.mark_failed(run_id, error).await;
+            self.finish(run_id, Ending::Failed(error)).await;
         }
-        self.shared.queue.surrender_session(session.id).await;
-        self.remember_attempts(&lost).await;
-        self.announce_requeued(session, &lost);
+        let requeued = self.requeue(session.id, &lost);
+        self.remember_requeued(session, &requeued).await;
+        let ids: Vec<Uuid> = requeued.into_iter().map(|(run_id, _)| run_id).collect();
+        self.announce_requeued(session, &ids);
         self.request_drain(session.drain_key());
     }
 
-    /// With a store, each re-queued run's stored assignment carries its
-    /// next attempt, so a control plane that takes over the store after a
-    /// restart counts the losses before it too.
-    async fn remember_attempts(&self, runs: &[Uuid]) {
+    /// With a store: the session's claims are released and each re-queued
+    /// run is written back to its pending list, its stored assignment
+    /// carrying its next attempt, so a control plane that takes over the
+    /// store after a restart finds it and counts the losses before it too.
+    async fn remember_requeued(&self, session: &Session, runs: &[(Uuid, Bucket)]) {
         let Some(store) = &self.store else {
             return;
         };
-        for run_id in runs {
-            let attempt = self.journal.requeues(*run_id);
-            if let Ok(Some(mut a)) = store.get_assignment(*run_id).await {
-                if a.attempt < attempt {
-                    a.attempt = attempt;
-                    if let Err(e) = store.put_assignment(*run_id, &a).await {
-                        tracing::warn!(%run_id, error = %e, "cannot record the run's attempt");
-                    }
-                }
+        for (run_id, (_, cap)) in runs {
+            let Some((mut assignment, tags)) = self.stored_assignment(*run_id) else {
+                continue;
+            };
+            assignment.attempt = assignment.attempt.max(self.journal.requeues(*run_id));
+            if let Err(e) = super::submit::record_queued(store, &assignment, cap, &tags).await {
+                tracing::warn!(%run_id, error = %e, "cannot record the re-queued run in the store");
             }
+        }
+        if let Err(e) = store.release_inflight(session.id).await {
+            tracing::warn!(session = %session.id, error = %e, "cannot release the session's runs in the store");
         }
     }
 
-    /// Takes the session's runs that have not ended (those a surrender
-    /// puts back in the queue); runs of it that have ended stay.
+    /// Takes the session's runs that are still RUNNING on it (those a
+    /// surrender puts back in the queue); runs of it that have ended stay.
     pub(super) fn still_running(&self, session: &Session) -> Vec<Uuid> {
-        let mut running = Vec::new();
-        // A run forwarded to the session whose routing is not recorded yet
-        // is still PENDING (the crate marks it RUNNING only after sending
-        // it): it was lost with the session too, and the crate's surrender
-        // puts it back now or at the second sweep.
-        lock(&session.assigned).retain(|r| {
-            let on_session = self
-                .shared
-                .queue
-                .describe(*r)
-                .is_some_and(|s| match s.status {
-                    RunStatus::Running => {
-                        s.assigned_to.as_deref() == Some(session.node_id.as_str())
-                    }
-                    RunStatus::Pending => true,
-                    _ => false,
-                });
-            if on_session {
-                running.push(*r);
-            }
-            !on_session
-        });
+        let assigned: Vec<Uuid> = lock(&session.assigned).iter().copied().collect();
+        let running = self.running_on(session.id, &assigned);
+        let mut set = lock(&session.assigned);
+        for r in &running {
+            set.remove(r);
+        }
         running
     }
 
@@ -92,12 +80,11 @@ impl Plane {
     /// each of `runs`.
     pub(super) fn announce_requeued(&self, session: &Session, runs: &[Uuid]) {
         for run_id in runs {
-            let _ = self.shared.events.send(RunEvent {
-                run_id: *run_id,
-                event_type: crate::EventType::StatusRequeued.to_string(),
-                data: serde_json::json!({"node_id": session.node_id, "reason": "worker_lost"}),
-                timestamp_ms: now_ms(),
-            });
+            self.publish(
+                *run_id,
+                crate::EventType::StatusRequeued,
+                serde_json::json!({"node_id": session.node_id, "reason": "worker_lost"}),
+            );
         }
     }
 }

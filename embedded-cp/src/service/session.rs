@@ -95,10 +95,6 @@ impl Plane {
         let _ = self.drain.send(key);
     }
 
-    pub(super) fn expired_error(&self, run_id: Uuid) -> Option<String> {
-        lock(&self.expired).get(&run_id).cloned()
-    }
-
     pub(super) async fn worker_session(
         self: &Arc<Self>,
         identity: Option<PeerIdentity>,
@@ -155,8 +151,6 @@ impl Plane {
         labels: std::collections::BTreeMap<String, String>,
         agreement: Option<[u8; 32]>,
     ) -> Result<(Arc<Session>, mpsc::UnboundedReceiver<ServerToWorker>), Status> {
-        // Capacity 1: each frame the crate routes reaches the forwarder
-        // (which counts it) before the next one can be sent.
         let (tx, rx) = mpsc::channel::<ServerToWorker>(1);
         let id = {
             let _guard = lock(&self.registering);
@@ -215,39 +209,21 @@ impl Plane {
             drained: Default::default(),
             out: out_tx.clone(),
         });
-        lock(&self.sessions).insert(id, session.drain_key());
+        lock(&self.sessions).insert(id, session.clone());
         tokio::spawn(self.clone().forward(session.clone(), rx, out_tx));
         Ok((session, out_rx))
     }
 
-    /// Moves frames from the registry's channel to the response stream,
-    /// counting assignments. Runs whose deadline passed while they were
-    /// queued are not sent; they stay failed.
+    /// Moves the frames the crate sends through the registry's channel (a
+    /// drain, a key response) to the response stream. Assignments do not
+    /// come this way: the dispatcher sends them (`runs`).
     pub(super) async fn forward(
         self: Arc<Self>,
         session: Arc<Session>,
         mut rx: mpsc::Receiver<ServerToWorker>,
         out: mpsc::UnboundedSender<ServerToWorker>,
     ) {
-        while let Some(mut frame) = rx.recv().await {
-            let assignment = match &mut frame {
-                ServerToWorker::Assignment(a) => Some(a),
-                ServerToWorker::Offer(o) => Some(&mut o.assignment),
-                _ => None,
-            };
-            let run = assignment.map(|a| {
-                // Each re-run after a lost worker counts.
-                self.journal.attempted(a.run_id, a.attempt);
-                a.attempt = a.attempt.max(self.journal.requeues(a.run_id));
-                a.run_id
-            });
-            if let Some(run_id) = run {
-                if let Some(error) = self.expired_error(run_id) {
-                    tokio::spawn(self.clone().keep_expired(run_id, error));
-                    continue;
-                }
-                session.assign(&self.shared, run_id);
-            }
+        while let Some(frame) = rx.recv().await {
             if matches!(frame, ServerToWorker::Drain(_)) {
                 session
                     .drained

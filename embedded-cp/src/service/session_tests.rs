@@ -6,7 +6,6 @@ use super::*;
 use blazen_controlplane::protocol::{
     AdmissionModeWire, Assignment, CapabilityWire, NodeSelectorWire,
 };
-use blazen_controlplane::server::queue::SubmitOutcome;
 use blazen_controlplane::server::{
     admission::Admission, key_store, queue::AssignmentQueue, registry::WorkerRegistry,
 };
@@ -27,7 +26,7 @@ async fn routing_to_a_session_just_opened_does_not_wait_on_it() {
         events,
         key_store: key_store::default_key_store(),
     });
-    let service = Service::new(shared.clone(), None, 3);
+    let service = Service::new(shared.clone(), None, 3, Vec::new());
     let cap = WorkerCapability {
         kind: "workflow:w".to_string(),
         version: 0,
@@ -50,20 +49,13 @@ async fn routing_to_a_session_just_opened_does_not_wait_on_it() {
             selector: NodeSelectorWire::default(),
             tolerations: Vec::new(),
         };
-        let outcome = shared
-            .queue
-            .submit(
-                run_id,
-                place.clone(),
-                assignment,
-                cap.clone(),
-                Vec::new(),
-                true,
-                &shared.registry,
-                &shared.admission,
-            )
-            .await;
-        assert!(matches!(outcome, SubmitOutcome::Queued { .. }));
+        service.cp.admit(crate::service::Waiting {
+            run_id,
+            place: place.clone(),
+            assignment,
+            cap: cap.clone(),
+            tags: Vec::new(),
+        });
     }
     let hello = WorkerHello {
         envelope_version: ENVELOPE_VERSION,
@@ -95,15 +87,11 @@ async fn routing_to_a_session_just_opened_does_not_wait_on_it() {
         )
         .unwrap();
     // The session's handler has not run since: route now.
-    let drain = shared.queue.try_drain_for(
-        &place,
-        std::slice::from_ref(&cap),
-        &shared.registry,
-        &shared.admission,
+    let routed = service.cp.dispatch(&(place.clone(), cap.clone()), 100);
+    assert!(
+        !routed,
+        "the three runs fill the worker, and the fourth routing finds none"
     );
-    tokio::time::timeout(Duration::from_secs(10), drain)
-        .await
-        .expect("routing waited on the session's handler");
     assert!(matches!(out.recv().await, Some(ServerToWorker::Welcome(_))));
     for _ in 0..runs {
         assert!(matches!(

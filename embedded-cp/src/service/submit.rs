@@ -1,30 +1,30 @@
-//! Submissions: queued at one priority, deadlines enforced, and (with a
-//! store) described from the store after a restart.
+//! Submissions, cancellations and descriptions: runs are queued first in,
+//! first out (`runs`), deadlines are enforced, and (with a store) a run
+//! this process does not know is described from the store.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use blazen_controlplane::pb::{PostcardRequest, PostcardResponse};
 use blazen_controlplane::protocol::{
-    validate_envelope_version, Assignment, CancelInstruction, DescribeRequest, NodeSelectorWire,
-    RunStateSnapshotWire, ServerToWorker, SubmitRequest, DEFAULT_PLACE, ENVELOPE_VERSION,
+    validate_envelope_version, Assignment, CancelInstruction, CancelRequest, DescribeRequest,
+    NodeSelectorWire, RunStateSnapshotWire, ServerToWorker, SubmitRequest, DEFAULT_PLACE,
+    ENVELOPE_VERSION,
 };
-use blazen_controlplane::server::admission::{Decision, NoCandidateReason, RouteRequest};
-use blazen_controlplane::server::queue::SubmitOutcome;
+use blazen_controlplane::server::admission::{Decision, NoCandidateReason};
 use blazen_controlplane::server::store::AssignmentStore;
 use blazen_controlplane::ControlPlaneError;
-use blazen_core::distributed::{NodeSelector, ResourceHint, RunStatus, WorkerCapability};
+use blazen_core::distributed::{RunStateSnapshot, RunStatus, WorkerCapability};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::store::Durable;
-use crate::{lock, RunErrorKind};
+use crate::RunErrorKind;
 
+use super::runs::{self, Ending, Waiting};
 use super::*;
 
 impl Plane {
-    // ---- deadlines --------------------------------------------------------
-
     /// Fails `run_id` with a Timeout error once `deadline_ms` has passed
     /// since submission, unless it has ended by then; a running run's
     /// worker is told to cancel it.
@@ -33,71 +33,78 @@ impl Plane {
         let Some(cp) = plane.upgrade() else {
             return;
         };
-        let Some(snap) = cp.shared.queue.describe(run_id) else {
-            return;
-        };
-        if is_terminal(snap.status) {
-            return;
-        }
-        let state = if snap.status == RunStatus::Pending {
-            "PENDING"
-        } else {
-            "RUNNING"
+        let state = match cp.run_status(run_id) {
+            Some(RunStatus::Pending) => "PENDING",
+            Some(RunStatus::Running) => "RUNNING",
+            _ => return,
         };
         let error = RunErrorKind::Timeout.tag(&format!(
             "the run's deadline_ms ({deadline_ms}) passed while it was {state}"
         ));
-        lock(&cp.expired).insert(run_id, error.clone());
-        if let Some(node) = snap.assigned_to.as_deref() {
-            let session = cp.shared.registry.session_for_node(node);
-            if let Some(handle) = session.and_then(|s| cp.shared.registry.get(s)) {
-                let cancel = ServerToWorker::Cancel(CancelInstruction {
-                    envelope_version: ENVELOPE_VERSION,
-                    run_id,
-                });
-                let _ = handle.outbound.send(cancel).await;
-            }
-        }
-        cp.shared.queue.mark_failed(run_id, error).await;
+        cp.tell_cancel(run_id);
+        cp.finish(run_id, Ending::Failed(error)).await;
     }
-}
 
-impl Service {
-    /// With accurate in-flight counts a submission finds every matching
-    /// worker saturated far more often than with the crate's stale ones;
-    /// the crate would then refuse it when `wait_for_worker` is false.
-    /// Such a submission is queued instead (as it was before): only a
-    /// submission no connected worker could ever take is refused.
-    pub(super) fn all_saturated(
+    /// Tells the worker running `run_id`, if any, to cancel it.
+    fn tell_cancel(&self, run_id: Uuid) {
+        if let Some(session) = self.run_session(run_id) {
+            let _ = session.out.send(ServerToWorker::Cancel(CancelInstruction {
+                envelope_version: ENVELOPE_VERSION,
+                run_id,
+            }));
+        }
+    }
+
+    /// Refuses a submission that does not wait for a worker when no
+    /// connected worker could ever take it. One that only finds every
+    /// capable worker busy is queued.
+    fn refuse_unroutable(
         &self,
         place: &str,
         cap: &WorkerCapability,
         tags: &[String],
-        hint: Option<&ResourceHint>,
-    ) -> bool {
-        let selector = NodeSelector::default();
-        let route = RouteRequest {
-            place,
-            required_capability: cap,
-            required_tags: tags,
-            resource_hint: hint,
-            selector: &selector,
-            tolerations: &[],
-            input: None,
-        };
-        let shared = &self.cp.shared;
-        matches!(
-            shared.admission.route(&shared.registry, &route),
+        assignment: &Assignment,
+    ) -> Result<(), Status> {
+        match runs::route(self, place, cap, tags, assignment) {
             Decision::NoCandidate {
-                reason: NoCandidateReason::Saturated,
-            }
-        )
+                reason: NoCandidateReason::MissingVramHint,
+            } => Err(Status::invalid_argument(
+                ControlPlaneError::MissingVramHint.to_string(),
+            )),
+            Decision::NoCandidate {
+                reason:
+                    NoCandidateReason::NoCapability
+                    | NoCandidateReason::TagMismatch
+                    | NoCandidateReason::SelectorMismatch,
+            } => Err(Status::failed_precondition(
+                ControlPlaneError::NoMatchingWorker {
+                    workflow_name: cap.kind.clone(),
+                    required_tags: tags.to_vec(),
+                }
+                .to_string(),
+            )),
+            _ => Ok(()),
+        }
     }
+}
 
-    /// The crate's `handle_submit_workflow` (`rpc.rs:41-131`), rebuilt to
-    /// queue runs at [`QUEUE_PRIORITY`], to queue rather than refuse a
-    /// submission that only finds busy workers, and to start the run's
-    /// deadline.
+/// The wire form of a run's state, in `place`.
+fn encode_state(
+    snap: &RunStateSnapshot,
+    place: String,
+) -> Result<Response<PostcardResponse>, Status> {
+    let mut wire = RunStateSnapshotWire::from_core(snap)
+        .map_err(|e| Status::internal(format!("encode run state: {e}")))?;
+    wire.place = place;
+    let postcard_payload = postcard::to_allocvec(&wire)
+        .map_err(|e| Status::internal(format!("encode response: {e}")))?;
+    Ok(Response::new(PostcardResponse { postcard_payload }))
+}
+
+impl Service {
+    /// `SubmitWorkflow` (the crate's `handle_submit_workflow`, rebuilt):
+    /// the run is recorded in the store (when there is one) before it is
+    /// acknowledged, then queued for the dispatcher; its deadline starts.
     pub(super) async fn submit(
         &self,
         request: Request<PostcardRequest>,
@@ -129,87 +136,107 @@ impl Service {
             version: core.workflow_version.unwrap_or(0),
         };
         let tags = core.required_tags;
-        let wait = core.wait_for_worker
-            || self.all_saturated(&place, &cap, &tags, core.resource_hint.as_ref());
+        if !core.wait_for_worker {
+            self.cp
+                .refuse_unroutable(&place, &cap, &tags, &assignment)?;
+        }
         if let Some(store) = &self.cp.store {
-            // Refused unless the store can record it (the queue itself
-            // only logs the store's errors).
-            store
-                .put_assignment(run_id, &assignment)
+            record_queued(store, &assignment, &cap, &tags)
                 .await
                 .map_err(|e| Durable::status(&e))?;
         }
-        let shared = &self.cp.shared;
-        let outcome = shared
-            .queue
-            .submit(
-                run_id,
-                place.clone(),
-                assignment,
-                cap.clone(),
-                tags,
-                wait,
-                &shared.registry,
-                &shared.admission,
-            )
-            .await;
-        if let SubmitOutcome::Rejected { reason } = outcome {
-            return Err(match reason {
-                ControlPlaneError::NoMatchingWorker { .. } => {
-                    Status::failed_precondition(reason.to_string())
-                }
-                ControlPlaneError::MissingVramHint => Status::invalid_argument(reason.to_string()),
-                other => Status::internal(other.to_string()),
-            });
-        }
         self.cp.journal.needs(run_id, &place, &cap);
+        let snap = self.cp.admit(Waiting {
+            run_id,
+            place: place.clone(),
+            assignment,
+            cap: cap.clone(),
+            tags,
+        });
+        self.cp
+            .stats
+            .submitted(run_id, &core.workflow_name, snap.started_at_ms);
         if let Some(deadline_ms) = core.deadline_ms {
             let plane = Arc::downgrade(&self.cp);
             tokio::spawn(Plane::enforce_deadline(plane, run_id, deadline_ms));
         }
-        let snap = shared
-            .queue
-            .describe(run_id)
-            .ok_or_else(|| Status::internal("run state missing after submit"))?;
-        self.cp.stats.submitted(run_id, &core.workflow_name, snap.started_at_ms);
-        if snap.status == RunStatus::Pending {
-            self.cp.announce_if_unserved(run_id, &place, &cap);
-        }
-        let mut wire = RunStateSnapshotWire::from_core(&snap)
-            .map_err(|e| Status::internal(format!("encode run state: {e}")))?;
-        wire.place = place;
-        let postcard_payload = postcard::to_allocvec(&wire)
-            .map_err(|e| Status::internal(format!("encode response: {e}")))?;
-        Ok(Response::new(PostcardResponse { postcard_payload }))
+        self.cp.announce_if_unserved(run_id, &place, &cap);
+        encode_state(&snap, place)
     }
 
-    /// A run this process does not know, read from the store (a run that
-    /// ended before a restart, until its snapshot expires). The store
-    /// keeps no place: such runs are in the default place.
-    pub(super) async fn describe_stored(
+    /// `CancelWorkflow`: the run's worker is told to cancel it and the run
+    /// ends CANCELLED, unless it had already ended (its state is then
+    /// returned as it is).
+    pub(super) async fn cancel(
         &self,
-        store: &Durable,
-        request: &Request<PostcardRequest>,
-    ) -> Option<Result<Response<PostcardResponse>, Status>> {
-        let req: DescribeRequest =
-            postcard::from_bytes(&request.get_ref().postcard_payload).ok()?;
-        if self.cp.shared.queue.describe(req.run_id).is_some()
-            || place_of(identity(request).as_ref(), None) != DEFAULT_PLACE
-        {
-            return None;
+        request: Request<PostcardRequest>,
+    ) -> Result<Response<PostcardResponse>, Status> {
+        let req: CancelRequest = decode(&request.get_ref().postcard_payload, "CancelRequest")?;
+        validate_envelope_version(req.envelope_version)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        if self.cp.run_state(req.run_id).is_none() {
+            return Err(Status::not_found(format!("unknown run {}", req.run_id)));
         }
-        let snap = match store.get_state(req.run_id).await {
-            Ok(Some(snap)) => snap,
-            Ok(None) => return None,
-            Err(e) => return Some(Err(Durable::status(&e))),
-        };
-        let encoded = RunStateSnapshotWire::from_core(&snap)
-            .map_err(|e| Status::internal(format!("encode run state: {e}")))
-            .and_then(|mut wire| {
-                wire.place = DEFAULT_PLACE.to_string();
-                postcard::to_allocvec(&wire)
-                    .map_err(|e| Status::internal(format!("encode response: {e}")))
-            });
-        Some(encoded.map(|postcard_payload| Response::new(PostcardResponse { postcard_payload })))
+        self.cp.tell_cancel(req.run_id);
+        self.cp.finish(req.run_id, Ending::Cancelled).await;
+        let (snap, place) = self
+            .cp
+            .run_state(req.run_id)
+            .ok_or_else(|| Status::internal("run state missing after cancel"))?;
+        encode_state(&snap, place)
     }
+
+    /// `DescribeWorkflow`: a run in the caller's place (an authenticated
+    /// caller's, else the default place), from memory, else (with a
+    /// store) from the store: a run that ended before a restart, until its
+    /// record expires. The store keeps no place: such runs are in the
+    /// default place. A run of another place is reported unknown.
+    pub(super) async fn describe(
+        &self,
+        request: Request<PostcardRequest>,
+    ) -> Result<Response<PostcardResponse>, Status> {
+        let req: DescribeRequest = decode(&request.get_ref().postcard_payload, "DescribeRequest")?;
+        validate_envelope_version(req.envelope_version)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let caller = place_of(identity(&request).as_ref(), None);
+        let unknown = || Status::not_found(format!("unknown run {}", req.run_id));
+        if let Some((snap, place)) = self.cp.run_state(req.run_id) {
+            return if place == caller {
+                encode_state(&snap, place)
+            } else {
+                Err(unknown())
+            };
+        }
+        match &self.cp.store {
+            Some(store) if caller == DEFAULT_PLACE => match store.get_state(req.run_id).await {
+                Ok(Some(snap)) => encode_state(&snap, caller),
+                Ok(None) => Err(unknown()),
+                Err(e) => Err(Durable::status(&e)),
+            },
+            _ => Err(unknown()),
+        }
+    }
+}
+
+/// Writes a queued run's records: its assignment, its PENDING state and its
+/// place in the store's pending list (which a cold start reads), all at
+/// once. Fails when the assignment cannot be written.
+pub(crate) async fn record_queued(
+    store: &Durable,
+    assignment: &Assignment,
+    cap: &WorkerCapability,
+    tags: &[String],
+) -> Result<(), ControlPlaneError> {
+    let run_id = assignment.run_id;
+    let pending = runs::pending_snapshot(run_id);
+    let (put, state, queued) = tokio::join!(
+        store.put_assignment(run_id, assignment),
+        store.put_state(run_id, &pending, None),
+        store.enqueue_pending(cap, run_id, tags)
+    );
+    put?;
+    for e in [state.err(), queued.err()].into_iter().flatten() {
+        tracing::warn!(%run_id, error = %e, "cannot record the queued run in the store");
+    }
+    Ok(())
 }

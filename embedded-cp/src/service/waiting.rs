@@ -7,7 +7,7 @@
 //! plain submission asks for version 0, and a worker serving only version
 //! 1 cannot take it).
 
-use blazen_core::distributed::{RunEvent, RunStatus, WorkerCapability};
+use blazen_core::distributed::{RunEvent, WorkerCapability};
 use uuid::Uuid;
 
 use super::session::Session;
@@ -69,12 +69,7 @@ impl Plane {
                 continue;
             }
             for run_id in self.journal.runs_needing(&session.place, cap) {
-                let pending = self
-                    .shared
-                    .queue
-                    .describe(run_id)
-                    .is_some_and(|s| s.status == RunStatus::Pending);
-                if pending {
+                if self.is_waiting(run_id) {
                     self.announce_if_unserved(run_id, &session.place, cap);
                 }
             }
