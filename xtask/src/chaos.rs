@@ -130,14 +130,23 @@ fn clock_seed() -> u64 {
     t.as_secs() ^ u64::from(t.subsec_nanos()) << 20 ^ u64::from(std::process::id())
 }
 
-/// Builds the library and the chaos programs; returns the programs'
-/// directory.
-fn build(root: &Path, release: bool) -> Result<std::path::PathBuf> {
+/// Builds the library and the chaos programs into `dir/bin`, with a copy
+/// of the library there that the programs load (their RUNPATH): a
+/// control plane or worker restarted late in a run loads the library the
+/// run started with, whatever is rebuilt in target/ meanwhile. Returns
+/// that directory.
+fn build(root: &Path, release: bool, dir: &Path) -> Result<std::path::PathBuf> {
     need("gcc")?;
     need("redis-server")?;
-    let lib = build_library(root, release)?;
-    let bin = root.join("target/chaos/bin");
+    let built = build_library(root, release)?;
+    let bin = dir.join("bin");
     std::fs::create_dir_all(&bin)?;
+    std::fs::copy(
+        built.join("libblazen_cabi.so"),
+        bin.join("libblazen_cabi.so"),
+    )
+    .context("copying the library")?;
+    std::os::unix::fs::symlink("libblazen_cabi.so", bin.join("libblazen_cabi.so.0.7"))?;
     for (src, name) in [
         ("cp", "chaos_cp"),
         ("worker", "chaos_worker"),
@@ -148,7 +157,7 @@ fn build(root: &Path, release: bool) -> Result<std::path::PathBuf> {
             root,
             "gcc",
             &root.join(format!("tests/chaos/{src}.c")),
-            &lib,
+            &bin,
             &bin.join(name),
             &[
                 "-std=c11", "-Wall", "-Wextra", "-Werror", "-O1", "-g", "-pthread",
@@ -156,6 +165,27 @@ fn build(root: &Path, release: bool) -> Result<std::path::PathBuf> {
         )?;
     }
     Ok(bin)
+}
+
+/// Removes a directory when dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `git describe` of the tree the library was built from.
+fn tree_version(root: &Path) -> String {
+    std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .current_dir(root)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Sleeps `d` in steps, restarting a worker or control plane that exits
@@ -269,9 +299,14 @@ fn chaos(root: &Path, o: &Options) -> Result<()> {
         o.seed,
         if o.release { " --release" } else { "" }
     );
-    let bin = build(root, o.release)?;
     let dir = root.join(format!("target/chaos/run-{}", o.seed));
     let _ = std::fs::remove_dir_all(&dir);
+    // Declared before the processes, so dropped after them: the run's copy
+    // of the library (hundreds of MB) goes however the run ends; the logs
+    // stay.
+    let _bin_guard = RemoveOnDrop(dir.join("bin"));
+    let bin = build(root, o.release, &dir)?;
+    let version = tree_version(root);
     let mut cl = Cluster::new(dir.clone(), bin, MAX_REQUEUES)?;
     cl.redis_start()?;
     cl.cp_start()?;
@@ -330,7 +365,8 @@ fn chaos(root: &Path, o: &Options) -> Result<()> {
     let mut head = String::new();
     let _ = writeln!(
         head,
-        "seed {}; {:.1} min of faults at {} submissions/s; {} workers x max_in_flight {}; max_requeues {}; {} build",
+        "seed {}; {:.1} min of faults at {} submissions/s; {} workers x max_in_flight {}; max_requeues {}; {} build \
+         of {version}",
         o.seed,
         o.minutes,
         o.rate,

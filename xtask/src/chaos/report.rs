@@ -226,14 +226,33 @@ pub fn judge(dir: &Path, max_requeues: u32, head: &str) -> Result<Report> {
     // client saw refused (or time out) whose run was created anyway, or,
     // worse, a second run made from one submission.
     let mut refusals: HashMap<i64, String> = HashMap::new();
+    // (n, submitted at, accepted) of every submission, for the longest
+    // stretch of refusals.
+    let mut outcomes: Vec<(i64, u64, bool)> =
+        accepted.iter().map(|a| (a.n, a.submit_ms, true)).collect();
     for l in read(dir, "refused.txt")?.lines() {
         let mut f = l.splitn(5, ' ');
-        let (Some("R"), Some(n)) = (f.next(), f.next()) else {
+        let (Some("R"), Some(n), Some(at)) = (f.next(), f.next(), f.next()) else {
             continue;
         };
-        let text = f.nth(2).unwrap_or("");
+        let text = f.nth(1).unwrap_or("");
         let subkind = text.split(':').next().unwrap_or("?").to_string();
-        refusals.insert(n.parse().unwrap_or(-1), subkind);
+        let n = n.parse().unwrap_or(-1);
+        refusals.insert(n, subkind);
+        outcomes.push((n, at.parse().unwrap_or(0), false));
+    }
+    outcomes.sort_unstable();
+    let mut refused_since: Option<u64> = None;
+    let mut longest_refusal = 0;
+    for (_, at, ok) in &outcomes {
+        match (ok, refused_since) {
+            (false, None) => refused_since = Some(*at),
+            (true, Some(since)) => {
+                longest_refusal = longest_refusal.max(at.saturating_sub(since));
+                refused_since = None;
+            }
+            _ => {}
+        }
     }
     let mut refused_ran: BTreeMap<String, usize> = BTreeMap::new();
     let mut unexplained: Vec<String> = Vec::new();
@@ -353,9 +372,10 @@ pub fn judge(dir: &Path, max_requeues: u32, head: &str) -> Result<Report> {
     );
     let _ = writeln!(
         out,
-        "refused submissions: {} ({})",
+        "refused submissions: {} ({}); the longest stretch with every submission refused: {} ms",
         refused.values().sum::<usize>(),
-        counts(&refused)
+        counts(&refused),
+        longest_refusal
     );
     let _ = writeln!(
         out,
