@@ -139,7 +139,17 @@ impl Server {
                     rerun = found.rerun,
                     "embedded control plane recovered its runs from the store"
                 );
-                recovered = found.runs;
+                recovered = found
+                    .runs
+                    .into_iter()
+                    .map(|r| crate::service::Waiting {
+                        run_id: r.run_id,
+                        place: r.place,
+                        assignment: r.assignment,
+                        cap: r.cap,
+                        tags: r.tags,
+                    })
+                    .collect();
             }
             None => shared.queue.recover_from_store().await?,
         }

@@ -186,7 +186,11 @@ async fn refusal(c: &Client, workflow: &str) -> Option<String> {
 
 /// `INFO commandstats` calls of `command`.
 async fn calls_of(r: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
-    let info: String = redis::cmd("INFO").arg("commandstats").query_async(r).await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(r)
+        .await
+        .unwrap();
     info.lines()
         .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
         .and_then(|rest| rest.split(',').next())
@@ -233,7 +237,10 @@ async fn a_worker_that_ran_thousands_of_runs_leaves_and_the_store_stays_up() {
         .await
         .unwrap();
     assert_eq!(claimed, 0, "every run's claim was released when it ended");
-    let (srem, del) = (calls_of(&mut r, "srem").await, calls_of(&mut r, "del").await);
+    let (srem, del) = (
+        calls_of(&mut r, "srem").await,
+        calls_of(&mut r, "del").await,
+    );
     w.vanish();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
@@ -275,33 +282,53 @@ async fn writes_wait_for_a_store_that_is_down_up_to_the_replay_limit() {
     for i in 0..HELD {
         runs.push(submit(&c, "held", json!(i), true).await);
     }
-    until(10, || async { (gate.calls.load(Ordering::SeqCst) == HELD).then_some(()) })
-        .await
-        .expect("every run is RUNNING");
+    until(10, || async {
+        (gate.calls.load(Ordering::SeqCst) == HELD).then_some(())
+    })
+    .await
+    .expect("every run is RUNNING");
     redis.kill();
     gate.open.send_replace(true);
     for run in &runs {
         assert_eq!(ended(&c, *run).await.status, RunStatus::Completed);
     }
-    let refused = refusal(&c, "held").await.expect("refused while Redis is down");
+    let refused = refusal(&c, "held")
+        .await
+        .expect("refused while Redis is down");
     println!("refused: {refused}");
     assert!(
         refused.contains("unavailable") && refused.contains("store_replay_limit 8"),
         "the refusal names the store's state and the limit: {refused}"
     );
-    assert!(refused.contains(&redis.url()[8..]), "and the store: {refused}");
+    assert!(
+        refused.contains(&redis.url()[8..]),
+        "and the store: {refused}"
+    );
     redis.restart().await;
-    let back = until(15, || async { refusal(&c, "held").await.is_none().then_some(()) }).await;
-    assert!(back.is_some(), "submissions are accepted again once Redis is back");
+    let back = until(15, || async {
+        refusal(&c, "held").await.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        back.is_some(),
+        "submissions are accepted again once Redis is back"
+    );
     drop(c);
     drop(cp);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let cp = server(config).await;
     let c = client(&cp).await;
     for (i, run) in runs.iter().enumerate() {
-        let snap = c.describe_workflow(*run).await.expect("described from the store");
+        let snap = c
+            .describe_workflow(*run)
+            .await
+            .expect("described from the store");
         assert_eq!(snap.status, RunStatus::Completed, "run {i}");
         assert_eq!(snap.output, Some(json!(i)), "run {i}");
     }
-    assert_eq!(gate.calls.load(Ordering::SeqCst), HELD + 1, "none ran twice");
+    assert_eq!(
+        gate.calls.load(Ordering::SeqCst),
+        HELD + 1,
+        "none ran twice"
+    );
 }

@@ -85,7 +85,9 @@ impl Backlog {
     pub(crate) fn put_back(&mut self, batch: Vec<(u64, Entry)>) {
         self.in_flight = 0;
         for (seq, entry) in batch {
-            self.slots.entry((entry.run, entry.op.slot())).or_insert(seq);
+            self.slots
+                .entry((entry.run, entry.op.slot()))
+                .or_insert(seq);
             self.entries.insert(seq, entry);
         }
     }

@@ -70,12 +70,22 @@ pub(crate) enum Slot {
 pub(crate) enum Op {
     PutAssignment(Vec<u8>),
     DeleteAssignment,
-    PutState { bytes: Vec<u8>, ttl_secs: Option<u64> },
+    PutState {
+        bytes: Vec<u8>,
+        ttl_secs: Option<u64>,
+    },
     DeleteState,
-    Claim { session: Uuid },
-    Release { session: Uuid },
+    Claim {
+        session: Uuid,
+    },
+    Release {
+        session: Uuid,
+    },
     /// `entry` is the postcard `(run, tags)` pushed on `cap`'s list.
-    Enqueue { cap: WorkerCapability, entry: Vec<u8> },
+    Enqueue {
+        cap: WorkerCapability,
+        entry: Vec<u8>,
+    },
     /// Deletes the session's set of claimed runs.
     DropSession,
 }

@@ -54,6 +54,11 @@ impl Link {
         Ok(Link { target, certs })
     }
 
+    /// Whether the primary is the one a set of sentinels names.
+    pub(crate) fn sentinel(&self) -> bool {
+        matches!(self.target.kind, Kind::Sentinel(_))
+    }
+
     fn client(&self, info: redis::ConnectionInfo) -> Result<Client, String> {
         match &self.certs {
             Some(c) => Client::build_with_tls(info, c.clone()),
@@ -62,7 +67,11 @@ impl Link {
         .map_err(|e| e.to_string())
     }
 
-    async fn connect(&self, client: &Client, timeout: Duration) -> Result<MultiplexedConnection, String> {
+    async fn connect(
+        &self,
+        client: &Client,
+        timeout: Duration,
+    ) -> Result<MultiplexedConnection, String> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_WITHIN))
             .set_response_timeout(Some(timeout));
@@ -73,12 +82,20 @@ impl Link {
     }
 
     /// A connection to the store's server (its primary) whose requests
-    /// time out after `timeout`.
-    pub(crate) async fn open(&self, timeout: Duration) -> Result<MultiplexedConnection, String> {
+    /// time out after `timeout`, and the server's address (`HOST:PORT`
+    /// with Sentinel; the URL otherwise).
+    pub(crate) async fn open(
+        &self,
+        timeout: Duration,
+    ) -> Result<(MultiplexedConnection, String), String> {
         match &self.target.kind {
             Kind::Direct(url) => {
-                let info = url.as_str().into_connection_info().map_err(|e| e.to_string())?;
-                self.connect(&self.client(info)?, timeout).await
+                let info = url
+                    .as_str()
+                    .into_connection_info()
+                    .map_err(|e| e.to_string())?;
+                let conn = self.connect(&self.client(info)?, timeout).await?;
+                Ok((conn, self.target.shown.clone()))
             }
             Kind::Sentinel(s) => self.primary(s, timeout).await,
         }
@@ -86,7 +103,11 @@ impl Link {
 
     /// Asks each sentinel in turn for the primary, and connects to the
     /// first answer that is one.
-    async fn primary(&self, s: &Sentinel, timeout: Duration) -> Result<MultiplexedConnection, String> {
+    async fn primary(
+        &self,
+        s: &Sentinel,
+        timeout: Duration,
+    ) -> Result<(MultiplexedConnection, String), String> {
         let scheme = if s.tls { "rediss" } else { "redis" };
         let mut why = Vec::new();
         for (host, port) in &s.nodes {
@@ -102,13 +123,20 @@ impl Link {
                     continue;
                 }
             };
-            let user = s.userinfo.as_ref().map(|u| format!("{u}@")).unwrap_or_default();
+            let user = s
+                .userinfo
+                .as_ref()
+                .map(|u| format!("{u}@"))
+                .unwrap_or_default();
             let mut url = format!("{scheme}://{user}{}/{}", authority(&addr.0, addr.1), s.db);
             if !s.rest.is_empty() {
                 url = format!("{url}?{}", s.rest);
             }
             let primary = async {
-                let info = url.as_str().into_connection_info().map_err(|e| e.to_string())?;
+                let info = url
+                    .as_str()
+                    .into_connection_info()
+                    .map_err(|e| e.to_string())?;
                 let mut conn = self.connect(&self.client(info)?, timeout).await?;
                 let role: Vec<redis::Value> = redis::cmd("ROLE")
                     .query_async(&mut conn)
@@ -120,15 +148,23 @@ impl Link {
                 }
             };
             match primary.await {
-                Ok(conn) => return Ok(conn),
-                Err(e) => why.push(format!("primary {} from sentinel {at}: {e}", authority(&addr.0, addr.1))),
+                Ok(conn) => return Ok((conn, authority(&addr.0, addr.1))),
+                Err(e) => why.push(format!(
+                    "primary {} from sentinel {at}: {e}",
+                    authority(&addr.0, addr.1)
+                )),
             }
         }
         Err(why.join("; "))
     }
 
     /// The primary's address according to the sentinel at `url`.
-    async fn ask(&self, s: &Sentinel, url: &str, timeout: Duration) -> Result<Option<(String, u16)>, String> {
+    async fn ask(
+        &self,
+        s: &Sentinel,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<Option<(String, u16)>, String> {
         let mut settings = RedisConnectionInfo::default();
         if let Some(u) = &s.user {
             settings = settings.set_username(u);

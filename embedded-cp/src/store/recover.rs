@@ -13,6 +13,9 @@ use super::keys::{self, Op};
 use super::trait_impl::decode_state;
 use super::Durable;
 
+/// The values of an `MGET`.
+type Values = Vec<Option<Vec<u8>>>;
+
 /// Reads of many keys go in pipelines of this many.
 const CHUNK: usize = 1000;
 
@@ -25,7 +28,18 @@ pub(crate) struct Recovery {
     /// plane (queued again as a new attempt).
     pub rerun: usize,
     /// The runs to queue, in the order found.
-    pub runs: Vec<crate::service::Waiting>,
+    pub runs: Vec<Recovered>,
+}
+
+/// A run to queue again.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    pub run_id: Uuid,
+    /// The default place (the store keeps none).
+    pub place: String,
+    pub assignment: Assignment,
+    pub cap: WorkerCapability,
+    pub tags: Vec<String>,
 }
 
 fn now_ms() -> u64 {
@@ -60,7 +74,11 @@ pub(crate) async fn recover(store: &Durable) -> Result<Recovery, ControlPlaneErr
     let mut seen = HashSet::new();
     for (run, _) in &claimed {
         if seen.insert(*run) {
-            order.push(Found { run: *run, tags: Vec::new(), was_running: true });
+            order.push(Found {
+                run: *run,
+                tags: Vec::new(),
+                was_running: true,
+            });
         }
     }
     let caps = store.list_pending_capabilities().await?;
@@ -75,7 +93,11 @@ pub(crate) async fn recover(store: &Durable) -> Result<Recovery, ControlPlaneErr
                 continue;
             };
             if seen.insert(run) {
-                order.push(Found { run, tags, was_running: false });
+                order.push(Found {
+                    run,
+                    tags,
+                    was_running: false,
+                });
             }
         }
         lists.push((cap, raw.len()));
@@ -83,9 +105,15 @@ pub(crate) async fn recover(store: &Durable) -> Result<Recovery, ControlPlaneErr
     let mut others: Vec<Uuid> = store.assigned().await?;
     others.retain(|r| seen.insert(*r));
     let first_others = order.len();
-    order.extend(others.into_iter().map(|run| Found { run, tags: Vec::new(), was_running: false }));
+    order.extend(others.into_iter().map(|run| Found {
+        run,
+        tags: Vec::new(),
+        was_running: false,
+    }));
 
-    let records = store.records(&order.iter().map(|f| f.run).collect::<Vec<_>>()).await?;
+    let records = store
+        .records(&order.iter().map(|f| f.run).collect::<Vec<_>>())
+        .await?;
     // (run, its assignment, when it was submitted if found by its record)
     let mut kept: Vec<(Found, Assignment, Option<u64>)> = Vec::new();
     let mut ended = Vec::new();
@@ -94,7 +122,10 @@ pub(crate) async fn recover(store: &Durable) -> Result<Recovery, ControlPlaneErr
             continue; // ended (its record is deleted then)
         };
         let terminal = s.as_ref().is_some_and(|s| {
-            matches!(s.status, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled)
+            matches!(
+                s.status,
+                RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+            )
         });
         if terminal {
             ended.push(f.run);
@@ -104,7 +135,10 @@ pub(crate) async fn recover(store: &Durable) -> Result<Recovery, ControlPlaneErr
         kept.push((f, a, since));
     }
     // The runs found by their assignment alone, oldest first.
-    let tail = kept.iter().position(|(_, _, since)| since.is_some()).unwrap_or(kept.len());
+    let tail = kept
+        .iter()
+        .position(|(_, _, since)| since.is_some())
+        .unwrap_or(kept.len());
     kept[tail..].sort_by_key(|(_, _, since)| *since);
 
     let mut found = Recovery::default();
@@ -134,10 +168,16 @@ pub(crate) async fn recover(store: &Durable) -> Result<Recovery, ControlPlaneErr
             error: None,
         };
         let wire = blazen_controlplane::protocol::RunStateSnapshotWire::from_core(&pending)?;
-        ops.push(Op::PutState { bytes: postcard::to_allocvec(&wire)?, ttl_secs: None });
-        ops.push(Op::Enqueue { cap: cap.clone(), entry: postcard::to_allocvec(&(f.run, f.tags.clone()))? });
+        ops.push(Op::PutState {
+            bytes: postcard::to_allocvec(&wire)?,
+            ttl_secs: None,
+        });
+        ops.push(Op::Enqueue {
+            cap: cap.clone(),
+            entry: postcard::to_allocvec(&(f.run, f.tags.clone()))?,
+        });
         writes.push(store.write(f.run, ops));
-        found.runs.push(crate::service::Waiting {
+        found.runs.push(Recovered {
             run_id: f.run,
             place: DEFAULT_PLACE.to_string(),
             assignment,
@@ -166,7 +206,9 @@ pub(crate) async fn recover(store: &Durable) -> Result<Recovery, ControlPlaneErr
         p.del(keys::assign(run)).ignore();
     }
     if !p.is_empty() {
-        store.read(|mut c| async move { p.query_async::<()>(&mut c).await }).await?;
+        store
+            .read(|mut c| async move { p.query_async::<()>(&mut c).await })
+            .await?;
     }
     Ok(found)
 }
@@ -215,7 +257,7 @@ impl Durable {
         for chunk in runs.chunks(CHUNK) {
             let assign: Vec<String> = chunk.iter().map(|r| keys::assign(*r)).collect();
             let state: Vec<String> = chunk.iter().map(|r| keys::state(*r)).collect();
-            let (a, s): (Vec<Option<Vec<u8>>>, Vec<Option<Vec<u8>>>) = self
+            let (a, s): (Values, Values) = self
                 .read(|mut c| async move {
                     redis::pipe()
                         .cmd("MGET")

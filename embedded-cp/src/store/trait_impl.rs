@@ -144,7 +144,8 @@ impl Durable {
                 return Ok(Vec::new());
             }
             let keys: Vec<String> = runs.iter().map(|r| keys::inflight(*r)).collect();
-            let sessions: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
+            let sessions: Vec<Option<String>> =
+                redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
             Ok(runs
                 .into_iter()
                 .zip(sessions)

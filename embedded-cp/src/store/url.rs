@@ -155,9 +155,12 @@ pub(crate) fn parse(url: &str) -> Result<Target, String> {
         }
     }
     let rest = rest.join("&");
-    let (scheme, after) = base
-        .split_once("://")
-        .ok_or_else(|| bad("must be a redis://, rediss://, redis+sentinel://, rediss+sentinel:// or unix:// URL".into()))?;
+    let (scheme, after) = base.split_once("://").ok_or_else(|| {
+        bad(
+            "must be a redis://, rediss://, redis+sentinel://, rediss+sentinel:// or unix:// URL"
+                .into(),
+        )
+    })?;
     let (kind, secure) = match scheme {
         "redis" | "rediss" | "valkey" | "valkeys" | "unix" | "redis+unix" => {
             let mut direct = base.to_string();
@@ -178,10 +181,14 @@ pub(crate) fn parse(url: &str) -> Result<Target, String> {
         }
     };
     if user.is_some() || password.is_some() {
-        return Err(bad("`sentinel_user`/`sentinel_password` need a Sentinel URL".into()));
+        return Err(bad(
+            "`sentinel_user`/`sentinel_password` need a Sentinel URL".into(),
+        ));
     }
     if tls.any() && !secure {
-        return Err(bad("`tls_ca`, `tls_cert` and `tls_key` need rediss://".into()));
+        return Err(bad(
+            "`tls_ca`, `tls_cert` and `tls_key` need rediss://".into()
+        ));
     }
     if tls.cert.is_some() != tls.key.is_some() {
         return Err(bad("`tls_cert` and `tls_key` go together".into()));
@@ -259,8 +266,14 @@ mod tests {
     fn credentials_and_secret_keys_are_hidden() {
         let u = "rediss+sentinel://app:s3cret@h1:1,h2:2/main/3?sentinel_password=pw&replicas=1";
         let r = redact(u);
-        assert!(!r.contains("s3cret") && !r.contains("app:") && !r.contains("=pw"), "{r}");
-        assert!(r.contains("h1:1,h2:2/main/3") && r.contains("replicas=1"), "{r}");
+        assert!(
+            !r.contains("s3cret") && !r.contains("app:") && !r.contains("=pw"),
+            "{r}"
+        );
+        assert!(
+            r.contains("h1:1,h2:2/main/3") && r.contains("replicas=1"),
+            "{r}"
+        );
         let t = parse(u).expect("parses");
         let Kind::Sentinel(s) = t.kind else {
             panic!("not a sentinel target")
@@ -278,7 +291,10 @@ mod tests {
             ("http://x", "scheme"),
             ("redis://u:pw@h/0?tls_ca=/nonexistent", "need rediss"),
             ("rediss://u:pw@h/0?tls_cert=/etc/hostname", "go together"),
-            ("rediss://u:pw@h/0?tls_ca=/nonexistent/ca.pem", "cannot read"),
+            (
+                "rediss://u:pw@h/0?tls_ca=/nonexistent/ca.pem",
+                "cannot read",
+            ),
             ("redis+sentinel://u:pw@h:1", "primary"),
             ("redis+sentinel://u:pw@h/main", "no port"),
             ("redis://u:pw@h/0?replicas=x", "count"),

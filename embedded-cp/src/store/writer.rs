@@ -6,7 +6,7 @@
 //! first, in the same batches.
 
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Notify;
@@ -23,6 +23,15 @@ const BATCH_COMMANDS: usize = 4096;
 /// How long the replicas a write must reach (`replicas=N`) have to confirm
 /// it (Redis `WAIT`).
 const WAIT_MS: u64 = 500;
+
+/// With Sentinel, how long written writes are kept: when the primary
+/// changes, those written within this time are written again to the new
+/// one (before any later write), since a write the old primary (and one
+/// of its replicas) confirmed may be lost when a replica that did not get
+/// it is promoted; and at most this many of them ([`RECENT`] at 10,000
+/// writes a second).
+pub(crate) const RECENT: Duration = Duration::from_secs(30);
+const RECENT_MOST: usize = 300_000;
 
 /// Writes until the store is dropped.
 pub(crate) async fn run(store: Weak<Durable>, wake: Arc<Notify>) {
@@ -69,11 +78,50 @@ impl Durable {
         if let Some(c) = lock(&self.conns).clone() {
             return Ok(c);
         }
-        let write = self.link.open(CALL_TIMEOUT).await?;
-        let read = self.link.open(CALL_TIMEOUT).await?;
-        let c = Conns { write, read };
+        let (write, server) = self.link.open(CALL_TIMEOUT).await?;
+        let (read, _) = self.link.open(CALL_TIMEOUT).await?;
+        let c = Conns {
+            write,
+            read,
+            server: server.clone(),
+        };
+        self.rewrite_recent(&server);
         *lock(&self.conns) = Some(c.clone());
         Ok(c)
+    }
+
+    /// With Sentinel, on a new primary: the writes made lately go back in
+    /// front of the waiting ones (written again, in their order).
+    fn rewrite_recent(&self, server: &str) {
+        let mut st = lock(&self.state);
+        let before = st.server.replace(server.to_string());
+        if before.is_none() || before.as_deref() == Some(server) || st.recent.is_empty() {
+            return;
+        }
+        let again: Vec<(u64, Entry)> = st
+            .recent
+            .drain(..)
+            .map(|(_, seq, run, op)| {
+                (
+                    seq,
+                    Entry {
+                        run,
+                        op,
+                        waiters: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        tracing::warn!(
+            store = %self.link.target.shown,
+            from = before.as_deref().unwrap_or(""),
+            to = server,
+            writes = again.len(),
+            "the store's primary changed: the writes of the last 30 s are written again"
+        );
+        let in_flight = st.backlog.in_flight;
+        st.backlog.put_back(again);
+        st.backlog.in_flight = in_flight;
     }
 
     /// Reconnects and pings; true when the store answered (it is then
@@ -105,7 +153,13 @@ impl Durable {
 
     /// Sends `batch` as one pipeline (then `WAIT` for the replicas).
     async fn send(&self, batch: &[(u64, Entry)]) -> Result<(), String> {
-        let mut conn: MultiplexedConnection = self.conns().await?.write;
+        let before = lock(&self.state).server.clone();
+        let conns = self.conns().await?;
+        if before.is_some_and(|b| b != conns.server) {
+            // The writes made lately were put back in front of this batch.
+            return Err(format!("the primary is now {}", conns.server));
+        }
+        let mut conn: MultiplexedConnection = conns.write;
         let mut p = redis::pipe();
         for (_, e) in batch {
             e.op.add_to(e.run, &mut p);
@@ -128,6 +182,19 @@ impl Durable {
         {
             let mut st = lock(&self.state);
             st.backlog.in_flight = 0;
+            if self.link.sentinel() {
+                let now = Instant::now();
+                st.recent.extend(
+                    batch
+                        .iter()
+                        .map(|(seq, e)| (now, *seq, e.run, e.op.clone())),
+                );
+                while st.recent.len() > RECENT_MOST
+                    || st.recent.front().is_some_and(|r| now - r.0 > RECENT)
+                {
+                    st.recent.pop_front();
+                }
+            }
         }
         self.up();
         for (_, e) in batch {

@@ -64,7 +64,9 @@ impl Redis {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
+        // `{port}` in `extra` is the server's port (`--port 0 --tls-port
+        // {port}` serves TLS only); a later setting overrides an earlier one.
+        args.extend(extra.iter().map(|s| s.replace("{port}", &port.to_string())));
         Self::spawn("redis-server", port, dir, args).await
     }
 
@@ -108,10 +110,15 @@ impl Redis {
             .stdout(log)
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("{} is installed (run .ci/install-deps): {e}", self.program));
+            .unwrap_or_else(|e| {
+                panic!("{} is installed (run .ci/install-deps): {e}", self.program)
+            });
         self.child = Some(child);
         for _ in 0..1000 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -1,0 +1,110 @@
+//! What the store keeps in memory about runs: which are in the store (a
+//! write of a run not among them is a submission, refused while the store
+//! cannot take it and withdrawn if it fails) and which session claims
+//! each running run (so a run's claim is released when it ends, and a
+//! session's end releases only the runs it still holds).
+
+use blazen_controlplane::ControlPlaneError;
+use uuid::Uuid;
+
+use super::keys::Op;
+use super::{lock, Durable};
+
+impl Durable {
+    /// Writes a run's assignment. For a run the store does not know yet (a
+    /// submission) it is refused while the store is down or too many
+    /// writes wait, and a failed write is withdrawn with every other
+    /// waiting write of the run, and its records deleted.
+    pub(super) async fn put_assignment_bytes(
+        &self,
+        run: Uuid,
+        bytes: Vec<u8>,
+    ) -> Result<(), ControlPlaneError> {
+        let new = {
+            let mut st = lock(&self.state);
+            let new = !st.known.contains(&run);
+            if new {
+                if let Some(e) = self.refusal(&st) {
+                    return Err(e);
+                }
+                st.known.insert(run);
+            }
+            new
+        };
+        let written = self.write(run, vec![Op::PutAssignment(bytes)]).await;
+        if written.is_err() && new {
+            let mut st = lock(&self.state);
+            st.known.remove(&run);
+            st.backlog.withdraw(run);
+            // The failed batch may have reached the store before it failed.
+            st.backlog.push(run, Op::DeleteAssignment, None);
+            st.backlog.push(run, Op::DeleteState, None);
+        }
+        written
+    }
+
+    /// Notes that `run`'s assignment is in the store (found by recovery).
+    pub(crate) fn know(&self, run: Uuid) {
+        lock(&self.state).known.insert(run);
+    }
+
+    /// A run ended: its assignment is deleted and its claim released.
+    pub(super) async fn delete_run(&self, run: Uuid) -> Result<(), ControlPlaneError> {
+        let mut ops = vec![Op::DeleteAssignment];
+        {
+            let mut st = lock(&self.state);
+            st.known.remove(&run);
+            if let Some(session) = st.claims.remove(&run) {
+                if let Some(runs) = st.sessions.get_mut(&session) {
+                    runs.remove(&run);
+                }
+                ops.push(Op::Release { session });
+            }
+        }
+        self.write(run, ops).await
+    }
+
+    pub(super) async fn claim(&self, run: Uuid, session: Uuid) -> Result<(), ControlPlaneError> {
+        {
+            let mut st = lock(&self.state);
+            if let Some(old) = st.claims.insert(run, session) {
+                if let Some(runs) = st.sessions.get_mut(&old) {
+                    runs.remove(&run);
+                }
+            }
+            st.sessions.entry(session).or_default().insert(run);
+        }
+        self.write(run, vec![Op::Claim { session }]).await
+    }
+
+    /// Releases the runs `session` still claims (not every run it ever
+    /// claimed: those that ended were released then) and drops its set.
+    pub(super) async fn release_session(
+        &self,
+        session: Uuid,
+    ) -> Result<Vec<Uuid>, ControlPlaneError> {
+        let runs: Vec<Uuid> = {
+            let mut st = lock(&self.state);
+            let runs: Vec<Uuid> = st
+                .sessions
+                .remove(&session)
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            for r in &runs {
+                if st.claims.get(r) == Some(&session) {
+                    st.claims.remove(r);
+                }
+            }
+            runs
+        };
+        let released = runs
+            .iter()
+            .map(|r| self.write(*r, vec![Op::Release { session }]));
+        let dropped = self.write(session, vec![Op::DropSession]);
+        let (released, dropped) = tokio::join!(futures_util::future::join_all(released), dropped);
+        released.into_iter().collect::<Result<Vec<()>, _>>()?;
+        dropped?;
+        Ok(runs)
+    }
+}
