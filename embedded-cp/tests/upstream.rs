@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use blazen_core::distributed::RunStatus;
 use common::*;
+use futures_util::StreamExt;
 use serde_json::json;
 
 /// §1: a worker that connects behind 64 or more queued runs gets them all
@@ -56,8 +57,14 @@ async fn s02_max_in_flight_holds_and_a_backlog_spreads() {
     for run in runs {
         assert_eq!(ended(&c, run).await.status, RunStatus::Completed);
     }
+    // The crate's worker runs whatever it is sent: its peaks are the
+    // control plane's admission alone.
     let (pa, pb) = (a.peak.load(Ordering::SeqCst), b.peak.load(Ordering::SeqCst));
     println!("server side alone: peaks {pa} / {pb} with max_in_flight 2");
+    assert!(
+        pa <= 2 && pb <= 2,
+        "a worker was sent more than max_in_flight: {pa} / {pb}"
+    );
     let (na, nb) = (
         a.calls.load(Ordering::SeqCst),
         b.calls.load(Ordering::SeqCst),
@@ -83,6 +90,7 @@ async fn s03_queued_runs_are_routed_as_results_come_back() {
     }
     let peak = echo.peak.load(Ordering::SeqCst);
     println!("server side alone: peak {peak} with max_in_flight 1 (see s02)");
+    assert_eq!(peak, 1, "the one slot was exceeded or never used");
 }
 
 /// §4: a lost worker's runs go back to the queue with a `status.requeued`
@@ -182,13 +190,40 @@ async fn s06_a_deadline_fails_a_queued_run_with_timeout() {
 async fn s07_fast_results_end_every_run() {
     let s = server(config()).await;
     let c = client(&s).await;
+    let watcher = client(&s).await;
+    let mut all = watcher
+        .subscribe_all(Vec::new())
+        .await
+        .expect("subscribe_all");
     let _w = worker(&s, "fast", "fast", 16, Echo::default()).await;
     let mut runs = Vec::new();
     for i in 0..300 {
         runs.push(submit(&c, "fast", json!(i), false).await);
     }
-    for run in runs {
-        assert_eq!(ended(&c, run).await.status, RunStatus::Completed);
+    for run in &runs {
+        assert_eq!(ended(&c, *run).await.status, RunStatus::Completed);
+    }
+    // Every run's status.running came before its status.completed.
+    let mut running = std::collections::HashSet::new();
+    let mut completed = 0;
+    while completed < runs.len() {
+        let ev = tokio::time::timeout(Duration::from_secs(10), all.next())
+            .await
+            .expect("an event")
+            .expect("stream open")
+            .expect("event");
+        match ev.event_type.as_str() {
+            "status.running" => assert!(running.insert(ev.run_id), "running twice"),
+            "status.completed" => {
+                assert!(
+                    running.contains(&ev.run_id),
+                    "completed before running: {}",
+                    ev.run_id
+                );
+                completed += 1;
+            }
+            _ => {}
+        }
     }
 }
 
