@@ -374,6 +374,8 @@ class HttpSideTest < Minitest::Test
     one = JSON.parse(get("/api/runs/#{W.failed_ids.first}").body)
     assert_equal %w[status.running status.failed], one["events"].map { |e| e["event_type"] }
     assert_equal "failed", one["status"]
+    assert_equal "failed", one["snapshot"]["status"], "the control plane's own snapshot"
+    assert_includes one["snapshot"]["error"], W::HOSTILE_ERROR
     assert_includes one["events"].last["data"]["error"], W::HOSTILE_ERROR
     assert_operator one["duration_ms"], :>=, 0
     %w[node-a node-b].include?(one["node_id"]) or flunk "node_id #{one['node_id']}"

@@ -740,8 +740,9 @@ impl Observer {
     /// plane's own snapshot.
     pub(crate) fn run(&self, run_id: Uuid) -> Option<(Option<Entry>, Option<Value>)> {
         let entry = lock(&self.0.stats.index).runs.get(&run_id).cloned();
-        let snap = self.0.shared.queue.describe(run_id).map(|s| {
+        let snap = self.0.run_state(run_id).map(|(s, place)| {
             json!({
+                "place": place,
                 "status": status_text(s.status),
                 "started_at_ms": s.started_at_ms,
                 "completed_at_ms": s.completed_at_ms,
