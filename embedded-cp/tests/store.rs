@@ -313,6 +313,20 @@ async fn writes_wait_for_a_store_that_is_down_up_to_the_replay_limit() {
         back.is_some(),
         "submissions are accepted again once Redis is back"
     );
+    // The refused submissions left no record: the 20 runs and the one
+    // accepted at the end have a state, nothing else.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut r = redis_proc::conn(&redis.url()).await;
+    let states: Vec<String> = redis::cmd("KEYS")
+        .arg("blazen:cp:state:*")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert_eq!(
+        states.len(),
+        HELD + 1,
+        "records of refused submissions: {states:?}"
+    );
     drop(c);
     drop(cp);
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -25,6 +25,7 @@ impl Durable {
             let new = !st.known.contains(&run);
             if new {
                 if let Some(e) = self.refusal(&st) {
+                    st.refuse(run);
                     return Err(e);
                 }
                 st.known.insert(run);
@@ -35,6 +36,7 @@ impl Durable {
         if written.is_err() && new {
             let mut st = lock(&self.state);
             st.known.remove(&run);
+            st.refuse(run);
             st.backlog.withdraw(run);
             // The failed batch may have reached the store before it failed.
             st.backlog.push(run, Op::DeleteAssignment, None);
@@ -49,7 +51,7 @@ impl Durable {
     }
 
     /// A run ended: its assignment is deleted and its claim released.
-    pub(super) async fn delete_run(&self, run: Uuid) -> Result<(), ControlPlaneError> {
+    pub(super) fn delete_run(&self, run: Uuid) -> Result<(), ControlPlaneError> {
         let mut ops = vec![Op::DeleteAssignment];
         {
             let mut st = lock(&self.state);
@@ -61,10 +63,10 @@ impl Durable {
                 ops.push(Op::Release { session });
             }
         }
-        self.write(run, ops).await
+        self.queue(run, ops)
     }
 
-    pub(super) async fn claim(&self, run: Uuid, session: Uuid) -> Result<(), ControlPlaneError> {
+    pub(super) fn claim(&self, run: Uuid, session: Uuid) -> Result<(), ControlPlaneError> {
         {
             let mut st = lock(&self.state);
             if let Some(old) = st.claims.insert(run, session) {
@@ -74,15 +76,12 @@ impl Durable {
             }
             st.sessions.entry(session).or_default().insert(run);
         }
-        self.write(run, vec![Op::Claim { session }]).await
+        self.queue(run, vec![Op::Claim { session }])
     }
 
     /// Releases the runs `session` still claims (not every run it ever
     /// claimed: those that ended were released then) and drops its set.
-    pub(super) async fn release_session(
-        &self,
-        session: Uuid,
-    ) -> Result<Vec<Uuid>, ControlPlaneError> {
+    pub(super) fn release_session(&self, session: Uuid) -> Result<Vec<Uuid>, ControlPlaneError> {
         let runs: Vec<Uuid> = {
             let mut st = lock(&self.state);
             let runs: Vec<Uuid> = st
@@ -98,13 +97,31 @@ impl Durable {
             }
             runs
         };
-        let released = runs
+        // Every release is kept, even while the store is down.
+        let released: Vec<_> = runs
             .iter()
-            .map(|r| self.write(*r, vec![Op::Release { session }]));
-        let dropped = self.write(session, vec![Op::DropSession]);
-        let (released, dropped) = tokio::join!(futures_util::future::join_all(released), dropped);
+            .map(|r| self.queue(*r, vec![Op::Release { session }]))
+            .collect();
+        self.queue(session, vec![Op::DropSession])?;
         released.into_iter().collect::<Result<Vec<()>, _>>()?;
-        dropped?;
         Ok(runs)
+    }
+}
+
+/// How many refused submissions are remembered (their other writes, made
+/// at the same moment, are dropped).
+const REFUSED_KEPT: usize = 4096;
+
+impl super::State {
+    /// Remembers a refused submission: its other writes are dropped.
+    fn refuse(&mut self, run: Uuid) {
+        if self.refused.insert(run) {
+            self.refused_order.push_back(run);
+            if self.refused_order.len() > REFUSED_KEPT {
+                if let Some(old) = self.refused_order.pop_front() {
+                    self.refused.remove(&old);
+                }
+            }
+        }
     }
 }

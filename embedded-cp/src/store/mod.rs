@@ -7,10 +7,12 @@
 //!
 //! Every write goes through one ordered backlog (`backlog`) that one task
 //! (`writer`) sends in pipelines, as many writes at a time as have piled
-//! up: a caller's write returns once it is in the store, so a submission
-//! is acknowledged only once its assignment is written and a result is
-//! announced only once it is recorded, while concurrent runs share round
-//! trips. A write that finds the store down (no answer within
+//! up, so concurrent runs share round trips. The writes a caller acts on
+//! are awaited: an assignment (a submission is acknowledged only once it
+//! is written) and a terminal state (a run's end is announced only once it
+//! is recorded, and with it every earlier write of the run). The others
+//! (claims, PENDING and RUNNING states, queue entries, deletions) return
+//! once queued: they are written in order, before any later write. A write that finds the store down (no answer within
 //! [`CALL_TIMEOUT`], an error, a server that is no longer the primary)
 //! fails at once but stays in the backlog, merged with later writes to the
 //! same record, and is written when the store answers again; submissions
@@ -88,6 +90,9 @@ struct State {
     recent: std::collections::VecDeque<(std::time::Instant, u64, Uuid, Op)>,
     /// The server the last connections were made to.
     server: Option<String>,
+    /// Submissions refused lately (`claims`), oldest first.
+    refused: HashSet<Uuid>,
+    refused_order: std::collections::VecDeque<Uuid>,
 }
 
 /// The connections: one the writer uses alone, one for reads.
@@ -231,12 +236,35 @@ impl Durable {
         }
     }
 
+    /// Queues writes of `run` without waiting for them: they are written in
+    /// order with every other write (so before any write queued later).
+    /// While the store is down this fails, and they are kept for the replay.
+    fn queue(&self, run: Uuid, ops: Vec<Op>) -> Result<(), ControlPlaneError> {
+        {
+            let mut st = lock(&self.state);
+            if st.refused.contains(&run) {
+                return Err(self.error("the run's submission was refused"));
+            }
+            for op in ops {
+                st.backlog.push(run, op, None);
+            }
+            if let Some(why) = &st.down {
+                return Err(self.error(why));
+            }
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
     /// Queues writes of `run` and waits until they are in the store. While
     /// the store is down they fail at once and are kept for the replay.
     async fn write(&self, run: Uuid, ops: Vec<Op>) -> Result<(), ControlPlaneError> {
         let mut waits = Vec::with_capacity(ops.len());
         {
             let mut st = lock(&self.state);
+            if st.refused.contains(&run) {
+                return Err(self.error("the run's submission was refused"));
+            }
             let down = st.down.clone();
             for op in ops {
                 let waiter = down.is_none().then(|| {

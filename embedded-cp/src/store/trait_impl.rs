@@ -36,7 +36,7 @@ impl AssignmentStore for Durable {
 
     /// Also releases the run's claim: the run has ended.
     async fn delete_assignment(&self, run_id: Uuid) -> Result<(), ControlPlaneError> {
-        self.delete_run(run_id).await
+        self.delete_run(run_id)
     }
 
     async fn put_state(
@@ -55,8 +55,13 @@ impl AssignmentStore for Durable {
             .then(|| ttl.or(self.ttl))
             .flatten()
             .map(|t| t.as_secs().max(1));
-        self.write(run_id, vec![Op::PutState { bytes, ttl_secs }])
-            .await
+        let op = Op::PutState { bytes, ttl_secs };
+        if terminal {
+            // Announced only once it is recorded.
+            self.write(run_id, vec![op]).await
+        } else {
+            self.queue(run_id, vec![op])
+        }
     }
 
     async fn get_state(&self, run_id: Uuid) -> Result<Option<RunStateSnapshot>, ControlPlaneError> {
@@ -77,7 +82,7 @@ impl AssignmentStore for Durable {
             cap: cap.clone(),
             entry,
         };
-        self.write(run_id, vec![op]).await
+        self.queue(run_id, vec![op])
     }
 
     /// Pops the oldest entry of `cap`'s list (the recovery reads the lists
@@ -111,13 +116,13 @@ impl AssignmentStore for Durable {
     }
 
     async fn claim_inflight(&self, run_id: Uuid, session: Uuid) -> Result<(), ControlPlaneError> {
-        self.claim(run_id, session).await
+        self.claim(run_id, session)
     }
 
     /// Releases what the session still claims (bounded by its runs in
     /// flight, whatever it ran before).
     async fn release_inflight(&self, session: Uuid) -> Result<Vec<Uuid>, ControlPlaneError> {
-        self.release_session(session).await
+        self.release_session(session)
     }
 
     async fn list_orphaned_inflight(
