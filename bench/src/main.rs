@@ -385,7 +385,7 @@ fn native_rate_mode(endpoint: &str, what: &str, k: usize, calls: usize) -> Resul
 fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().collect();
     let usage =
-        "usage: blazen-cabi-bench BENCH_C REPORT.json [e2e] [--runs N] [--repeats R] [--perf]";
+        "usage: blazen-cabi-bench BENCH_C REPORT.json [e2e | http-cost] [--runs N] [--repeats R] [--perf]";
     let (c_path, report_path, rest) = match args.as_slice() {
         [_, mode] if mode == "serve" => return serve(None),
         [_, mode, options] if mode == "serve" => return serve(Some(options)),

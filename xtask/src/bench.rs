@@ -8,11 +8,12 @@ use anyhow::Result;
 use crate::cc::{build_library, compile, need};
 use crate::{cargo, sh};
 
-/// `cargo xtask bench [e2e] [--runs N] [--repeats R]`: release builds, the
-/// C driver at -O2, then the side-by-side run (see bench/src/main.rs); the
-/// arguments after `bench` go to it (`e2e`: only the end-to-end section,
-/// merged into the existing report; `--runs`/`--repeats` shrink that
-/// section for a smoke run).
+/// `cargo xtask bench [e2e | http-cost] [--runs N] [--repeats R]`: release
+/// builds, the C driver at -O2, then the side-by-side run (see
+/// bench/src/main.rs); the arguments after `bench` go to it (`e2e`: only
+/// the end-to-end section, merged into the existing report;
+/// `--runs`/`--repeats` shrink that section for a smoke run; `http-cost`:
+/// only the submit rate with the HTTP side off and on, scraped).
 pub fn bench(root: &Path) -> Result<()> {
     let args: Vec<String> = std::env::args().skip(2).collect();
     need("cc")?;

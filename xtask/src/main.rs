@@ -1,6 +1,6 @@
 //! Project tasks: `cargo xtask <header [--check] | ruby [--check] | gem
 //! | test [SUITE...] [--tool gcc|clang|valgrind|asan]... [--surface v0.6]
-//!   [--case NAME[,NAME]] [--jobs N] | demo | bench [e2e] [--runs N]
+//!   [--case NAME[,NAME]] [--jobs N] | demo | bench [e2e|http-cost] [--runs N]
 //!   [--repeats R] [--perf] | abi | adversarial | consumers
 //! | install --prefix DIR [--strip]>`.
 
@@ -53,7 +53,7 @@ fn run() -> Result<()> {
             })
         }
         _ => {
-            bail!("usage: cargo xtask <header [--check] | ruby [--check] | gem | test [SUITE...] [--tool gcc|clang|valgrind|asan]... [--surface v0.6] [--case NAME[,NAME]] [--jobs N] | demo | bench [e2e] [--runs N] [--repeats R] [--perf] | chaos [--minutes N] [--seed S] [--rate R] [--release] | abi | adversarial | consumers | install --prefix DIR [--strip]>")
+            bail!("usage: cargo xtask <header [--check] | ruby [--check] | gem | test [SUITE...] [--tool gcc|clang|valgrind|asan]... [--surface v0.6] [--case NAME[,NAME]] [--jobs N] | demo | bench [e2e|http-cost] [--runs N] [--repeats R] [--perf] | chaos [--minutes N] [--seed S] [--rate R] [--release] | abi | adversarial | consumers | install --prefix DIR [--strip]>")
         }
     }
 }

@@ -38,7 +38,7 @@ impl Tool {
 }
 
 /// Suites that are not C suites, by the name that selects them.
-pub const OTHER_SUITES: [&str; 5] = ["rust", "header", "abi", "consumers", "ruby"];
+pub const OTHER_SUITES: [&str; 6] = ["rust", "header", "abi", "consumers", "ruby", "chaos"];
 
 /// What a partial run runs.
 #[derive(Debug)]
