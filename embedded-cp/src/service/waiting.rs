@@ -15,12 +15,12 @@ use super::{now_ms, Plane};
 
 impl Plane {
     /// Whether a connected worker in `place` serves `cap`.
+    /// (Read from the open sessions: the registry's lookup copies every
+    /// matching worker's record, and this runs for every submission.)
     fn served(&self, place: &str, cap: &WorkerCapability) -> bool {
-        !self
-            .shared
-            .registry
-            .workers_with_capability(place, cap)
-            .is_empty()
+        crate::lock(&self.sessions)
+            .values()
+            .any(|s| s.place == place && s.caps.contains(cap))
     }
 
     /// Emits `status.waiting` for `run_id` (queued for `place` and `cap`)
