@@ -1,0 +1,216 @@
+//! Every run the control plane knows, the queues of runs waiting for a
+//! worker, and the dispatcher that routes them. This replaces the crate's
+//! `AssignmentQueue`, whose every dispatch scans the whole queue
+//! (`docs/upstream.md` 9) and whose routings race each other past a
+//! worker's `max_in_flight`:
+//!
+//! - A waiting run sits in a first-in first-out queue per place and
+//!   capability. Routing looks only at the queue's front, so the rate a
+//!   worker drains does not depend on how many runs wait behind it.
+//! - Only the dispatcher routes, one run at a time, and each run is
+//!   counted against its worker before the next one is routed: no worker
+//!   is sent more than its `max_in_flight`.
+//! - A run's `status.running` is published before its assignment is sent
+//!   to the worker, and its terminal event only after the result is in the
+//!   store (and after the store writes of its routing), so a run's events
+//!   are in order on every store.
+//!
+//! Routing itself is the crate's admission (`Admission::route`: capability,
+//! tags, selector, taints, capacity, least loaded, round robin).
+
+use std::collections::{HashMap, VecDeque};
+
+use blazen_controlplane::protocol::Assignment;
+use blazen_core::distributed::{RunStateSnapshot, RunStatus, WorkerCapability};
+use uuid::Uuid;
+
+use crate::lock;
+
+use super::{is_terminal, now_ms, Plane};
+
+mod end;
+mod route;
+
+pub(super) use route::route;
+
+/// A place and one capability: what a queue of waiting runs is for.
+pub(super) type Bucket = (String, WorkerCapability);
+
+#[derive(Default)]
+pub(super) struct Runs {
+    table: std::sync::Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    runs: HashMap<Uuid, Run>,
+    /// Runs waiting for a worker, oldest first. A run that ended while it
+    /// waited (cancelled, past its deadline) stays in its queue until it
+    /// reaches the front, where it is dropped.
+    waiting: HashMap<Bucket, VecDeque<Uuid>>,
+}
+
+struct Run {
+    snap: RunStateSnapshot,
+    place: String,
+    cap: WorkerCapability,
+    tags: Vec<String>,
+    /// The run's assignment, until the run ends.
+    assignment: Option<Assignment>,
+    /// The session it is assigned to, while RUNNING.
+    session: Option<Uuid>,
+    /// The store writes of its routing; its result waits for them.
+    routed: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// How a run ends.
+pub(super) enum Ending {
+    Completed(serde_json::Value),
+    Failed(String),
+    Cancelled,
+}
+
+/// A run to queue: new or recovered from a store.
+#[derive(Debug)]
+pub(crate) struct Waiting {
+    pub(crate) run_id: Uuid,
+    pub(crate) place: String,
+    pub(crate) assignment: Assignment,
+    pub(crate) cap: WorkerCapability,
+    pub(crate) tags: Vec<String>,
+}
+
+pub(super) fn pending_snapshot(run_id: Uuid) -> RunStateSnapshot {
+    RunStateSnapshot {
+        run_id,
+        status: RunStatus::Pending,
+        started_at_ms: now_ms(),
+        completed_at_ms: None,
+        assigned_to: None,
+        last_event_at_ms: None,
+        output: None,
+        error: None,
+    }
+}
+
+impl Plane {
+    /// The run's state and place.
+    pub(super) fn run_state(&self, run_id: Uuid) -> Option<(RunStateSnapshot, String)> {
+        let t = lock(&self.runs.table);
+        t.runs
+            .get(&run_id)
+            .map(|r| (r.snap.clone(), r.place.clone()))
+    }
+
+    /// The run's status.
+    pub(super) fn run_status(&self, run_id: Uuid) -> Option<RunStatus> {
+        lock(&self.runs.table)
+            .runs
+            .get(&run_id)
+            .map(|r| r.snap.status)
+    }
+
+    /// The session the run is assigned to, if it is RUNNING on one.
+    pub(super) fn run_session(&self, run_id: Uuid) -> Option<std::sync::Arc<super::Session>> {
+        let id = lock(&self.runs.table).runs.get(&run_id)?.session?;
+        lock(&self.sessions).get(&id).cloned()
+    }
+
+    /// Queues a new run (or one recovered from a store) and asks the
+    /// dispatcher to route it. Its store records are written by the caller.
+    pub(super) fn admit(&self, run: Waiting) -> RunStateSnapshot {
+        let snap = pending_snapshot(run.run_id);
+        let bucket = (run.place.clone(), run.cap.clone());
+        {
+            let mut t = lock(&self.runs.table);
+            t.runs.insert(
+                run.run_id,
+                Run {
+                    snap: snap.clone(),
+                    place: run.place,
+                    cap: run.cap,
+                    tags: run.tags,
+                    assignment: Some(run.assignment),
+                    session: None,
+                    routed: None,
+                },
+            );
+            t.waiting
+                .entry(bucket.clone())
+                .or_default()
+                .push_back(run.run_id);
+        }
+        self.request_drain((bucket.0, vec![bucket.1]));
+        snap
+    }
+
+    /// Puts runs that lost their worker back at the front of their queues
+    /// (in their order), PENDING again. Returns those that were still
+    /// running on `session` (the others ended meanwhile), with their
+    /// queue.
+    pub(super) fn requeue(&self, session: Uuid, runs: &[Uuid]) -> Vec<(Uuid, Bucket)> {
+        let mut t = lock(&self.runs.table);
+        let mut back = Vec::new();
+        for run_id in runs.iter().rev() {
+            let Some(run) = t.runs.get_mut(run_id) else {
+                continue;
+            };
+            if run.session != Some(session) || is_terminal(run.snap.status) {
+                continue;
+            }
+            run.session = None;
+            run.snap.status = RunStatus::Pending;
+            run.snap.assigned_to = None;
+            let bucket = (run.place.clone(), run.cap.clone());
+            t.waiting
+                .entry(bucket.clone())
+                .or_default()
+                .push_front(*run_id);
+            back.push((*run_id, bucket));
+        }
+        back.reverse();
+        back
+    }
+
+    /// The runs of `session` that are RUNNING on it.
+    pub(super) fn running_on(&self, session: Uuid, candidates: &[Uuid]) -> Vec<Uuid> {
+        let t = lock(&self.runs.table);
+        candidates
+            .iter()
+            .copied()
+            .filter(|r| {
+                t.runs.get(r).is_some_and(|run| {
+                    run.session == Some(session) && run.snap.status == RunStatus::Running
+                })
+            })
+            .collect()
+    }
+
+    /// The run's assignment as it would be sent (its attempt counted), and
+    /// its capability, for a store record.
+    pub(super) fn stored_assignment(&self, run_id: Uuid) -> Option<(Assignment, Vec<String>)> {
+        let t = lock(&self.runs.table);
+        let run = t.runs.get(&run_id)?;
+        Some((run.assignment.clone()?, run.tags.clone()))
+    }
+
+    /// Whether `run_id` is RUNNING on `session`.
+    pub(super) fn is_on(&self, run_id: Uuid, session: Uuid) -> bool {
+        lock(&self.runs.table)
+            .runs
+            .get(&run_id)
+            .is_some_and(|r| r.session == Some(session))
+    }
+
+    /// Notes that the run's worker sent an event for it.
+    pub(super) fn touched(&self, run_id: Uuid) {
+        if let Some(run) = lock(&self.runs.table).runs.get_mut(&run_id) {
+            run.snap.last_event_at_ms = Some(now_ms());
+        }
+    }
+
+    /// Whether `run_id` waits in a queue.
+    pub(super) fn is_waiting(&self, run_id: Uuid) -> bool {
+        self.run_status(run_id) == Some(RunStatus::Pending)
+    }
+}

@@ -1,0 +1,159 @@
+//! Routing: the dispatcher takes the front run of a queue, asks the
+//! crate's admission for a worker, counts the run against that worker and
+//! sends it.
+
+use blazen_controlplane::protocol::{Assignment, Offer, ServerToWorker, ENVELOPE_VERSION};
+use blazen_controlplane::server::admission::{Decision, RouteRequest};
+use blazen_controlplane::server::store::AssignmentStore;
+use blazen_core::distributed::{
+    NodeSelector, ResourceHint, RunStatus, TolerationSpec, WorkerCapability,
+};
+
+use crate::lock;
+
+use super::{Bucket, Plane, Table};
+
+/// What a routing decision needs from an assignment, owned.
+struct RouteInputs {
+    hint: Option<ResourceHint>,
+    selector: NodeSelector,
+    tolerations: Vec<TolerationSpec>,
+    input: Option<serde_json::Value>,
+}
+
+impl RouteInputs {
+    fn of(a: &Assignment) -> Self {
+        Self {
+            hint: a.resource_hint.as_ref().map(Into::into),
+            selector: a.selector.clone().into(),
+            tolerations: a.tolerations.iter().cloned().map(Into::into).collect(),
+            input: a.input_value().ok(),
+        }
+    }
+
+    fn request<'a>(
+        &'a self,
+        place: &'a str,
+        cap: &'a WorkerCapability,
+        tags: &'a [String],
+    ) -> RouteRequest<'a> {
+        RouteRequest {
+            place,
+            required_capability: cap,
+            required_tags: tags,
+            resource_hint: self.hint.as_ref(),
+            selector: &self.selector,
+            tolerations: &self.tolerations,
+            input: self.input.as_ref(),
+        }
+    }
+}
+
+/// The admission decision for `assignment` now.
+pub(in crate::service) fn route(
+    plane: &Plane,
+    place: &str,
+    cap: &WorkerCapability,
+    tags: &[String],
+    assignment: &Assignment,
+) -> Decision {
+    let inputs = RouteInputs::of(assignment);
+    let shared = &plane.shared;
+    shared
+        .admission
+        .route(&shared.registry, &inputs.request(place, cap, tags))
+}
+
+impl Plane {
+    /// Routes the waiting runs of `bucket`, oldest first, until the front
+    /// one finds no worker or `most` are routed; true in the second case.
+    /// Only the dispatcher calls this.
+    pub(in crate::service) fn dispatch(&self, bucket: &Bucket, most: usize) -> bool {
+        (0..most).all(|_| self.route_front(bucket))
+    }
+
+    /// Routes the front run of `bucket`; false when there is none or it
+    /// found no worker.
+    fn route_front(&self, bucket: &Bucket) -> bool {
+        let mut t = lock(&self.runs.table);
+        let Table { runs, waiting } = &mut *t;
+        let Some(queue) = waiting.get_mut(bucket) else {
+            return false;
+        };
+        // Drop runs that ended while they waited.
+        while let Some(id) = queue.front() {
+            if runs
+                .get(id)
+                .is_some_and(|r| r.snap.status == RunStatus::Pending && r.session.is_none())
+            {
+                break;
+            }
+            queue.pop_front();
+        }
+        let Some(&run_id) = queue.front() else {
+            waiting.remove(bucket);
+            return false;
+        };
+        let Some(run) = runs.get_mut(&run_id) else {
+            return false;
+        };
+        let Some(assignment) = run.assignment.as_ref() else {
+            return false;
+        };
+        let (session_id, node_id, offer) =
+            match route(self, &bucket.0, &bucket.1, &run.tags, assignment) {
+                Decision::Push {
+                    session_id,
+                    node_id,
+                } => (session_id, node_id, false),
+                Decision::Offer {
+                    session_id,
+                    node_id,
+                } => (session_id, node_id, true),
+                Decision::NoCandidate { .. } => return false,
+            };
+        let Some(session) = lock(&self.sessions).get(&session_id).cloned() else {
+            // Registered, but its session is ending: the next drain routes it.
+            return false;
+        };
+        queue.pop_front();
+        let mut assignment = assignment.clone();
+        assignment.attempt = assignment.attempt.max(self.journal.requeues(run_id));
+        run.session = Some(session_id);
+        run.snap.status = RunStatus::Running;
+        run.snap.assigned_to = Some(node_id.clone());
+        let running = run.snap.clone();
+        // Counted before the next routing decision.
+        session.assign(&self.shared, run_id);
+        if let Some(store) = &self.store {
+            let store = store.clone();
+            run.routed = Some(tokio::spawn(async move {
+                let (claim, state) = tokio::join!(
+                    store.claim_inflight(run_id, session_id),
+                    store.put_state(run_id, &running, None)
+                );
+                for e in [claim.err(), state.err()].into_iter().flatten() {
+                    tracing::warn!(%run_id, error = %e, "cannot record the run's routing in the store");
+                }
+            }));
+        }
+        drop(t);
+        self.journal.attempted(run_id, assignment.attempt);
+        self.publish(
+            run_id,
+            crate::EventType::StatusRunning,
+            serde_json::json!({ "node_id": node_id }),
+        );
+        let frame = if offer {
+            ServerToWorker::Offer(Offer {
+                envelope_version: ENVELOPE_VERSION,
+                assignment,
+            })
+        } else {
+            ServerToWorker::Assignment(assignment)
+        };
+        // A session that has just ended re-queues it (its second sweep).
+        let _ = session.out.send(frame);
+        true
+    }
+}
