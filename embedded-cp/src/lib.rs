@@ -13,6 +13,7 @@
 //! Nothing here knows about C: errors are [`Error`] values that
 //! blazen-cabi turns into its `BlazenError`.
 
+mod common;
 mod conn;
 mod error;
 mod http;

@@ -17,12 +17,9 @@ use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
+use crate::common::{GRACE, LOG_TARGET};
 use crate::conn::{Auth, Killable};
 use crate::{lock, Error, Result};
-
-/// How long a graceful stop waits for requests and streams in progress
-/// before it closes every connection.
-pub const GRACE: Duration = Duration::from_secs(1);
 
 /// HTTP/2 PING interval and ack timeout (and TCP keepalive): a peer that
 /// vanishes without closing its connection (host down, network cut) is
@@ -36,11 +33,6 @@ pub const KEEPALIVE: Duration = Duration::from_secs(10);
 /// and the run journal (`service::journal`) is one such subscriber that
 /// must keep up with 10,000-run bursts.
 const EVENT_BUS_CAPACITY: usize = 16_384;
-
-/// The target of the server's own log records (start, recovery, stop):
-/// the one they had when this code was part of blazen-cabi, which hosts'
-/// log filters and sinks name.
-pub const LOG_TARGET: &str = "blazen_cabi::server";
 
 /// How many times a run is re-queued after losing its worker, unless
 /// [`Config::max_requeues`] says otherwise.
@@ -211,6 +203,19 @@ impl Server {
     /// with TLS).
     pub fn endpoint(&self) -> String {
         format!("{}://{}", self.scheme, self.addr)
+    }
+
+    /// Where the HTTP side listens, `http://IP:PORT`, when it has one.
+    pub fn http_endpoint(&self) -> Option<String> {
+        self.http.endpoint()
+    }
+
+    /// One page of runs, newest first, as JSON text: `{"runs": [...],
+    /// "next_cursor": N or null}` (see `RunFilter::from_json` for
+    /// `filter`, and the README for a run's fields). A bad filter is an
+    /// [`Error::Invalid`] naming `filter_json`.
+    pub fn list_runs_json(&self, filter: &serde_json::Value) -> Result<String> {
+        self.http.list_runs_json(filter)
     }
 
     /// Stops gracefully: refuses new connections, waits up to [`GRACE`] for

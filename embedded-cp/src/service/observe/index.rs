@@ -1,0 +1,196 @@
+//! The index of runs: every run not yet finished and the last
+//! [`KEEP_FINISHED`] finished ones, in order of first sight, fed by the
+//! submissions and the event bus, with the counts and history they move.
+
+use std::collections::{HashMap, VecDeque};
+
+use blazen_core::distributed::{RunEvent, RunStatus};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::{EventType, RunErrorKind};
+
+use super::counters::{Counters, REQUEUED, SUBMITTED};
+use super::entry::Entry;
+use super::history::History;
+use super::is_terminal;
+
+/// Finished runs the index keeps (the oldest go first).
+pub(super) const KEEP_FINISHED: usize = 10_000;
+
+/// Events a run keeps for its timeline (the oldest go first).
+pub(super) const RUN_EVENTS: usize = 32;
+
+/// The longest event data (as JSON text) kept; longer data is replaced
+/// by a note of its length.
+pub(super) const EVENT_DATA_MAX: usize = 1024;
+
+#[derive(Default)]
+pub(super) struct Index {
+    pub(super) runs: HashMap<Uuid, Entry>,
+    /// Run ids by `seq`, oldest first (ids of forgotten runs linger until
+    /// the next compaction).
+    pub(super) order: VecDeque<(u64, Uuid)>,
+    /// Finished runs, oldest finish first, for forgetting.
+    finished: VecDeque<Uuid>,
+    next_seq: u64,
+    pub(super) counts: Counters,
+    pub(super) history: History,
+}
+
+impl Index {
+    fn entry(&mut self, run_id: Uuid, at: u64) -> &mut Entry {
+        let seq = self.next_seq;
+        let fresh = !self.runs.contains_key(&run_id);
+        if fresh {
+            self.next_seq += 1;
+            self.order.push_back((seq, run_id));
+        }
+        self.runs
+            .entry(run_id)
+            .or_insert_with(|| Entry::new(run_id, seq, at))
+    }
+
+    /// Records the submission of `run_id` for `workflow`.
+    pub(super) fn submitted(&mut self, run_id: Uuid, workflow: &str, at: u64) {
+        let e = self.entry(run_id, at);
+        if e.workflow.is_some() {
+            return;
+        }
+        e.workflow = Some(workflow.to_string());
+        e.submitted_ms = e.submitted_ms.min(at);
+        e.queued_ms = e.queued_ms.min(at);
+        let status = e.status;
+        let requeues = std::mem::take(&mut e.uncounted_requeues);
+        let timed_out = e.error.as_deref().is_some_and(is_timeout);
+        let was_counted = std::mem::replace(&mut e.counted, is_terminal(status));
+        self.counts.count(workflow, SUBMITTED, 1);
+        self.counts.count(workflow, REQUEUED, u64::from(requeues));
+        if !was_counted {
+            // As if it went from nowhere to where it is now.
+            self.counts
+                .shift(workflow, RunStatus::Completed, status, timed_out);
+        }
+    }
+
+    /// Applies one event of the bus.
+    pub(super) fn record(&mut self, event: &RunEvent) {
+        let at = event.timestamp_ms;
+        let e = self.entry(event.run_id, at);
+        e.events
+            .push_back((at, event.event_type.clone(), cut(&event.data)));
+        if e.events.len() > RUN_EVENTS {
+            e.events.pop_front();
+        }
+        let before = e.status;
+        let kind = EventType::from_text(&event.event_type);
+        let after = match kind {
+            Some(EventType::StatusRunning) => RunStatus::Running,
+            Some(EventType::StatusCompleted) => RunStatus::Completed,
+            Some(EventType::StatusFailed) => RunStatus::Failed,
+            Some(EventType::StatusCancelled) => RunStatus::Cancelled,
+            Some(EventType::StatusRequeued) => RunStatus::Pending,
+            _ => before,
+        };
+        if is_terminal(before) {
+            // A late event of a finished run changes nothing.
+            return;
+        }
+        let node = event.data.get("node_id").and_then(Value::as_str);
+        let mut queued_for = None;
+        let mut ran_for = None;
+        match kind {
+            Some(EventType::StatusRunning) => {
+                e.node_id = node.map(str::to_string);
+                e.assigned_ms = Some(at);
+                queued_for = Some(at.saturating_sub(e.queued_ms));
+            }
+            Some(EventType::StatusRequeued) => {
+                e.requeues += 1;
+                e.queued_ms = at;
+                e.node_id = None;
+                e.assigned_ms = None;
+            }
+            Some(k) if k.is_terminal() => {
+                e.finished_ms = Some(at);
+                if let Some(a) = e.assigned_ms {
+                    ran_for = Some(at.saturating_sub(a));
+                }
+                if k == EventType::StatusFailed {
+                    e.error = Some(
+                        event
+                            .data
+                            .get("error")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                    );
+                }
+            }
+            _ => {}
+        }
+        let workflow = e.workflow.clone();
+        let timed_out = e.error.as_deref().is_some_and(is_timeout);
+        let requeued = kind == Some(EventType::StatusRequeued);
+        if workflow.is_none() && requeued {
+            e.uncounted_requeues += 1;
+        }
+        e.status = after;
+        if workflow.is_some() && is_terminal(after) {
+            e.counted = true;
+        }
+        let run_id = e.run_id;
+        if let Some(ms) = queued_for {
+            self.counts.queue_latency.observe(ms as f64 / 1000.0);
+        }
+        if let Some(ms) = ran_for {
+            self.counts.run_latency.observe(ms as f64 / 1000.0);
+        }
+        if let Some(wf) = workflow {
+            if requeued {
+                self.counts.count(&wf, REQUEUED, 1);
+            }
+            if after != before {
+                self.counts.shift(&wf, before, after, timed_out);
+            }
+        }
+        if is_terminal(after) {
+            self.forget(run_id);
+        }
+    }
+
+    /// Notes that `run_id` finished and forgets the oldest finished runs
+    /// beyond [`KEEP_FINISHED`].
+    fn forget(&mut self, run_id: Uuid) {
+        self.finished.push_back(run_id);
+        while self.finished.len() > KEEP_FINISHED {
+            if let Some(old) = self.finished.pop_front() {
+                self.runs.remove(&old);
+            }
+        }
+        if self.order.len() > 2 * self.runs.len() + 1024 {
+            let runs = &self.runs;
+            self.order.retain(|(_, id)| runs.contains_key(id));
+        }
+    }
+
+    /// Takes the history's sample of the second that ends at `t_ms`.
+    pub(super) fn sample(&mut self, t_ms: u64) {
+        self.history.sample(t_ms, &self.counts);
+    }
+}
+
+fn is_timeout(error: &str) -> bool {
+    error.starts_with(&RunErrorKind::Timeout.tag(""))
+}
+
+/// `data`, or a note of its size when its JSON is longer than
+/// [`EVENT_DATA_MAX`].
+pub(super) fn cut(data: &Value) -> Value {
+    let len = serde_json::to_string(data).map_or(0, |s| s.len());
+    if len <= EVENT_DATA_MAX {
+        data.clone()
+    } else {
+        json!({ "truncated": true, "json_bytes": len })
+    }
+}
