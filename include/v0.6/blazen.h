@@ -1266,13 +1266,20 @@ BlazenFuture *blazen_controlplane_server_start(const char *bind_addr);
  * any of `bearer_token`, which every call must then present, overriding
  * `BLAZEN_PEER_TOKEN` for this server only; and `cert_path` + `key_path` +
  * `ca_path` to serve mutual TLS from PEM files; `store_url`
- * (`redis://HOST:PORT/DB` or `unix://PATH`, a Redis or Valkey server) to
- * keep queued, running and finished runs there so a new control plane
- * on the same store resumes them (see the README's "A control plane that
- * survives a restart"), with `finished_ttl_ms` (default 3,600,000, one
- * hour; 0 keeps them; kept in whole seconds, rounded up) for how long
- * finished runs stay describable there; a store not reached within 3 s
- * fails the start with PEER / `ControlPlaneStore`; `max_requeues`
+ * (`redis://[USER:PASSWORD@]HOST:PORT/DB`, `rediss://...` for TLS,
+ * `redis+sentinel://HOST:PORT[,HOST:PORT...]/PRIMARY/DB` for the primary
+ * a set of sentinels names, followed through a failover, or
+ * `unix://PATH`: a Redis or Valkey server; TLS files in the query,
+ * `?tls_ca=CA.pem&tls_cert=CERT.pem&tls_key=KEY.pem`; credentials are
+ * never printed; every query key in the README's "A control plane that
+ * survives a restart") to keep queued, running and finished runs there so
+ * a new control plane on the same store resumes them, with
+ * `finished_ttl_ms` (default 3,600,000, one hour; 0 keeps them; kept in
+ * whole seconds, rounded up) for how long finished runs stay describable
+ * there and `store_replay_limit` (default 100,000) for how many writes may
+ * wait for a store that is down or behind before submissions are refused
+ * (PEER / `ControlPlaneStore`, naming the limit); a store not reached
+ * within 3 s fails the start with PEER / `ControlPlaneStore`; `max_requeues`
  * (default 3) for how many times a run that lost its worker is re-queued
  * before it fails instead; `http_addr` (`IP:PORT`, port 0 picks one; off
  * when absent) to serve the HTTP side there: Prometheus `/metrics`,
@@ -1295,13 +1302,20 @@ int32_t blazen_controlplane_server_start_with_options_blocking(const char *bind_
  * any of `bearer_token`, which every call must then present, overriding
  * `BLAZEN_PEER_TOKEN` for this server only; and `cert_path` + `key_path` +
  * `ca_path` to serve mutual TLS from PEM files; `store_url`
- * (`redis://HOST:PORT/DB` or `unix://PATH`, a Redis or Valkey server) to
- * keep queued, running and finished runs there so a new control plane
- * on the same store resumes them (see the README's "A control plane that
- * survives a restart"), with `finished_ttl_ms` (default 3,600,000, one
- * hour; 0 keeps them; kept in whole seconds, rounded up) for how long
- * finished runs stay describable there; a store not reached within 3 s
- * fails the start with PEER / `ControlPlaneStore`; `max_requeues`
+ * (`redis://[USER:PASSWORD@]HOST:PORT/DB`, `rediss://...` for TLS,
+ * `redis+sentinel://HOST:PORT[,HOST:PORT...]/PRIMARY/DB` for the primary
+ * a set of sentinels names, followed through a failover, or
+ * `unix://PATH`: a Redis or Valkey server; TLS files in the query,
+ * `?tls_ca=CA.pem&tls_cert=CERT.pem&tls_key=KEY.pem`; credentials are
+ * never printed; every query key in the README's "A control plane that
+ * survives a restart") to keep queued, running and finished runs there so
+ * a new control plane on the same store resumes them, with
+ * `finished_ttl_ms` (default 3,600,000, one hour; 0 keeps them; kept in
+ * whole seconds, rounded up) for how long finished runs stay describable
+ * there and `store_replay_limit` (default 100,000) for how many writes may
+ * wait for a store that is down or behind before submissions are refused
+ * (PEER / `ControlPlaneStore`, naming the limit); a store not reached
+ * within 3 s fails the start with PEER / `ControlPlaneStore`; `max_requeues`
  * (default 3) for how many times a run that lost its worker is re-queued
  * before it fails instead; `http_addr` (`IP:PORT`, port 0 picks one; off
  * when absent) to serve the HTTP side there: Prometheus `/metrics`,
