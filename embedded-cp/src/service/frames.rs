@@ -44,8 +44,19 @@ impl Plane {
                     AssignmentStatus::Cancelled => Ending::Cancelled,
                 };
                 // A result for a run that has ended (past its deadline,
-                // cancelled) changes nothing.
-                self.finish(r.run_id, ending).await;
+                // cancelled) changes nothing. The end is marked now; its
+                // store writes and event follow without holding up the
+                // session's next frames (with a store, its results are
+                // recorded side by side).
+                if let Some(ended) = self.end_now(r.run_id, ending) {
+                    let events = self.shared.events.clone();
+                    match &self.store {
+                        Some(store) => {
+                            drop(tokio::spawn(ended.record(Some(store.clone()), events)))
+                        }
+                        None => ended.record(None, events).await,
+                    }
+                }
                 self.request_drain(session.drain_key());
             }
             WorkerToServer::Event(e) => {

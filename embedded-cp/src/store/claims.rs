@@ -67,16 +67,31 @@ impl Durable {
     }
 
     pub(super) fn claim(&self, run: Uuid, session: Uuid) -> Result<(), ControlPlaneError> {
-        {
-            let mut st = lock(&self.state);
-            if let Some(old) = st.claims.insert(run, session) {
-                if let Some(runs) = st.sessions.get_mut(&old) {
-                    runs.remove(&run);
-                }
-            }
-            st.sessions.entry(session).or_default().insert(run);
-        }
+        self.note_claim(run, session);
         self.queue(run, vec![Op::Claim { session }])
+    }
+
+    /// Claims `run` for `session` and waits until the claim is in the
+    /// store, so that a control plane that takes over the store after a
+    /// crash knows the run reached a worker (and runs it again as a new
+    /// attempt). The dispatcher sends a run to its worker only after this.
+    pub(crate) async fn claim_written(
+        &self,
+        run: Uuid,
+        session: Uuid,
+    ) -> Result<(), ControlPlaneError> {
+        self.note_claim(run, session);
+        self.write(run, vec![Op::Claim { session }]).await
+    }
+
+    fn note_claim(&self, run: Uuid, session: Uuid) {
+        let mut st = lock(&self.state);
+        if let Some(old) = st.claims.insert(run, session) {
+            if let Some(runs) = st.sessions.get_mut(&old) {
+                runs.remove(&run);
+            }
+        }
+        st.sessions.entry(session).or_default().insert(run);
     }
 
     /// Releases the runs `session` still claims (not every run it ever

@@ -1,56 +1,97 @@
-//! A run's end: recorded in the store, then announced.
+//! A run's end: marked at once in memory, then recorded in the store, then
+//! announced.
+
+use std::sync::Arc;
 
 use blazen_controlplane::server::store::AssignmentStore;
-use blazen_core::distributed::{RunEvent, RunStatus};
+use blazen_core::distributed::{RunEvent, RunStateSnapshot, RunStatus};
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::lock;
+use crate::store::Durable;
 
 use super::super::{is_terminal, now_ms};
 use super::{Ending, Plane};
+
+/// A run just marked ended in memory, whose end is still to be recorded
+/// and announced ([`Ended::record`]).
+pub(in crate::service) struct Ended {
+    snap: RunStateSnapshot,
+    ending: Ending,
+    /// The store writes of its routing (and its hand-over to the worker).
+    routed: Option<tokio::task::JoinHandle<()>>,
+}
 
 impl Plane {
     /// Ends a run that has not ended: records the ending in the store, then
     /// announces it. Returns false (and does nothing) when it had ended.
     pub(in crate::service) async fn finish(&self, run_id: Uuid, ending: Ending) -> bool {
-        let (snap, routed) = {
-            let mut t = lock(&self.runs.table);
-            let Some(run) = t.runs.get_mut(&run_id) else {
-                return false;
-            };
-            if is_terminal(run.snap.status) {
-                return false;
+        match self.end_now(run_id, ending) {
+            Some(ended) => {
+                ended
+                    .record(self.store.clone(), self.shared.events.clone())
+                    .await;
+                true
             }
-            let snap = &mut run.snap;
-            snap.completed_at_ms = Some(now_ms());
-            match &ending {
-                Ending::Completed(output) => {
-                    snap.status = RunStatus::Completed;
-                    snap.output = Some(output.clone());
-                }
-                Ending::Failed(error) => {
-                    snap.status = RunStatus::Failed;
-                    snap.error = Some(error.clone());
-                }
-                Ending::Cancelled => snap.status = RunStatus::Cancelled,
+            None => false,
+        }
+    }
+
+    /// Marks a run that has not ended as ended, in memory (so nothing
+    /// re-queues or re-routes it from now on); `None` when it had ended.
+    pub(in crate::service) fn end_now(&self, run_id: Uuid, ending: Ending) -> Option<Ended> {
+        let mut t = lock(&self.runs.table);
+        let run = t.runs.get_mut(&run_id)?;
+        if is_terminal(run.snap.status) {
+            return None;
+        }
+        let snap = &mut run.snap;
+        snap.completed_at_ms = Some(now_ms());
+        match &ending {
+            Ending::Completed(output) => {
+                snap.status = RunStatus::Completed;
+                snap.output = Some(output.clone());
             }
-            run.assignment = None;
-            run.session = None;
-            (run.snap.clone(), run.routed.take())
-        };
-        if let Some(routed) = routed {
+            Ending::Failed(error) => {
+                snap.status = RunStatus::Failed;
+                snap.error = Some(error.clone());
+            }
+            Ending::Cancelled => snap.status = RunStatus::Cancelled,
+        }
+        run.assignment = None;
+        run.session = None;
+        Some(Ended {
+            snap: run.snap.clone(),
+            ending,
+            routed: run.routed.take(),
+        })
+    }
+}
+
+impl Ended {
+    /// Records the end in the store (after the run's routing), then
+    /// publishes its terminal event. Owns what it needs, so a session can
+    /// record several results at once.
+    pub(in crate::service) async fn record(
+        self,
+        store: Option<Arc<Durable>>,
+        events: broadcast::Sender<RunEvent>,
+    ) {
+        let run_id = self.snap.run_id;
+        if let Some(routed) = self.routed {
             let _ = routed.await;
         }
-        if let Some(store) = &self.store {
+        if let Some(store) = &store {
             let (state, deleted) = tokio::join!(
-                store.put_state(run_id, &snap, None),
+                store.put_state(run_id, &self.snap, None),
                 store.delete_assignment(run_id)
             );
             for e in [state.err(), deleted.err()].into_iter().flatten() {
                 tracing::warn!(%run_id, error = %e, "cannot record the run's end in the store");
             }
         }
-        let (event, data) = match ending {
+        let (event, data) = match self.ending {
             Ending::Completed(output) => (
                 crate::EventType::StatusCompleted,
                 serde_json::json!({ "output": output }),
@@ -61,10 +102,25 @@ impl Plane {
             ),
             Ending::Cancelled => (crate::EventType::StatusCancelled, serde_json::json!({})),
         };
-        self.publish(run_id, event, data);
-        true
+        let _ = events.send(status_event(run_id, event, data));
     }
+}
 
+/// A status event of `run_id`, stamped now.
+pub(super) fn status_event(
+    run_id: Uuid,
+    event: crate::EventType,
+    data: serde_json::Value,
+) -> RunEvent {
+    RunEvent {
+        run_id,
+        event_type: event.to_string(),
+        data,
+        timestamp_ms: now_ms(),
+    }
+}
+
+impl Plane {
     /// Sends a status event on the event bus.
     pub(in crate::service) fn publish(
         &self,
@@ -72,11 +128,6 @@ impl Plane {
         event: crate::EventType,
         data: serde_json::Value,
     ) {
-        let _ = self.shared.events.send(RunEvent {
-            run_id,
-            event_type: event.to_string(),
-            data,
-            timestamp_ms: now_ms(),
-        });
+        let _ = self.shared.events.send(status_event(run_id, event, data));
     }
 }

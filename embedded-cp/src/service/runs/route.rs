@@ -11,6 +11,7 @@ use blazen_core::distributed::{
 
 use crate::lock;
 
+use super::end::status_event;
 use super::{Bucket, Plane, Table};
 
 /// What a routing decision needs from an assignment, owned.
@@ -125,25 +126,7 @@ impl Plane {
         let running = run.snap.clone();
         // Counted before the next routing decision.
         session.assign(&self.shared, run_id);
-        if let Some(store) = &self.store {
-            let store = store.clone();
-            run.routed = Some(tokio::spawn(async move {
-                let (claim, state) = tokio::join!(
-                    store.claim_inflight(run_id, session_id),
-                    store.put_state(run_id, &running, None)
-                );
-                for e in [claim.err(), state.err()].into_iter().flatten() {
-                    tracing::warn!(%run_id, error = %e, "cannot record the run's routing in the store");
-                }
-            }));
-        }
-        drop(t);
         self.journal.attempted(run_id, assignment.attempt);
-        self.publish(
-            run_id,
-            crate::EventType::StatusRunning,
-            serde_json::json!({ "node_id": node_id }),
-        );
         let frame = if offer {
             ServerToWorker::Offer(Offer {
                 envelope_version: ENVELOPE_VERSION,
@@ -152,8 +135,36 @@ impl Plane {
         } else {
             ServerToWorker::Assignment(assignment)
         };
-        // A session that has just ended re-queues it (its second sweep).
-        let _ = session.out.send(frame);
+        let events = self.shared.events.clone();
+        // `status.running`, then the run to its worker (a session that has
+        // just ended re-queues it at its second sweep).
+        let hand_over = move || {
+            let data = serde_json::json!({ "node_id": node_id });
+            let _ = events.send(status_event(run_id, crate::EventType::StatusRunning, data));
+            let _ = session.out.send(frame);
+        };
+        match &self.store {
+            // The claim is in the store before the worker has the run: a
+            // control plane that takes the store over after a crash then
+            // knows the run may have run, and runs it as a new attempt.
+            // The dispatcher goes on meanwhile.
+            Some(store) => {
+                let store = store.clone();
+                run.routed = Some(tokio::spawn(async move {
+                    if let Err(e) = store.claim_written(run_id, session_id).await {
+                        tracing::warn!(%run_id, error = %e, "cannot record the run's routing in the store");
+                    }
+                    if let Err(e) = store.put_state(run_id, &running, None).await {
+                        tracing::warn!(%run_id, error = %e, "cannot record the run's routing in the store");
+                    }
+                    hand_over();
+                }));
+            }
+            None => {
+                drop(t);
+                hand_over();
+            }
+        }
         true
     }
 }
