@@ -272,6 +272,7 @@ async fn writes_wait_for_a_store_that_is_down_up_to_the_replay_limit() {
     let mut redis = redis_proc::Redis::start(&["--appendfsync", "always"]).await;
     let config = blazen_embedded_cp::Config {
         store_replay_limit: Some(8),
+        http_addr: Some("127.0.0.1:0".into()),
         ..stored(&redis.url())
     };
     let cp = server(config.clone()).await;
@@ -296,6 +297,11 @@ async fn writes_wait_for_a_store_that_is_down_up_to_the_replay_limit() {
         .await
         .expect("refused while Redis is down");
     println!("refused: {refused}");
+    let waiting = writes_waiting(&cp).await;
+    assert!(
+        waiting >= 8,
+        "/metrics shows the writes held for the replay: {waiting}"
+    );
     assert!(
         refused.contains("unavailable") && refused.contains("store_replay_limit 8"),
         "the refusal names the store's state and the limit: {refused}"
@@ -316,6 +322,7 @@ async fn writes_wait_for_a_store_that_is_down_up_to_the_replay_limit() {
     // The refused submissions left no record: the 20 runs and the one
     // accepted at the end have a state, nothing else.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(writes_waiting(&cp).await, 0, "the replay is done");
     let mut r = redis_proc::conn(&redis.url()).await;
     let states: Vec<String> = redis::cmd("KEYS")
         .arg("blazen:cp:state:*")
@@ -345,4 +352,22 @@ async fn writes_wait_for_a_store_that_is_down_up_to_the_replay_limit() {
         HELD + 1,
         "none ran twice"
     );
+}
+
+/// `blazen_store_writes_waiting` from the control plane's `/metrics`.
+async fn writes_waiting(cp: &blazen_embedded_cp::Server) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let endpoint = cp.http_endpoint().expect("the HTTP side is on");
+    let addr = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.expect("send");
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.expect("read");
+    text.lines()
+        .find_map(|l| l.strip_prefix("blazen_store_writes_waiting "))
+        .unwrap_or_else(|| panic!("no blazen_store_writes_waiting in /metrics: {text}"))
+        .trim()
+        .parse()
+        .expect("a number")
 }

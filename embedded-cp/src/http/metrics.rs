@@ -176,6 +176,13 @@ pub(crate) fn render(s: &Snapshot) -> String {
         );
         let up = matches!(s.store, StoreView::Up);
         let _ = writeln!(out, "blazen_store_up {}", u8::from(up));
+        family(
+            &mut out,
+            "blazen_store_writes_waiting",
+            "gauge",
+            "Writes waiting to be sent to the store: those made while it is down (replayed when it is back; past store_replay_limit submissions are refused), else a batch in progress.",
+        );
+        let _ = writeln!(out, "blazen_store_writes_waiting {}", s.writes_waiting);
     }
     process(&mut out);
     out

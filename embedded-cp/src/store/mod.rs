@@ -202,6 +202,12 @@ impl Durable {
         lock(&self.state).down.clone()
     }
 
+    /// How many writes wait to be sent to the store (all of those made
+    /// while it is down; normally a batch in progress).
+    pub(crate) fn writes_waiting(&self) -> usize {
+        lock(&self.state).backlog.len()
+    }
+
     /// Takes the store to be down for `why` (the writer probes it).
     fn mark_down(&self, why: String) {
         {

@@ -47,6 +47,8 @@ pub(crate) struct Snapshot {
     pub(crate) events_dropped: u64,
     pub(crate) workers: Vec<WorkerView>,
     pub(crate) store: StoreView,
+    /// Writes waiting to be sent to the store (0 without one).
+    pub(crate) writes_waiting: usize,
     /// Runs the index holds.
     pub(crate) indexed: usize,
 }
@@ -68,6 +70,7 @@ impl Observer {
             events_dropped: stats.events_dropped.load(Ordering::Relaxed),
             workers,
             store,
+            writes_waiting: self.0.store.as_ref().map_or(0, |s| s.writes_waiting()),
             indexed: i.runs.len(),
         }
     }
