@@ -1,7 +1,11 @@
-//! What the server and its HTTP side share (kept apart so that the HTTP
-//! side needs nothing from `server`).
+//! What several parts share: the server and its HTTP side (kept apart so
+//! that the HTTP side needs nothing from `server`), and the service and the
+//! store (the clock, a queued run's first state).
 
 use std::time::Duration;
+
+use blazen_core::distributed::{RunStateSnapshot, RunStatus};
+use uuid::Uuid;
 
 /// How long a graceful stop waits for requests and streams in progress
 /// before it closes every connection.
@@ -11,3 +15,24 @@ pub const GRACE: Duration = Duration::from_secs(1);
 /// the one they had when this code was part of blazen-cabi, which hosts'
 /// log filters and sinks name.
 pub const LOG_TARGET: &str = "blazen_cabi::server";
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The state of a run queued now: PENDING, nothing else known.
+pub(crate) fn pending_snapshot(run_id: Uuid) -> RunStateSnapshot {
+    RunStateSnapshot {
+        run_id,
+        status: RunStatus::Pending,
+        started_at_ms: now_ms(),
+        completed_at_ms: None,
+        assigned_to: None,
+        last_event_at_ms: None,
+        output: None,
+        error: None,
+    }
+}

@@ -169,19 +169,10 @@ impl AssignmentHandler for Gate {
 
 /// A submission's error text, or `None` when it was accepted.
 async fn refusal(c: &Client, workflow: &str) -> Option<String> {
-    c.submit_workflow(SubmitWorkflowRequest {
-        workflow_name: workflow.into(),
-        workflow_version: None,
-        input: json!(0),
-        required_tags: vec![],
-        idempotency_key: None,
-        deadline_ms: None,
-        wait_for_worker: true,
-        resource_hint: None,
-    })
-    .await
-    .err()
-    .map(|e| e.to_string())
+    c.submit_workflow(request(workflow, json!(0)))
+        .await
+        .err()
+        .map(|e| e.to_string())
 }
 
 /// `INFO commandstats` calls of `command`.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use blazen_core::distributed::{OrchestratorClient, RunStatus, SubmitWorkflowRequest};
+use blazen_core::distributed::{OrchestratorClient, RunStatus};
 use blazen_embedded_cp::{Config, Error, Server, Subkind};
 use common::*;
 use redis_proc::Redis;
@@ -160,16 +160,7 @@ async fn an_acl_user_and_password_never_printed() {
     let cp = server(on(&format!("redis://reader:r3ad-pw@{empty}"))).await;
     let c = client(&cp).await;
     let e = c
-        .submit_workflow(SubmitWorkflowRequest {
-            workflow_name: "deploy".into(),
-            workflow_version: None,
-            input: json!(1),
-            required_tags: vec![],
-            idempotency_key: None,
-            deadline_ms: None,
-            wait_for_worker: true,
-            resource_hint: None,
-        })
+        .submit_workflow(request("deploy", json!(1)))
         .await
         .expect_err("a store it cannot write refuses submissions")
         .to_string();
@@ -252,18 +243,7 @@ async fn a_sentinel_failover_loses_no_accepted_run() {
         tokio::spawn(async move {
             let mut i = 0;
             while !stop.load(Ordering::SeqCst) {
-                let r = c
-                    .submit_workflow(SubmitWorkflowRequest {
-                        workflow_name: "fo".into(),
-                        workflow_version: None,
-                        input: json!(i),
-                        required_tags: vec![],
-                        idempotency_key: None,
-                        deadline_ms: None,
-                        wait_for_worker: true,
-                        resource_hint: None,
-                    })
-                    .await;
+                let r = c.submit_workflow(request("fo", json!(i))).await;
                 match r {
                     Ok(s) => accepted.lock().unwrap().push((s.run_id, i)),
                     Err(_) => {

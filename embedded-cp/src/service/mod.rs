@@ -59,6 +59,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
+use crate::common::now_ms;
 use crate::lock;
 use crate::store::Durable;
 
@@ -214,12 +215,6 @@ fn place_of(identity: Option<&PeerIdentity>, named: Option<&String>) -> String {
 }
 
 // ---- worker sessions ------------------------------------------------------
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 #[tonic::async_trait]
 impl BlazenControlPlane for Service {

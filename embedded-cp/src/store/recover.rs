@@ -42,12 +42,6 @@ pub(crate) struct Recovered {
     pub tags: Vec<String>,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// A run found in the store's indexes or by its assignment record.
 struct Found {
     run: Uuid,
@@ -157,16 +151,7 @@ pub(crate) async fn recover(store: &Durable) -> Result<Recovery, ControlPlaneErr
             kind: format!("workflow:{}", assignment.workflow_name),
             version: assignment.workflow_version.unwrap_or(0),
         };
-        let pending = RunStateSnapshot {
-            run_id: f.run,
-            status: RunStatus::Pending,
-            started_at_ms: now_ms(),
-            completed_at_ms: None,
-            assigned_to: None,
-            last_event_at_ms: None,
-            output: None,
-            error: None,
-        };
+        let pending = crate::common::pending_snapshot(f.run);
         let wire = blazen_controlplane::protocol::RunStateSnapshotWire::from_core(&pending)?;
         ops.push(Op::PutState {
             bytes: postcard::to_allocvec(&wire)?,

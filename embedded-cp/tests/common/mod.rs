@@ -59,18 +59,27 @@ pub async fn submit_with(
     deadline_ms: Option<u64>,
 ) -> Uuid {
     c.submit_workflow(SubmitWorkflowRequest {
+        deadline_ms,
+        wait_for_worker,
+        ..request(workflow, input)
+    })
+    .await
+    .expect("submitted")
+    .run_id
+}
+
+/// A submission of `workflow` with `input` that waits for a worker.
+pub fn request(workflow: &str, input: Value) -> SubmitWorkflowRequest {
+    SubmitWorkflowRequest {
         workflow_name: workflow.into(),
         workflow_version: None,
         input,
         required_tags: vec![],
         idempotency_key: None,
-        deadline_ms,
-        wait_for_worker,
+        deadline_ms: None,
+        wait_for_worker: true,
         resource_hint: None,
-    })
-    .await
-    .expect("submitted")
-    .run_id
+    }
 }
 
 /// Waits (up to `secs`) until `f` returns `Some`.

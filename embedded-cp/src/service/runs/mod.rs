@@ -24,6 +24,7 @@ use blazen_controlplane::protocol::Assignment;
 use blazen_core::distributed::{RunStateSnapshot, RunStatus, WorkerCapability};
 use uuid::Uuid;
 
+pub(super) use crate::common::pending_snapshot;
 use crate::lock;
 
 use super::{is_terminal, now_ms, Plane};
@@ -78,19 +79,6 @@ pub(crate) struct Waiting {
     pub(crate) assignment: Assignment,
     pub(crate) cap: WorkerCapability,
     pub(crate) tags: Vec<String>,
-}
-
-pub(super) fn pending_snapshot(run_id: Uuid) -> RunStateSnapshot {
-    RunStateSnapshot {
-        run_id,
-        status: RunStatus::Pending,
-        started_at_ms: now_ms(),
-        completed_at_ms: None,
-        assigned_to: None,
-        last_event_at_ms: None,
-        output: None,
-        error: None,
-    }
 }
 
 impl Plane {
