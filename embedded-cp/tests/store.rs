@@ -14,7 +14,7 @@ use std::time::Duration;
 use blazen_controlplane::client::Client;
 use blazen_controlplane::protocol::Assignment;
 use blazen_controlplane::worker::{AssignmentContext, AssignmentFailure, AssignmentHandler};
-use blazen_core::distributed::{OrchestratorClient, RunStatus, SubmitWorkflowRequest};
+use blazen_core::distributed::{OrchestratorClient, RunStatus};
 use common::*;
 use futures_util::StreamExt;
 use serde_json::json;
