@@ -1,6 +1,9 @@
 //! The C callback table serving the control plane's handler trait: each
-//! callback on a blocking-pool thread, never an executor thread, gated by
-//! the worker's stop signal and (Fixed admission) its `max_in_flight` cap.
+//! callback on a library thread, never an executor thread (`handle` on the
+//! worker's own [`Lanes`], the rare `on_cancel` and `on_drain` on the
+//! runtime's blocking pool, so they never queue behind a long `handle`),
+//! gated by the worker's stop signal and (Fixed admission) its
+//! `max_in_flight` cap.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::answer;
+use super::lanes::Lanes;
 use crate::rt::callbacks::BlazenAssignmentContext;
 use crate::rt::handler::HandlerTable;
 use crate::rt::{lock, ErrorKind};
@@ -36,7 +40,7 @@ impl Table {
 }
 
 /// The control plane's handler trait, served by the C callback table. Each
-/// callback runs on a blocking-pool thread, never on an executor thread.
+/// callback runs on a library thread, never on an executor thread.
 #[derive(Clone)]
 pub(super) struct CHandler {
     pub(super) table: Arc<Table>,
@@ -48,6 +52,8 @@ pub(super) struct CHandler {
     /// them waits here (still counted as assigned by the control plane)
     /// until a `handle` call returns, whatever the server pushes.
     pub(super) permits: Option<Arc<Semaphore>>,
+    /// The threads `handle` calls run on.
+    pub(super) lanes: Arc<Lanes>,
 }
 
 /// Forgets a run's `handle` call however it ends, including when the crate
@@ -113,29 +119,46 @@ impl CHandler {
         &self,
         f: impl FnOnce(&dyn HandlerTable) -> T + Send + 'static,
     ) -> std::result::Result<T, String> {
-        self.off_executor_holding((), f).await
+        let call = self.gated((), f);
+        tokio::task::spawn_blocking(call)
+            .await
+            .map_err(|e| panicked(&e.to_string()))?
     }
 
-    /// As [`Self::off_executor`], keeping `held` (a permit) until the
-    /// callback has returned, even if the awaiting future is dropped.
-    async fn off_executor_holding<T: Send + 'static, H: Send + 'static>(
+    /// As [`Self::off_executor`] on one of the worker's lanes, keeping
+    /// `held` (a permit) until the callback has returned, even if the
+    /// awaiting future is dropped.
+    async fn on_lane<T: Send + 'static, H: Send + 'static>(
         &self,
         held: H,
         f: impl FnOnce(&dyn HandlerTable) -> T + Send + 'static,
     ) -> std::result::Result<T, String> {
+        let call = self.gated(held, f);
+        self.lanes.run(call).await.map_err(|p| panicked(&p.0))?
+    }
+
+    /// `f` with the table, unless it was released or the worker stopped
+    /// by the time it runs.
+    fn gated<T, H: Send + 'static>(
+        &self,
+        held: H,
+        f: impl FnOnce(&dyn HandlerTable) -> T + Send + 'static,
+    ) -> impl FnOnce() -> std::result::Result<T, String> + Send + 'static {
         let table = self.table.clone();
         let stop = self.stop.clone();
-        tokio::task::spawn_blocking(move || {
+        move || {
             let _held = held;
             let vt = table.get().filter(|_| !stop.is_cancelled());
             let Some(vt) = vt else {
                 return Err(ErrorKind::Cancelled.tag("the worker was shut down"));
             };
             Ok(f(&*vt))
-        })
-        .await
-        .map_err(|e| ErrorKind::Internal.tag(&format!("the handler callback panicked: {e}")))?
+        }
     }
+}
+
+fn panicked(what: &str) -> String {
+    ErrorKind::Internal.tag(&format!("the handler callback panicked: {what}"))
 }
 
 #[async_trait::async_trait]
@@ -164,7 +187,7 @@ impl AssignmentHandler for CHandler {
         };
         let mut ctx = BlazenAssignmentContext::new(ctx, a.attempt);
         let result = self
-            .off_executor_holding(permit, move |vt| {
+            .on_lane(permit, move |vt| {
                 answer::call(
                     vt,
                     &mut ctx,

@@ -6,11 +6,13 @@
 //!   credentials, the checks before `run`);
 //! - [`handler`]: the C callback table serving the control plane's handler
 //!   trait, with the admission cap;
+//! - [`lanes`]: the threads of its own a worker runs `handle` calls on;
 //! - [`answer`]: one `handle` call, and what its answer means for the run.
 
 mod answer;
 mod config;
 mod handler;
+mod lanes;
 mod route;
 
 use blazen_embedded_cp::Subkind;
@@ -33,6 +35,7 @@ use blazen_embedded_cp::relay::Relay;
 pub use answer::BLAZEN_MAX_OUTPUT_BYTES;
 pub use config::WorkerOptions;
 use handler::{CHandler, Table};
+use lanes::{Lanes, MOST_LANES};
 use route::{Access, Route};
 
 /// A worker and its handler. Caller-owned; free with
@@ -109,6 +112,11 @@ fn build(
         }
         _ => None,
     };
+    let lanes = Lanes::new(
+        permits
+            .as_ref()
+            .map_or(MOST_LANES, |p| p.available_permits()),
+    );
     let node_id = config.node_id.clone();
     let worker = Worker::connect(config)?;
     let stop = CancellationToken::new();
@@ -122,6 +130,7 @@ fn build(
                 in_flight: Arc::default(),
                 stop: stop.clone(),
                 permits,
+                lanes: Arc::new(lanes),
             },
             stop,
             node_id,
