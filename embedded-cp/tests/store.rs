@@ -362,3 +362,94 @@ async fn writes_waiting(cp: &blazen_embedded_cp::Server) -> u64 {
         .parse()
         .expect("a number")
 }
+
+/// A run routed to a worker that leaves while the routing is still being
+/// written to the store (Redis stopped) goes back to its queue and is
+/// never handed to that worker: no `status.running` names it, and the next
+/// worker runs the run once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_requeued_while_its_routing_is_written_is_not_handed_over() {
+    let redis = redis_proc::Redis::start(&[]).await;
+    let cp = server(stored(&redis.url())).await;
+    let c = client(&cp).await;
+    let run = submit(&c, "late", json!(7), true).await;
+    redis.signal("STOP");
+    let first = Echo::default();
+    let gone = worker(&cp, "first", "late", 1, first.clone()).await;
+    let routed = until(10, || async {
+        let s = c.describe_workflow(run).await.ok()?;
+        (s.assigned_to.as_deref() == Some("first")).then_some(())
+    })
+    .await;
+    assert!(routed.is_some(), "the run is routed to `first`");
+    gone.vanish();
+    let back = until(10, || async {
+        let s = c.describe_workflow(run).await.ok()?;
+        (s.status == RunStatus::Pending).then_some(())
+    })
+    .await;
+    assert!(back.is_some(), "the run is back in its queue");
+    redis.signal("CONT");
+    let second = Echo::default();
+    let _w = worker(&cp, "second", "late", 1, second.clone()).await;
+    let snap = ended(&c, run).await;
+    assert_eq!(snap.status, RunStatus::Completed);
+    assert_eq!(snap.output, Some(json!(7)));
+    let events = events_of(&c, run).await;
+    let running: Vec<String> = events
+        .iter()
+        .filter(|e| e.event_type == "status.running")
+        .map(|e| e.data["node_id"].as_str().unwrap_or("?").to_string())
+        .collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(running, vec!["second"], "status.running events: {types:?}");
+    assert_eq!(first.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(second.calls.load(Ordering::SeqCst), 1);
+}
+
+/// A run cancelled while its routing is being written to the store is not
+/// handed to its worker, and the worker's slot is free again at once: its
+/// only slot takes the next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_cancelled_while_its_routing_is_written_frees_its_slot() {
+    let redis = redis_proc::Redis::start(&[]).await;
+    let cp = server(stored(&redis.url())).await;
+    let c = client(&cp).await;
+    let run = submit(&c, "slot", json!(1), true).await;
+    redis.signal("STOP");
+    let echo = Echo::default();
+    let _w = worker(&cp, "only", "slot", 1, echo.clone()).await;
+    let routed = until(10, || async {
+        let s = c.describe_workflow(run).await.ok()?;
+        (s.assigned_to.as_deref() == Some("only")).then_some(())
+    })
+    .await;
+    assert!(routed.is_some(), "the run is routed to `only`");
+    let canceller = c.clone();
+    let cancel = tokio::spawn(async move { canceller.cancel_workflow(run).await });
+    let cancelled = until(10, || async {
+        let s = c.describe_workflow(run).await.ok()?;
+        (s.status == RunStatus::Cancelled).then_some(())
+    })
+    .await;
+    assert!(cancelled.is_some(), "the run is cancelled");
+    redis.signal("CONT");
+    cancel.await.unwrap().expect("cancelled");
+    // The store may be refused for a moment after its pause.
+    let next = until(15, || async {
+        c.submit_workflow(request("slot", json!(2))).await.ok()
+    })
+    .await
+    .expect("accepted once Redis is back")
+    .run_id;
+    let snap = ended(&c, next).await;
+    assert_eq!(snap.status, RunStatus::Completed);
+    assert_eq!(snap.output, Some(json!(2)));
+    assert_eq!(
+        echo.calls.load(Ordering::SeqCst),
+        1,
+        "only the second run ran"
+    );
+    let types = event_types(&c, run).await;
+    assert!(!types.iter().any(|t| t == "status.running"), "{types:?}");
+}

@@ -39,7 +39,9 @@ pub(super) type Bucket = (String, WorkerCapability);
 
 #[derive(Default)]
 pub(super) struct Runs {
-    table: std::sync::Mutex<Table>,
+    /// Shared with the tasks that hand routed runs over once their
+    /// routing is in the store.
+    table: std::sync::Arc<std::sync::Mutex<Table>>,
 }
 
 #[derive(Default)]

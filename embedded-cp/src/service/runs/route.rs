@@ -136,6 +136,7 @@ impl Plane {
             ServerToWorker::Assignment(assignment)
         };
         let events = self.shared.events.clone();
+        let (shared, slot) = (self.shared.clone(), session.clone());
         // `status.running`, then the run to its worker (a session that has
         // just ended re-queues it at its second sweep).
         let hand_over = move || {
@@ -147,17 +148,41 @@ impl Plane {
             // The claim is in the store before the worker has the run: a
             // control plane that takes the store over after a crash then
             // knows the run may have run, and runs it as a new attempt.
-            // The dispatcher goes on meanwhile.
+            // The dispatcher goes on meanwhile. A run that stopped being
+            // this session's in that time (its worker left, it was
+            // cancelled or passed its deadline) is not handed over (its
+            // `status.running` would follow its `status.requeued`), and
+            // the worker's slot is given back at once, as no result of it
+            // will come.
             Some(store) => {
                 let store = store.clone();
+                let table = self.runs.table.clone();
+                let give_back = move || slot.resolve(&shared, run_id);
+                let still_routed = move |t: &Table| {
+                    t.runs.get(&run_id).is_some_and(|r| {
+                        r.session == Some(session_id) && r.snap.status == RunStatus::Running
+                    })
+                };
                 run.routed = Some(tokio::spawn(async move {
-                    if let Err(e) = store.claim_written(run_id, session_id).await {
+                    let note = |e: &dyn std::fmt::Display| {
                         tracing::warn!(%run_id, error = %e, "cannot record the run's routing in the store");
+                    };
+                    if let Err(e) = store.claim_written(run_id, session_id).await {
+                        note(&e);
+                    }
+                    if !still_routed(&lock(&table)) {
+                        return give_back();
                     }
                     if let Err(e) = store.put_state(run_id, &running, None).await {
-                        tracing::warn!(%run_id, error = %e, "cannot record the run's routing in the store");
+                        note(&e);
                     }
-                    hand_over();
+                    let t = lock(&table);
+                    if still_routed(&t) {
+                        hand_over();
+                    } else {
+                        drop(t);
+                        give_back();
+                    }
                 }));
             }
             None => {
