@@ -453,3 +453,52 @@ async fn a_run_cancelled_while_its_routing_is_written_frees_its_slot() {
     let types = event_types(&c, run).await;
     assert!(!types.iter().any(|t| t == "status.running"), "{types:?}");
 }
+
+/// The pending lists keep only runs that wait: the entries of runs that
+/// were routed are trimmed at run time (the crate's layout only ever
+/// appended to them), while a run that waits keeps its entry, and a new
+/// control plane on the store still runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_lists_are_trimmed_at_run_time() {
+    let redis = redis_proc::Redis::start(&[]).await;
+    let url = redis.url();
+    let cp = server(stored(&url)).await;
+    let c = client(&cp).await;
+    let waits = submit(&c, "nobody", json!("w"), true).await;
+    let _w = worker(&cp, "trim", "trimmed", 8, Echo::default()).await;
+    let mut runs = Vec::new();
+    for i in 0..300 {
+        runs.push(submit(&c, "trimmed", json!(i), true).await);
+    }
+    for r in &runs {
+        assert_eq!(ended(&c, *r).await.status, RunStatus::Completed);
+    }
+    let len = |key: &'static str| {
+        let url = url.clone();
+        async move {
+            let mut r = redis_proc::conn(&url).await;
+            redis::cmd("LLEN")
+                .arg(key)
+                .query_async::<u64>(&mut r)
+                .await
+                .unwrap()
+        }
+    };
+    let trimmed = until(15, || async {
+        (len("blazen:cp:pending:workflow:trimmed:0").await == 0).then_some(())
+    })
+    .await;
+    assert!(
+        trimmed.is_some(),
+        "the 300 routed runs' entries are trimmed"
+    );
+    assert_eq!(len("blazen:cp:pending:workflow:nobody:0").await, 1);
+    drop(c);
+    drop(cp);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cp = server(stored(&url)).await;
+    let c = client(&cp).await;
+    let _w = worker(&cp, "late", "nobody", 1, Echo::default()).await;
+    let snap = ended(&c, waits).await;
+    assert_eq!(snap.output, Some(json!("w")));
+}

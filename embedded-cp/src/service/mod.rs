@@ -134,6 +134,9 @@ impl Service {
             cp.admit(run);
         }
         tokio::spawn(drainer(Arc::downgrade(&cp), requests));
+        if cp.store.is_some() {
+            tokio::spawn(trimmer(Arc::downgrade(&cp)));
+        }
         tokio::spawn(journal::recorder(
             Arc::downgrade(&cp),
             shared.events.subscribe(),
@@ -183,6 +186,25 @@ async fn drainer(plane: Weak<Plane>, mut requests: mpsc::UnboundedReceiver<Drain
             while cp.dispatch(&bucket, DISPATCH_BATCH) {
                 tokio::task::yield_now().await;
             }
+        }
+    }
+}
+
+/// Trims the store's pending lists now and then (`store/trim.rs`). Ends
+/// with the server.
+async fn trimmer(plane: Weak<Plane>) {
+    let mut every = tokio::time::interval(crate::store::TRIM_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(cp) = plane.upgrade() else {
+            return;
+        };
+        let Some(store) = cp.store.clone() else {
+            return;
+        };
+        if let Err(e) = store.trim_pending(|run| cp.is_waiting(run)).await {
+            tracing::debug!(error = %e, "cannot trim the store's pending lists now");
         }
     }
 }

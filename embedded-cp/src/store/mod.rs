@@ -46,10 +46,12 @@ mod keys;
 mod link;
 mod recover;
 mod trait_impl;
+mod trim;
 mod url;
 mod writer;
 
 pub(crate) use recover::recover;
+pub(crate) use trim::TRIM_EVERY;
 pub use url::redact;
 
 use backlog::Backlog;
