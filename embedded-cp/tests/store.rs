@@ -363,26 +363,50 @@ async fn writes_waiting(cp: &blazen_embedded_cp::Server) -> u64 {
         .expect("a number")
 }
 
+/// A run of `workflow` routed to worker `node` (one slot) while Redis is
+/// stopped (SIGSTOP), so its claim is still being written.
+struct RoutedWhilePaused {
+    redis: redis_proc::Redis,
+    cp: blazen_embedded_cp::Server,
+    c: Client,
+    run: uuid::Uuid,
+    echo: Echo,
+    worker: TestWorker,
+}
+
+async fn routed_with_the_store_paused(workflow: &str, node: &'static str) -> RoutedWhilePaused {
+    let redis = redis_proc::Redis::start(&[]).await;
+    let cp = server(stored(&redis.url())).await;
+    let c = client(&cp).await;
+    let run = submit(&c, workflow, json!(7), true).await;
+    redis.signal("STOP");
+    let echo = Echo::default();
+    let worker = worker(&cp, node, workflow, 1, echo.clone()).await;
+    let routed = until(10, || async {
+        let s = c.describe_workflow(run).await.ok()?;
+        (s.assigned_to.as_deref() == Some(node)).then_some(())
+    })
+    .await;
+    assert!(routed.is_some(), "the run is routed to `{node}`");
+    RoutedWhilePaused {
+        redis,
+        cp,
+        c,
+        run,
+        echo,
+        worker,
+    }
+}
+
 /// A run routed to a worker that leaves while the routing is still being
 /// written to the store (Redis stopped) goes back to its queue and is
 /// never handed to that worker: no `status.running` names it, and the next
 /// worker runs the run once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_requeued_while_its_routing_is_written_is_not_handed_over() {
-    let redis = redis_proc::Redis::start(&[]).await;
-    let cp = server(stored(&redis.url())).await;
-    let c = client(&cp).await;
-    let run = submit(&c, "late", json!(7), true).await;
-    redis.signal("STOP");
-    let first = Echo::default();
-    let gone = worker(&cp, "first", "late", 1, first.clone()).await;
-    let routed = until(10, || async {
-        let s = c.describe_workflow(run).await.ok()?;
-        (s.assigned_to.as_deref() == Some("first")).then_some(())
-    })
-    .await;
-    assert!(routed.is_some(), "the run is routed to `first`");
-    gone.vanish();
+    let p = routed_with_the_store_paused("late", "first").await;
+    let (redis, cp, c, run, first) = (p.redis, p.cp, p.c, p.run, p.echo);
+    p.worker.vanish();
     let back = until(10, || async {
         let s = c.describe_workflow(run).await.ok()?;
         (s.status == RunStatus::Pending).then_some(())
@@ -412,19 +436,8 @@ async fn a_run_requeued_while_its_routing_is_written_is_not_handed_over() {
 /// only slot takes the next run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_cancelled_while_its_routing_is_written_frees_its_slot() {
-    let redis = redis_proc::Redis::start(&[]).await;
-    let cp = server(stored(&redis.url())).await;
-    let c = client(&cp).await;
-    let run = submit(&c, "slot", json!(1), true).await;
-    redis.signal("STOP");
-    let echo = Echo::default();
-    let _w = worker(&cp, "only", "slot", 1, echo.clone()).await;
-    let routed = until(10, || async {
-        let s = c.describe_workflow(run).await.ok()?;
-        (s.assigned_to.as_deref() == Some("only")).then_some(())
-    })
-    .await;
-    assert!(routed.is_some(), "the run is routed to `only`");
+    let p = routed_with_the_store_paused("slot", "only").await;
+    let (redis, c, run, echo, _w, _cp) = (p.redis, p.c, p.run, p.echo, p.worker, p.cp);
     let canceller = c.clone();
     let cancel = tokio::spawn(async move { canceller.cancel_workflow(run).await });
     let cancelled = until(10, || async {
