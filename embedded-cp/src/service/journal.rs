@@ -332,8 +332,12 @@ pub(super) async fn recorder(plane: Weak<Plane>, mut events: broadcast::Receiver
             return;
         };
         match received {
-            Ok(event) => cp.journal.record(event),
+            Ok(event) => {
+                cp.stats.record(&event);
+                cp.journal.record(event);
+            }
             Err(broadcast::error::RecvError::Lagged(n)) => {
+                cp.stats.missed(n);
                 tracing::warn!(
                     missed = n,
                     "run journal fell behind the event bus; some events were not recorded"

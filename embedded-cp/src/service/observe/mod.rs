@@ -5,8 +5,8 @@
 //!
 //! Nothing here is on the dispatch path but one call per accepted
 //! submission ([`Stats::submitted`]: one lock, one map insert). Everything
-//! else is derived from the event bus by one task of its own
-//! ([`observer`]), which subscribes like any other subscriber; what it
+//! else is derived from the event bus by the reader the run journal
+//! already has (`journal::recorder`, through [`Stats::record`]); what it
 //! missed when it fell behind is counted as dropped.
 //!
 //! Bounds: every run not yet finished is kept, and the last
@@ -33,7 +33,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use blazen_core::distributed::{RunEvent, RunStatus};
-use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::lock;
@@ -91,10 +90,7 @@ impl Service {
     /// plane.
     pub(crate) fn observer(&self) -> Observer {
         if !self.cp.stats.on.swap(true, Ordering::SeqCst) {
-            tokio::spawn(observer(
-                Arc::downgrade(&self.cp),
-                self.cp.shared.events.subscribe(),
-            ));
+            tokio::spawn(observer(Arc::downgrade(&self.cp)));
         }
         Observer(self.cp.clone())
     }
@@ -103,32 +99,33 @@ impl Service {
 /// How often the history takes a sample.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
-/// Reads the event bus into the index and takes the history's samples,
-/// until the server ends.
-async fn observer(plane: Weak<Plane>, mut events: broadcast::Receiver<RunEvent>) {
+/// Takes the history's samples, until the server ends. The index itself is
+/// fed by the journal's reader of the event bus ([`Stats::record`]), so an
+/// event is received once for both.
+async fn observer(plane: Weak<Plane>) {
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            received = events.recv() => {
-                let Some(cp) = plane.upgrade() else { return };
-                let stats = &cp.stats;
-                match received {
-                    Ok(event) => {
-                        stats.events_seen.fetch_add(1, Ordering::Relaxed);
-                        lock(&stats.index).record(&event);
-                    }
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        stats.events_seen.fetch_add(n, Ordering::Relaxed);
-                        stats.events_dropped.fetch_add(n, Ordering::Relaxed);
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-            _ = tick.tick() => {
-                let Some(cp) = plane.upgrade() else { return };
-                lock(&cp.stats.index).sample(now_ms());
-            }
+        tick.tick().await;
+        let Some(cp) = plane.upgrade() else { return };
+        lock(&cp.stats.index).sample(now_ms());
+    }
+}
+
+impl Stats {
+    /// Records an event from the bus, once the observer runs.
+    pub(super) fn record(&self, event: &RunEvent) {
+        if self.on.load(Ordering::Relaxed) {
+            self.events_seen.fetch_add(1, Ordering::Relaxed);
+            lock(&self.index).record(event);
+        }
+    }
+
+    /// Counts events the bus's reader missed.
+    pub(super) fn missed(&self, n: u64) {
+        if self.on.load(Ordering::Relaxed) {
+            self.events_seen.fetch_add(n, Ordering::Relaxed);
+            self.events_dropped.fetch_add(n, Ordering::Relaxed);
         }
     }
 }
