@@ -4,8 +4,9 @@
 //!
 //! A call is queued and picked up by the first idle lane. A lane that has
 //! just finished a call takes the next one without sleeping; one that finds
-//! nothing spins briefly, then parks until a call arrives (one wake-up) or
-//! [`KEEP_ALIVE`] passes (then it exits). So a busy worker hands runs to
+//! nothing spins briefly (as long as spinning has been finding calls),
+//! then parks until a call arrives (one wake-up) or [`KEEP_ALIVE`] passes
+//! (then it exits). So a busy worker hands runs to
 //! its lanes without a system call, and the lanes share no lock with any
 //! other worker's. A worker never has more lanes than calls in progress at
 //! once (its `max_in_flight` for Fixed admission), nor more than
@@ -27,7 +28,8 @@ use crate::rt::lock;
 /// How long an idle lane waits for a call before it exits.
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
-/// How long a lane that ran out of calls keeps looking before it parks.
+/// How long a lane that ran out of calls keeps looking before it parks,
+/// while looking pays (see [`next_spin`]).
 const SPIN: Duration = Duration::from_micros(50);
 
 /// The most lanes a worker without a fixed `max_in_flight` gets.
@@ -148,12 +150,15 @@ impl Drop for Lanes {
 fn serve(shared: &Shared) {
     let me = std::thread::current();
     let mut idle_since = Instant::now();
+    let mut spin_for = SPIN;
     let mut q = lock(&shared.queue);
     loop {
         if let Some(call) = q.calls.pop_front() {
             drop(q);
             call();
-            q = spin(shared);
+            let found;
+            (q, found) = spin(shared, spin_for);
+            spin_for = next_spin(spin_for, found);
             idle_since = Instant::now();
             continue;
         }
@@ -166,17 +171,33 @@ fn serve(shared: &Shared) {
             q.parked.push(me.clone());
         }
         drop(q);
+        let parked_at = Instant::now();
         std::thread::park_timeout(KEEP_ALIVE.saturating_sub(idle_since.elapsed()));
+        if parked_at.elapsed() < SPIN {
+            // A spin would have found this call: spin again.
+            spin_for = SPIN;
+        }
         q = lock(&shared.queue);
     }
 }
 
-/// Looks for the next call for up to [`SPIN`] without sleeping; returns
-/// the queue locked either way.
-fn spin(shared: &Shared) -> std::sync::MutexGuard<'_, Queue> {
+/// How long to spin next: all of [`SPIN`] while spinning finds calls,
+/// half as long after each spin that found none (down to none at all, so
+/// a worker whose calls come far apart does not burn its cores).
+fn next_spin(last: Duration, found: bool) -> Duration {
+    match found {
+        true => SPIN,
+        false if last < SPIN / 8 => Duration::ZERO,
+        false => last / 2,
+    }
+}
+
+/// Looks for the next call for up to `most` without sleeping; returns the
+/// queue locked either way, and whether a call came while spinning.
+fn spin(shared: &Shared, most: Duration) -> (std::sync::MutexGuard<'_, Queue>, bool) {
     let mut q = lock(&shared.queue);
-    if !q.calls.is_empty() || SPIN.is_zero() {
-        return q;
+    if !q.calls.is_empty() || most.is_zero() {
+        return (q, false);
     }
     q.spinning += 1;
     drop(q);
@@ -184,9 +205,10 @@ fn spin(shared: &Shared) -> std::sync::MutexGuard<'_, Queue> {
     loop {
         std::thread::yield_now();
         let mut q = lock(&shared.queue);
-        if !q.calls.is_empty() || start.elapsed() >= SPIN {
+        let found = !q.calls.is_empty();
+        if found || start.elapsed() >= most {
             q.spinning -= 1;
-            return q;
+            return (q, found);
         }
     }
 }
