@@ -35,7 +35,10 @@ const SPIN: Duration = Duration::from_micros(50);
 /// The most lanes a worker without a fixed `max_in_flight` gets.
 pub(super) const MOST_LANES: usize = 512;
 
-type Call = Box<dyn FnOnce() + Send>;
+/// A queued call: runs the callback and returns how to hand its result
+/// over (done by the lane once it counts as free, see [`serve`]).
+type Call = Box<dyn FnOnce() -> Deliver + Send>;
+type Deliver = Box<dyn FnOnce() + Send>;
 
 /// A worker's lanes. Dropping this lets every idle lane exit; calls
 /// already queued still run.
@@ -90,7 +93,7 @@ impl Lanes {
                     .unwrap_or_else(|| "a panic".to_string());
                 Panicked(text)
             });
-            let _ = tx.send(r);
+            Box::new(move || drop(tx.send(r)))
         }));
         async move {
             rx.await
@@ -128,7 +131,7 @@ impl Lanes {
                 drop(q);
                 drop(
                     crate::rt::runtime()
-                        .spawn_blocking(move || calls.into_iter().for_each(|c| c())),
+                        .spawn_blocking(move || calls.into_iter().for_each(|c| c()())),
                 );
             }
         }
@@ -155,7 +158,11 @@ fn serve(shared: &Shared) {
     loop {
         if let Some(call) = q.calls.pop_front() {
             drop(q);
-            call();
+            let deliver = call();
+            // Counted as looking for calls before the caller hears back, so
+            // the call it makes next finds this lane (not a new one).
+            lock(&shared.queue).spinning += 1;
+            deliver();
             let found;
             (q, found) = spin(shared, spin_for);
             spin_for = next_spin(spin_for, found);
@@ -192,24 +199,20 @@ fn next_spin(last: Duration, found: bool) -> Duration {
     }
 }
 
-/// Looks for the next call for up to `most` without sleeping; returns the
-/// queue locked either way, and whether a call came while spinning.
+/// Looks for the next call for up to `most` without sleeping, the lane
+/// already counted as spinning; returns the queue locked either way (the
+/// lane no longer counted), and whether a call came while spinning.
 fn spin(shared: &Shared, most: Duration) -> (std::sync::MutexGuard<'_, Queue>, bool) {
-    let mut q = lock(&shared.queue);
-    if !q.calls.is_empty() || most.is_zero() {
-        return (q, false);
-    }
-    q.spinning += 1;
-    drop(q);
     let start = Instant::now();
     loop {
-        std::thread::yield_now();
         let mut q = lock(&shared.queue);
         let found = !q.calls.is_empty();
         if found || start.elapsed() >= most {
             q.spinning -= 1;
             return (q, found);
         }
+        drop(q);
+        std::thread::yield_now();
     }
 }
 
