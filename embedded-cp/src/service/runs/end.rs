@@ -61,11 +61,13 @@ impl Plane {
         }
         run.assignment = None;
         run.session = None;
-        Some(Ended {
+        let ended = Ended {
             snap: run.snap.clone(),
             ending,
             routed: run.routed.take(),
-        })
+        };
+        t.ended(run_id, super::KEEP_ENDED);
+        Some(ended)
     }
 }
 

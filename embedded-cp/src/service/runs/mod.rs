@@ -34,6 +34,9 @@ mod route;
 
 pub(super) use route::route;
 
+#[cfg(test)]
+mod tests;
+
 /// A place and one capability: what a queue of waiting runs is for.
 pub(super) type Bucket = (String, WorkerCapability);
 
@@ -51,6 +54,28 @@ struct Table {
     /// waited (cancelled, past its deadline) stays in its queue until it
     /// reaches the front, where it is dropped.
     waiting: HashMap<Bucket, VecDeque<Uuid>>,
+    /// Runs that ended, oldest first (see [`KEEP_ENDED`]).
+    ended: VecDeque<Uuid>,
+}
+
+/// Ended runs the table keeps, for `describe` and late subscriptions (the
+/// oldest go first; the crate's queue kept every run for the life of the
+/// process, a few hundred bytes and its output each). A run forgotten here
+/// is still described from the store, when there is one, until its record
+/// expires.
+pub(super) const KEEP_ENDED: usize = 100_000;
+
+impl Table {
+    /// Notes that `run_id` ended, forgetting the oldest ended runs beyond
+    /// `keep`.
+    fn ended(&mut self, run_id: Uuid, keep: usize) {
+        self.ended.push_back(run_id);
+        while self.ended.len() > keep {
+            if let Some(old) = self.ended.pop_front() {
+                self.runs.remove(&old);
+            }
+        }
+    }
 }
 
 struct Run {

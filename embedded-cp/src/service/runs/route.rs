@@ -77,7 +77,7 @@ impl Plane {
     /// found no worker.
     fn route_front(&self, bucket: &Bucket) -> bool {
         let mut t = lock(&self.runs.table);
-        let Table { runs, waiting } = &mut *t;
+        let Table { runs, waiting, .. } = &mut *t;
         let Some(queue) = waiting.get_mut(bucket) else {
             return false;
         };
