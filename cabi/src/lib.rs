@@ -26,6 +26,7 @@ pub mod rt;
 pub mod server;
 pub mod subscription;
 
+mod spin;
 mod tls;
 pub mod vocabulary;
 pub mod worker;

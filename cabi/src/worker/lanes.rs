@@ -4,11 +4,10 @@
 //!
 //! A call is queued and picked up by the first idle lane. A lane that has
 //! just finished a call takes the next one without sleeping; one that finds
-//! nothing spins briefly (as long as spinning has been finding calls),
-//! then parks until a call arrives (one wake-up) or [`KEEP_ALIVE`] passes
-//! (then it exits). So a busy worker hands runs to
-//! its lanes without a system call, and the lanes share no lock with any
-//! other worker's. A worker never has more lanes than calls in progress at
+//! nothing looks again briefly (see [`crate::spin`]), then parks until a
+//! call arrives (one wake-up) or [`KEEP_ALIVE`] passes (then it exits).
+//! So a busy worker hands runs to its lanes without a system call, and the
+//! lanes share no lock with any other worker's. A worker never has more lanes than calls in progress at
 //! once (its `max_in_flight` for Fixed admission), nor more than
 //! [`MOST_LANES`].
 //!
@@ -24,13 +23,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::rt::lock;
+use crate::spin::Spin;
 
 /// How long an idle lane waits for a call before it exits.
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
-
-/// How long a lane that ran out of calls keeps looking before it parks,
-/// while looking pays (see [`next_spin`]).
-const SPIN: Duration = Duration::from_micros(50);
 
 /// The most lanes a worker without a fixed `max_in_flight` gets.
 pub(super) const MOST_LANES: usize = 512;
@@ -57,7 +53,7 @@ struct Queue {
     /// Lanes parked for want of a call, the most recent last.
     parked: Vec<Thread>,
     lanes: usize,
-    /// Lanes looking for a call without having parked (see [`spin`]).
+    /// Lanes looking for a call without having parked (see [`serve`]).
     spinning: usize,
     closed: bool,
 }
@@ -153,7 +149,7 @@ impl Drop for Lanes {
 fn serve(shared: &Shared) {
     let me = std::thread::current();
     let mut idle_since = Instant::now();
-    let mut spin_for = SPIN;
+    let mut spin = Spin::default();
     let mut q = lock(&shared.queue);
     loop {
         if let Some(call) = q.calls.pop_front() {
@@ -163,9 +159,9 @@ fn serve(shared: &Shared) {
             // the call it makes next finds this lane (not a new one).
             lock(&shared.queue).spinning += 1;
             deliver();
-            let found;
-            (q, found) = spin(shared, spin_for);
-            spin_for = next_spin(spin_for, found);
+            let _ = spin.look(|| (!lock(&shared.queue).calls.is_empty()).then_some(()));
+            q = lock(&shared.queue);
+            q.spinning -= 1;
             idle_since = Instant::now();
             continue;
         }
@@ -180,39 +176,8 @@ fn serve(shared: &Shared) {
         drop(q);
         let parked_at = Instant::now();
         std::thread::park_timeout(KEEP_ALIVE.saturating_sub(idle_since.elapsed()));
-        if parked_at.elapsed() < SPIN {
-            // A spin would have found this call: spin again.
-            spin_for = SPIN;
-        }
+        spin.slept(parked_at.elapsed());
         q = lock(&shared.queue);
-    }
-}
-
-/// How long to spin next: all of [`SPIN`] while spinning finds calls,
-/// half as long after each spin that found none (down to none at all, so
-/// a worker whose calls come far apart does not burn its cores).
-fn next_spin(last: Duration, found: bool) -> Duration {
-    match found {
-        true => SPIN,
-        false if last < SPIN / 8 => Duration::ZERO,
-        false => last / 2,
-    }
-}
-
-/// Looks for the next call for up to `most` without sleeping, the lane
-/// already counted as spinning; returns the queue locked either way (the
-/// lane no longer counted), and whether a call came while spinning.
-fn spin(shared: &Shared, most: Duration) -> (std::sync::MutexGuard<'_, Queue>, bool) {
-    let start = Instant::now();
-    loop {
-        let mut q = lock(&shared.queue);
-        let found = !q.calls.is_empty();
-        if found || start.elapsed() >= most {
-            q.spinning -= 1;
-            return (q, found);
-        }
-        drop(q);
-        std::thread::yield_now();
     }
 }
 
