@@ -6,6 +6,7 @@
 //! does not burn its core: halved after each look that found nothing (down
 //! to none), back to the whole of it after a sleep shorter than it.
 
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The longest a thread looks before it sleeps.
@@ -45,6 +46,23 @@ impl Spin {
         }
     }
 
+    /// The next message of `rx`, looked for first, then waited for;
+    /// `None` once every sender is gone.
+    pub(crate) fn recv<T>(&mut self, rx: &mpsc::Receiver<T>) -> Option<T> {
+        let ready = self.look(|| match rx.try_recv() {
+            Ok(m) => Some(Some(m)),
+            Err(mpsc::TryRecvError::Disconnected) => Some(None),
+            Err(mpsc::TryRecvError::Empty) => None,
+        });
+        if let Some(m) = ready {
+            return m;
+        }
+        let asleep = Instant::now();
+        let m = rx.recv().ok();
+        self.slept(asleep.elapsed());
+        m
+    }
+
     /// Notes a sleep that ended after `slept`: one shorter than [`SPIN`]
     /// would have been saved by looking, so the next look is whole again.
     pub(crate) fn slept(&mut self, slept: Duration) {
@@ -76,5 +94,20 @@ mod tests {
         assert_eq!(s.budget, Duration::ZERO, "a long sleep keeps it at zero");
         s.slept(Duration::from_micros(10));
         assert_eq!(s.budget, SPIN, "a short sleep restores it");
+    }
+
+    #[test]
+    fn recv_takes_what_was_sent_and_ends_when_the_senders_are_gone() {
+        let (tx, rx) = mpsc::channel();
+        let mut s = Spin::default();
+        tx.send(1).unwrap();
+        assert_eq!(s.recv(&rx), Some(1));
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            tx.send(2).unwrap();
+        });
+        assert_eq!(s.recv(&rx), Some(2), "waited for past the looking time");
+        late.join().unwrap();
+        assert_eq!(s.recv(&rx), None);
     }
 }

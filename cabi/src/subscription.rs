@@ -224,23 +224,9 @@ async fn pump(
 /// The event thread: delivers until the stream ends or the subscription
 /// is cancelled, then releases the sink if nobody has yet.
 fn dispatch(state: Arc<State>, rx: mpsc::Receiver<Msg>) {
+    // Waits as the worker's lanes do (see [`crate::spin`]).
     let mut spin = crate::spin::Spin::default();
-    let mut next = || -> Option<Msg> {
-        // Waits as the worker's lanes do (see [`crate::spin`]).
-        let ready = spin.look(|| match rx.try_recv() {
-            Ok(m) => Some(Some(m)),
-            Err(mpsc::TryRecvError::Disconnected) => Some(None),
-            Err(mpsc::TryRecvError::Empty) => None,
-        });
-        if let Some(m) = ready {
-            return m;
-        }
-        let asleep = std::time::Instant::now();
-        let m = rx.recv().ok();
-        spin.slept(asleep.elapsed());
-        m
-    };
-    while let Some(msg) = next() {
+    while let Some(msg) = spin.recv(&rx) {
         let (delivered, last) = match msg {
             Msg::Events(events) => {
                 let all = events.iter().all(|ev| {

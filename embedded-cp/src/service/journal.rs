@@ -16,7 +16,7 @@
 //! so an answer to a request the run never raised is refused.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Mutex, Weak};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use blazen_controlplane::pb::blazen_control_plane_server::BlazenControlPlane;
@@ -28,13 +28,13 @@ use blazen_controlplane::protocol::{
 use blazen_controlplane::server::service::PostcardResponseStream;
 use blazen_core::distributed::{RunEvent, WorkerCapability};
 use futures_util::StreamExt;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::lock;
 
-use super::{decode, Plane, Service};
+use super::{decode, Service};
 
 /// The most events a run's journal keeps (the oldest go first).
 pub(crate) const JOURNAL_EVENTS: usize = 256;
@@ -123,7 +123,7 @@ impl RunLog {
 impl Journal {
     /// Appends `event` to its run's journal and hands it to the run's
     /// subscribers; forgets the journals of runs that ended long enough ago.
-    fn record(&self, event: RunEvent) {
+    pub(super) fn record(&self, event: RunEvent) {
         let now = Instant::now();
         let mut inner = lock(&self.inner);
         let run_id = event.run_id;
@@ -145,7 +145,7 @@ impl Journal {
     }
 
     /// Marks every live run's journal as possibly incomplete.
-    fn lost_some(&self) {
+    pub(super) fn lost_some(&self) {
         for log in lock(&self.inner).runs.values_mut() {
             log.gaps |= !log.ended;
         }
@@ -321,31 +321,6 @@ impl Service {
         let postcard_payload = postcard::to_allocvec(&())
             .map_err(|e| Status::internal(format!("encode response: {e}")))?;
         Ok(Response::new(PostcardResponse { postcard_payload }))
-    }
-}
-
-/// Reads the event bus into the journal until the server ends.
-pub(super) async fn recorder(plane: Weak<Plane>, mut events: broadcast::Receiver<RunEvent>) {
-    loop {
-        let received = events.recv().await;
-        let Some(cp) = plane.upgrade() else {
-            return;
-        };
-        match received {
-            Ok(event) => {
-                cp.stats.record(&event);
-                cp.journal.record(event);
-            }
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                cp.stats.missed(n);
-                tracing::warn!(
-                    missed = n,
-                    "run journal fell behind the event bus; some events were not recorded"
-                );
-                cp.journal.lost_some();
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
     }
 }
 

@@ -54,8 +54,8 @@ use blazen_controlplane::pb::{PostcardRequest, PostcardResponse};
 use blazen_controlplane::protocol::DEFAULT_PLACE;
 use blazen_controlplane::server::service::PostcardResponseStream;
 use blazen_controlplane::server::{ControlPlaneService, SharedState};
-use blazen_core::distributed::{RunStatus, WorkerCapability};
-use tokio::sync::mpsc;
+use blazen_core::distributed::{RunEvent, RunStatus, WorkerCapability};
+use tokio::sync::{broadcast, mpsc};
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
@@ -137,10 +137,7 @@ impl Service {
         if cp.store.is_some() {
             tokio::spawn(trimmer(Arc::downgrade(&cp)));
         }
-        tokio::spawn(journal::recorder(
-            Arc::downgrade(&cp),
-            shared.events.subscribe(),
-        ));
+        tokio::spawn(recorder(Arc::downgrade(&cp), shared.events.subscribe()));
         Self {
             inner: ControlPlaneService::new(shared),
             cp,
@@ -186,6 +183,32 @@ async fn drainer(plane: Weak<Plane>, mut requests: mpsc::UnboundedReceiver<Drain
             while cp.dispatch(&bucket, DISPATCH_BATCH) {
                 tokio::task::yield_now().await;
             }
+        }
+    }
+}
+
+/// Reads the event bus into the run journal and the run index (one
+/// reader for both) until the server ends.
+async fn recorder(plane: Weak<Plane>, mut events: broadcast::Receiver<RunEvent>) {
+    loop {
+        let received = events.recv().await;
+        let Some(cp) = plane.upgrade() else {
+            return;
+        };
+        match received {
+            Ok(event) => {
+                cp.stats.record(&event);
+                cp.journal.record(event);
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                cp.stats.missed(n);
+                tracing::warn!(
+                    missed = n,
+                    "run journal fell behind the event bus; some events were not recorded"
+                );
+                cp.journal.lost_some();
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
         }
     }
 }
