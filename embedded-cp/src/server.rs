@@ -71,6 +71,10 @@ pub struct Server {
     /// Closes every accepted connection (see [`Killable`]).
     kill: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The listening socket, also held by the server task, which closes
+    /// its copy only once it has been dropped on the runtime (see
+    /// [`Server::stop_listening`]).
+    listening: Mutex<Option<socket2::Socket>>,
     /// The run listing's reader and the HTTP side (`crate::http`).
     pub(crate) http: crate::http::Side,
 }
@@ -100,6 +104,10 @@ impl Server {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::Internal(format!("local_addr: {e}")))?;
+        let listening = std::os::fd::AsFd::as_fd(&listener)
+            .try_clone_to_owned()
+            .map(socket2::Socket::from)
+            .map_err(|e| Error::Internal(format!("listening socket: {e}")))?;
         let store = match &config.store_url {
             Some(url) => Some(
                 crate::store::connect(url, config.finished_ttl, config.store_replay_limit).await?,
@@ -190,6 +198,7 @@ impl Server {
             stop: Mutex::new(Some(stop_tx)),
             kill,
             task: Mutex::new(Some(task)),
+            listening: Mutex::new(Some(listening)),
             http,
         })
     }
@@ -240,6 +249,16 @@ impl Server {
             }
         }
         self.kill.cancel();
+        self.stop_listening();
+    }
+
+    /// Stops listening now and lets go of this copy of the socket: a
+    /// connect from then on is refused, not accepted into the backlog and
+    /// then reset when the task's copy closes.
+    fn stop_listening(&self) {
+        if let Some(socket) = lock(&self.listening).take() {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
     }
 }
 
@@ -253,5 +272,6 @@ impl Drop for Server {
         if let Some(task) = lock(&self.task).take() {
             task.abort();
         }
+        self.stop_listening();
     }
 }
