@@ -66,6 +66,13 @@ struct Table {
 pub(super) const KEEP_ENDED: usize = 100_000;
 
 impl Table {
+    /// Whether `run_id` is RUNNING on `session`.
+    fn running_on(&self, run_id: &Uuid, session: Uuid) -> bool {
+        self.runs
+            .get(run_id)
+            .is_some_and(|r| r.session == Some(session) && r.snap.status == RunStatus::Running)
+    }
+
     /// Notes that `run_id` ended, forgetting the oldest ended runs beyond
     /// `keep`.
     fn ended(&mut self, run_id: Uuid, keep: usize) {
@@ -193,11 +200,7 @@ impl Plane {
         candidates
             .iter()
             .copied()
-            .filter(|r| {
-                t.runs.get(r).is_some_and(|run| {
-                    run.session == Some(session) && run.snap.status == RunStatus::Running
-                })
-            })
+            .filter(|r| t.running_on(r, session))
             .collect()
     }
 

@@ -158,11 +158,7 @@ impl Plane {
                 let store = store.clone();
                 let table = self.runs.table.clone();
                 let give_back = move || slot.resolve(&shared, run_id);
-                let still_routed = move |t: &Table| {
-                    t.runs.get(&run_id).is_some_and(|r| {
-                        r.session == Some(session_id) && r.snap.status == RunStatus::Running
-                    })
-                };
+                let still_routed = move |t: &Table| t.running_on(&run_id, session_id);
                 run.routed = Some(tokio::spawn(async move {
                     let note = |e: &dyn std::fmt::Display| {
                         tracing::warn!(%run_id, error = %e, "cannot record the run's routing in the store");
