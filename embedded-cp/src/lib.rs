@@ -7,9 +7,6 @@
 //! ([`store`]). Each repair is written up in `docs/upstream.md` and tested
 //! in `tests/` against real tonic clients (and a real Redis).
 //!
-//! It also holds the loopback [`relay`] blazen-cabi's workers connect
-//! through, so that stopping a worker ends its session for real.
-//!
 //! Nothing here knows about C: errors are [`Error`] values that
 //! blazen-cabi turns into its `BlazenError`.
 
@@ -17,7 +14,6 @@ mod common;
 mod conn;
 mod error;
 mod http;
-pub mod relay;
 mod server;
 mod service;
 pub mod store;

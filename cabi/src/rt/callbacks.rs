@@ -12,12 +12,12 @@ use super::BlazenError;
 /// duration of the call; never freed by the caller.
 #[derive(Clone)]
 pub struct BlazenAssignmentContext {
-    pub(crate) inner: Arc<blazen_controlplane::worker::AssignmentContext>,
+    pub(crate) inner: Arc<crate::worker::RunContext>,
     pub(crate) attempt: u32,
 }
 
 impl BlazenAssignmentContext {
-    pub(crate) fn new(ctx: blazen_controlplane::worker::AssignmentContext, attempt: u32) -> Self {
+    pub(crate) fn new(ctx: crate::worker::RunContext, attempt: u32) -> Self {
         Self {
             inner: Arc::new(ctx),
             attempt,

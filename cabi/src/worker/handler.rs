@@ -1,5 +1,4 @@
-//! The C callback table serving the control plane's handler trait: each
-//! callback on a library thread, never an executor thread (`handle` on the
+//! The C callback table answering the worker's session: each callback on a library thread, never an executor thread (`handle` on the
 //! worker's own [`Lanes`], the rare `on_cancel` and `on_drain` on the
 //! runtime's blocking pool, so they never queue behind a long `handle`),
 //! gated by the worker's stop signal and (Fixed admission) its
@@ -9,13 +8,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use blazen_controlplane::protocol::Assignment;
-use blazen_controlplane::worker::{AssignmentContext, AssignmentFailure, AssignmentHandler};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::answer;
 use super::lanes::Lanes;
+use super::session::RunContext;
 use crate::rt::callbacks::BlazenAssignmentContext;
 use crate::rt::handler::HandlerTable;
 use crate::rt::{lock, ErrorKind};
@@ -24,7 +23,7 @@ use crate::rt::{lock, ErrorKind};
 /// ends. A callback borrows the table for its own duration only, so once
 /// the worker lets go ([`CHandler::release`]) the table is released by
 /// whoever finishes last: the run's end, or a callback still in flight.
-/// Nothing else keeps it (the crate's tasks hold only this slot), so a
+/// Nothing else keeps it (the session's tasks hold only this slot), so a
 /// `_free` after the run ended calls nothing of the host.
 pub(super) struct Table(Mutex<Option<Arc<dyn HandlerTable>>>);
 
@@ -39,8 +38,8 @@ impl Table {
     }
 }
 
-/// The control plane's handler trait, served by the C callback table. Each
-/// callback runs on a library thread, never on an executor thread.
+/// The C callback table as the worker's session calls it. Each callback
+/// runs on a library thread, never on an executor thread.
 #[derive(Clone)]
 pub(super) struct CHandler {
     pub(super) table: Arc<Table>,
@@ -56,8 +55,8 @@ pub(super) struct CHandler {
     pub(super) lanes: Arc<Lanes>,
 }
 
-/// Forgets a run's `handle` call however it ends, including when the crate
-/// drops the call's future (its deadline or a cancellation).
+/// Forgets a run's `handle` call however it ends, including when the
+/// session drops the call's future (its deadline or a cancellation).
 /// A call abandoned that way has its run's token cancelled, so a `handle`
 /// still running sees `blazen_assignment_context_is_cancelled`.
 struct Started {
@@ -161,20 +160,24 @@ fn panicked(what: &str) -> String {
     ErrorKind::Internal.tag(&format!("the handler callback panicked: {what}"))
 }
 
-#[async_trait::async_trait]
-impl AssignmentHandler for CHandler {
-    async fn handle(
+impl CHandler {
+    /// Runs assignment `a` through the table's `handle`: its output, or
+    /// the error that fails the run.
+    pub(super) async fn handle(
         &self,
         a: Assignment,
-        ctx: AssignmentContext,
-    ) -> std::result::Result<serde_json::Value, AssignmentFailure> {
+        ctx: RunContext,
+    ) -> std::result::Result<serde_json::Value, String> {
         let run_id = a.run_id;
-        // Waits for a free slot (a cancelled run stops waiting: the crate
-        // drops this future).
+        // Waits for a free slot (a cancelled run stops waiting: the
+        // session drops this future).
         let permit = match &self.permits {
-            Some(p) => Some(p.clone().acquire_owned().await.map_err(|_| {
-                AssignmentFailure::new(ErrorKind::Cancelled.tag("the worker was shut down"))
-            })?),
+            Some(p) => Some(
+                p.clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| ErrorKind::Cancelled.tag("the worker was shut down"))?,
+            ),
             None => None,
         };
         let token = ctx.cancellation_token().clone();
@@ -199,10 +202,12 @@ impl AssignmentHandler for CHandler {
             .await
             .and_then(|r| r);
         started.returned = true;
-        result.map_err(AssignmentFailure::new)
+        result
     }
 
-    async fn on_cancel(&self, run_id: Uuid) {
+    /// Tells the table that `run_id` was cancelled, if its `handle` call
+    /// is still running.
+    pub(super) async fn on_cancel(&self, run_id: Uuid) {
         if lock(&self.in_flight).remove(&run_id).is_some() {
             let _ = self
                 .off_executor(move |vt| vt.on_cancel(&run_id.to_string()))
@@ -210,7 +215,8 @@ impl AssignmentHandler for CHandler {
         }
     }
 
-    async fn on_drain(&self, immediate: bool) {
+    /// Tells the table the control plane drains the worker.
+    pub(super) async fn on_drain(&self, immediate: bool) {
         let _ = self.off_executor(move |vt| vt.on_drain(immediate)).await;
     }
 }

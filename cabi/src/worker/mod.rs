@@ -2,10 +2,11 @@
 //!
 //! - [`config`]: the options a worker is made from, and the one builder of
 //!   the control plane's `WorkerConfig`;
-//! - [`route`]: how it reaches the control plane (the library's relay,
-//!   credentials, the checks before `run`);
-//! - [`handler`]: the C callback table serving the control plane's handler
-//!   trait, with the admission cap;
+//! - [`route`]: how it reaches the control plane (credentials, the checks
+//!   before `run`);
+//! - [`session`]: its session with the control plane, run by the library;
+//! - [`handler`]: the C callback table answering the session, with the
+//!   admission cap;
 //! - [`lanes`]: the threads of its own a worker runs `handle` calls on;
 //! - [`answer`]: one `handle` call, and what its answer means for the run.
 
@@ -14,12 +15,13 @@ mod config;
 mod handler;
 mod lanes;
 mod route;
+mod session;
 
 use blazen_embedded_cp::Subkind;
 use std::sync::{Arc, Mutex};
 
 use blazen_cabi_macros::{export, handle};
-use blazen_controlplane::worker::{Worker, WorkerConfig};
+use blazen_controlplane::worker::WorkerConfig;
 use blazen_core::distributed::AdmissionMode;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -30,13 +32,14 @@ use crate::rt::callbacks::BlazenAssignmentHandlerV06VTable;
 use crate::rt::callbacks::{BlazenAssignmentHandlerVTable, BlazenContextHandlerVTable};
 use crate::rt::handler::HandlerTable;
 use crate::rt::{lock, BlazenError, Result};
-use blazen_embedded_cp::relay::Relay;
 
 pub use answer::BLAZEN_MAX_OUTPUT_BYTES;
 pub use config::WorkerOptions;
 use handler::{CHandler, Table};
 use lanes::{Lanes, MOST_LANES};
 use route::{Access, Route};
+pub(crate) use session::RunContext;
+use session::Session;
 
 /// A worker and its handler. Caller-owned; free with
 /// `blazen_controlplane_worker_free`, which shuts it down first.
@@ -70,11 +73,8 @@ impl Drop for BlazenControlPlaneWorker {
 
 /// A worker's state, shared by the caller's handle and a running `run`.
 struct Shared {
-    /// The worker until `run` takes it.
-    worker: Mutex<Option<Worker>>,
-    /// The worker's connection to the control plane (see [`Relay`]);
-    /// closing it ends the worker's session at the server.
-    relay: Relay,
+    /// The worker's sessions until `run` takes them.
+    session: Mutex<Option<Session>>,
     /// How the worker reaches the control plane, for the auth check.
     access: Access,
     handler: CHandler,
@@ -84,20 +84,11 @@ struct Shared {
 
 impl Shared {
     /// Stops the worker without waiting for anything but the handler's
-    /// `on_cancel` notifications, which it makes on this thread.
+    /// `on_cancel` notifications, which it makes on this thread: its
+    /// session ends (the server stops listing it and assigning it runs).
     fn shutdown(&self) {
         self.stop.cancel();
-        self.end_session();
-        if let Some(w) = lock(&self.worker).as_ref() {
-            w.shutdown();
-        }
         self.handler.cancel_all();
-    }
-
-    /// Ends the worker's session at the server: it stops being listed and
-    /// assigned runs.
-    fn end_session(&self) {
-        self.relay.close();
     }
 }
 
@@ -118,12 +109,11 @@ fn build(
             .map_or(MOST_LANES, |p| p.available_permits()),
     );
     let node_id = config.node_id.clone();
-    let worker = Worker::connect(config)?;
     let stop = CancellationToken::new();
+    let session = Session::new(config, stop.clone());
     Ok(BlazenControlPlaneWorker {
         inner: Arc::new(Shared {
-            worker: Mutex::new(Some(worker)),
-            relay: route.relay,
+            session: Mutex::new(Some(session)),
             access: route.access,
             handler: CHandler {
                 table: Arc::new(Table::new(vt)),
@@ -140,7 +130,7 @@ fn build(
 }
 
 /// Makes a worker from `options` once the other arguments are known to be
-/// good: the endpoint is checked (and the relay started) last, so a bad
+/// good: the endpoint is checked last, so a bad
 /// argument is reported under its own name.
 async fn make(
     endpoint: String,
@@ -150,7 +140,7 @@ async fn make(
     vt: Arc<dyn HandlerTable>,
 ) -> Result<BlazenControlPlaneWorker> {
     options.check_kinds(capabilities_param)?;
-    let mut route = Route::new(endpoint).await?;
+    let mut route = Route::new(endpoint)?;
     if !vt.has_handle() {
         let problem = "has no `handle` function (every run would fail)";
         return Err(BlazenError::invalid("vtable", problem));
@@ -256,46 +246,42 @@ async fn blazen_controlplane_worker_new_with_options(
 #[export]
 async fn blazen_controlplane_worker_run(worker: &BlazenControlPlaneWorker) -> Result<()> {
     let shared = worker.inner.clone();
-    let taken = lock(&shared.worker).take();
-    let Some(w) = taken else {
+    let taken = lock(&shared.session).take();
+    let Some(session) = taken else {
         return Err(BlazenError::invalid("worker", "has already been run"));
     };
-    // Ends the session and lets go of the table however the run ends,
-    // including when its future is cancelled or freed.
-    let _session = SessionGuard(shared.clone());
-    let result = serve(&shared, w).await;
-    shared.end_session();
+    // Lets go of the table however the run ends, including when its
+    // future is cancelled or freed (the session ends with the future).
+    let _release = Release(shared.clone());
+    let result = serve(&shared, session).await;
     shared.handler.release().await;
     result
 }
 
-/// The run itself: the auth check, then the crate's worker loop until it
-/// ends or the worker is stopped.
-async fn serve(shared: &Arc<Shared>, w: Worker) -> Result<()> {
+/// The run itself: the auth check, then the worker's sessions until they
+/// end or the worker is stopped.
+async fn serve(shared: &Arc<Shared>, session: Session) -> Result<()> {
     if let Some(rejected) = shared.access.rejected(&shared.node_id).await {
         return Err(rejected);
     }
-    let handler = shared.handler.clone();
-    let result = tokio::select! {
-        r = w.run(handler) => r.map_err(BlazenError::from),
-        () = shared.stop.cancelled() => Ok(()),
-    };
-    match result {
-        // The worker reaches the control plane through the relay, which
-        // hides the cause: find it at the configured endpoint.
+    match session
+        .run(shared.handler.clone())
+        .await
+        .map_err(BlazenError::from)
+    {
+        // A lost connection's cause is told the way a client's is.
         Err(e) if e.has_subkind(Subkind::ControlPlaneTransport) => {
             let access = &shared.access;
-            Err(crate::client::reach_failure(&access.configured, access.tls.clone()).await)
+            Err(crate::client::reach_failure(&access.endpoint, access.tls.clone()).await)
         }
         other => other,
     }
 }
 
-struct SessionGuard(Arc<Shared>);
+struct Release(Arc<Shared>);
 
-impl Drop for SessionGuard {
+impl Drop for Release {
     fn drop(&mut self) {
-        self.0.end_session();
         self.0.handler.release_later();
     }
 }

@@ -1,5 +1,5 @@
-//! How a worker reaches the control plane: through the library's relay
-//! (see [`Relay`]), with the credentials `run` checks before it starts.
+//! How a worker reaches the control plane, with the credentials `run`
+//! checks before it starts.
 
 use blazen_embedded_cp::Subkind;
 use std::path::Path;
@@ -10,24 +10,17 @@ use blazen_controlplane::Client;
 use blazen_core::distributed::OrchestratorClient;
 
 use crate::rt::{BlazenError, Result};
-use blazen_embedded_cp::relay::{Relay, Relayed};
 
-/// Where a worker connects: always through the library's relay (see
-/// [`Relay`]), which lets the worker end its session for real.
+/// Where a worker connects, and how.
 pub(super) struct Route {
     pub(super) endpoint: String,
-    /// The configured host, which TLS checks the server's name against.
-    host: String,
-    pub(super) relay: Relay,
     pub(super) access: Access,
 }
 
 /// The endpoint, TLS settings and token a worker uses.
 #[derive(Clone, Default)]
 pub(super) struct Access {
-    endpoint: String,
-    /// The endpoint as the host gave it (the relay's replaces it above).
-    pub(super) configured: String,
+    pub(super) endpoint: String,
     pub(super) tls: Option<tonic::transport::ClientTlsConfig>,
     pub(super) token: Option<String>,
     /// Whether the host gave a retry policy (which then also governs the
@@ -53,7 +46,7 @@ impl Access {
             match self.check(node_id).await {
                 Check::Unreachable if !self.patient && waited < FIRST_CONNECT => {}
                 Check::Unreachable if !self.patient => {
-                    let e = crate::client::reach_failure(&self.configured, self.tls.clone()).await;
+                    let e = crate::client::reach_failure(&self.endpoint, self.tls.clone()).await;
                     return Some(e.context(&format!(
                         "the worker could not connect within {} s (a `retry` policy keeps \
                          it trying)",
@@ -67,7 +60,7 @@ impl Access {
                         format!(
                             "node id `{node_id}` is already connected to the control plane at \
                              {}; each worker needs a node id of its own",
-                            self.configured
+                            self.endpoint
                         ),
                     ))
                 }
@@ -88,7 +81,7 @@ impl Access {
             Ok(_) => Check::Admitted,
             Err(e) => {
                 let e = BlazenError::from(e);
-                if let Some(mismatch) = crate::client::wire_mismatch(&e, &self.configured) {
+                if let Some(mismatch) = crate::client::wire_mismatch(&e, &self.endpoint) {
                     return Check::Refused(Box::new(mismatch));
                 }
                 if e.has_subkind(Subkind::ControlPlaneUnauthenticated) {
@@ -120,29 +113,16 @@ pub(crate) const FIRST_CONNECT: Duration = Duration::from_secs(10);
 const DUPLICATE_GRACE: Duration = Duration::from_secs(2);
 
 impl Route {
-    pub(super) async fn new(endpoint: String) -> Result<Self> {
+    pub(super) fn new(endpoint: String) -> Result<Self> {
         crate::client::check_endpoint(&endpoint)?;
-        let configured = endpoint;
-        let Relayed {
-            relay,
-            endpoint,
-            host,
-        } = Relay::start(&configured).await?;
         let access = Access {
             endpoint: endpoint.clone(),
-            configured,
             ..Access::default()
         };
-        Ok(Route {
-            endpoint,
-            host,
-            relay,
-            access,
-        })
+        Ok(Route { endpoint, access })
     }
 
-    /// Mutual TLS from PEM files, checking the server's name against the
-    /// configured host (not the relay's address).
+    /// Mutual TLS from PEM files.
     pub(super) fn mtls(
         &mut self,
         config: WorkerConfig,
@@ -150,7 +130,7 @@ impl Route {
         key: &Path,
         ca: &Path,
     ) -> Result<WorkerConfig> {
-        let tls = crate::tls::client(cert, key, ca)?.domain_name(self.host.clone());
+        let tls = crate::tls::client(cert, key, ca)?;
         self.access.tls = Some(tls.clone());
         Ok(config.with_tls(tls))
     }
