@@ -146,9 +146,7 @@ async fn s04_a_run_that_keeps_losing_its_worker_fails_after_max_requeues() {
 async fn s05_a_second_worker_with_a_connected_node_id_is_refused() {
     let s = server(config()).await;
     let first = worker(&s, "twin", "twin", 1, Echo::default()).await;
-    let relayed = blazen_embedded_cp::relay::Relay::start(&s.endpoint())
-        .await
-        .unwrap();
+    let relayed = common::relay::Relay::start(&s.endpoint()).await.unwrap();
     let config = blazen_controlplane::worker::WorkerConfig::new(relayed.endpoint, "twin")
         .with_retry(blazen_controlplane::worker::RetryPolicy {
             max_attempts: Some(1),

@@ -1,8 +1,10 @@
 //! What every integration test needs: a control plane on a loopback port,
 //! the crate's own client, and workers of the crate's own worker type
-//! connected through the library's relay (closing the relay is how a test
-//! makes a worker vanish, as a killed process would).
+//! connected through a loopback [`relay`] (closing it is how a test makes
+//! a worker vanish, as a killed process would).
 #![allow(dead_code)]
+
+pub mod relay;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,9 +21,9 @@ use blazen_core::distributed::{
     AdmissionMode, OrchestratorClient, RunEvent, RunStateSnapshot, RunStatus,
     SubmitWorkflowRequest, WorkerCapability,
 };
-use blazen_embedded_cp::relay::Relay;
 use blazen_embedded_cp::{Config, Server};
 use futures_util::StreamExt;
+use relay::Relay;
 use serde_json::Value;
 use uuid::Uuid;
 
