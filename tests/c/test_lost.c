@@ -3,7 +3,8 @@
  * with SIGKILL while their handlers run; each run must be re-queued with a
  * `status.requeued` event {"node_id": "lost-a", "reason": "worker_lost"}
  * and then completed by worker B, already connected in this process. A
- * second worker under B's node id is refused with a clear error. Prints
+ * second worker under B's node id is refused with a clear error, and a
+ * worker whose run future is freed leaves the control plane. Prints
  * the time from the kill to the last re-queue event. */
 #include "harness.h"
 
@@ -173,11 +174,24 @@ int main(void) {
     blazen_controlplane_worker_free(dup);
     CHECK(listed(client, "lost-b") == 1, "worker B still listed once");
 
+    /* A worker whose run future is freed (it is not shut down) leaves the
+     * control plane too: its session ends with the future. */
+    BlazenAssignmentHandlerVTable vt3 = {(void *)&t_drops, t_drop_ud, t_echo, NULL, NULL};
+    BlazenControlPlaneWorker *wc = NULL;
+    CHECK(blazen_controlplane_worker_new_blocking(ep, "lost-c", "[{\"kind\":\"workflow:other\",\"version\":0}]", NULL,
+                                                  0, 1, vt3, &wc, NULL) == 0,
+          "worker C");
+    BlazenFuture *running_c = blazen_controlplane_worker_run(wc);
+    CHECK(wait_listed(client, "lost-c", 1), "worker C listed");
+    blazen_future_free(running_c);
+    CHECK(wait_listed(client, "lost-c", 0), "worker C, its run future freed, no longer listed");
+    blazen_controlplane_worker_free(wc);
+
     blazen_controlplane_worker_shutdown(wb);
     blazen_future_wait(running_b);
     blazen_future_free(running_b);
     blazen_controlplane_worker_free(wb);
-    CHECK(t_settled(&t_drops, 2), "both workers' user_data dropped once");
+    CHECK(t_settled(&t_drops, 3), "the three workers' user_data dropped once each");
     blazen_controlplane_subscription_free(watcher);
     blazen_controlplane_client_free(client);
     CHECK(t_stop_control_plane(&cp), "server process exited cleanly");
