@@ -11,7 +11,8 @@ typedef struct {
     atomic_int wrong_level;   /* a known record at another level */
     atomic_int started;       /* "embedded control plane started" (INFO) */
     atomic_int connecting;    /* "connecting to the control plane" (DEBUG) */
-    atomic_int session;       /* blazen_controlplane "worker session established" */
+    atomic_int session;       /* blazen_cabi::worker "worker session established" (INFO) */
+    atomic_int foreign;       /* records of other crates (tonic, h2, hyper, ...) */
     atomic_int other_info;    /* INFO records not from blazen_cabi::server */
     atomic_int localhost;     /* records naming [::1]:1 (see reenter) */
     atomic_int in_callback;
@@ -99,11 +100,12 @@ static void on_log(void *ud, uint32_t level, const char *target, const char *mes
             atomic_fetch_add(&s->connecting, 1);
             if (level != BLAZEN_LOG_LEVEL_DEBUG) atomic_fetch_add(&s->wrong_level, 1);
         }
-        if (strncmp(target, "blazen_controlplane", 19) == 0 && strstr(message, "worker session established")) {
+        if (strcmp(target, "blazen_cabi::worker") == 0 && strstr(message, "worker session established")) {
             atomic_fetch_add(&s->session, 1);
             if (level != BLAZEN_LOG_LEVEL_INFO) atomic_fetch_add(&s->wrong_level, 1);
         }
         if (level == BLAZEN_LOG_LEVEL_INFO && !server) atomic_fetch_add(&s->other_info, 1);
+        if (strncmp(target, "blazen_cabi", 11) != 0) atomic_fetch_add(&s->foreign, 1);
         if (strstr(message, "[::1]:1")) atomic_fetch_add(&s->localhost, 1);
         if (s->mode == REENTER) reenter(s, message);
         if (s->mode == CLEAR_INSIDE && atomic_exchange(&s->step, 1) == 0) blazen_log_clear_sink();
@@ -182,13 +184,15 @@ static void test_sink(void) {
     CHECK(t_err_is(err, BLAZEN_ERROR_KIND_VALIDATION, "`filter`"), "bad filter: VALIDATION naming filter");
     CHECK(atomic_load(&bad_filter.drops) == 1, "bad filter: user_data released at once");
 
-    /* "debug": this library's records and those of blazen-controlplane,
+    /* "debug": this library's records and those of the crates under it,
      * each at its level, nothing at TRACE. */
     CHECK(set_sink(&debug_sink, "debug"), "set a debug sink");
     activity(1, &debug_sink, 0);
     CHECK(t_wait_until(&debug_sink.started, 1, 30000), "debug: server start record (INFO)");
     CHECK(t_wait_until(&debug_sink.connecting, 1, 30000), "debug: client connect record (DEBUG)");
-    CHECK(atomic_load(&debug_sink.session) >= 1, "debug: blazen_controlplane's worker session record");
+    CHECK(atomic_load(&debug_sink.session) >= 1, "debug: the worker session record (INFO)");
+    CHECK(atomic_load(&debug_sink.foreign) >= 1, "debug: records of the crates under the library (%d)",
+          atomic_load(&debug_sink.foreign));
     CHECK(atomic_load(&debug_sink.levels[BLAZEN_LOG_LEVEL_TRACE]) == 0, "debug: no TRACE records");
 
     /* Replacing it: the first sink is released once, after its last

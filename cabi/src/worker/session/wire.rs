@@ -98,7 +98,15 @@ pub(super) async fn open(
         .ok_or_else(|| ControlPlaneError::Transport("server closed stream before Welcome".into()))?
         .map_err(|s| ControlPlaneError::Transport(s.to_string()))?;
     match postcard::from_bytes(&first.postcard_payload)? {
-        ServerToWorker::Welcome(_) => Ok((inbound, outbox)),
+        ServerToWorker::Welcome(welcome) => {
+            tracing::info!(
+                target: "blazen_cabi::worker",
+                node_id = %config.node_id,
+                session_id = %welcome.session_id,
+                "worker session established"
+            );
+            Ok((inbound, outbox))
+        }
         ServerToWorker::Reject { reason } => Err(ControlPlaneError::Unauthenticated(reason)),
         other => Err(ControlPlaneError::Transport(format!(
             "expected Welcome as first server frame, got {other:?}"
