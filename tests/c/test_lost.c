@@ -47,6 +47,21 @@ static int32_t stuck(void *ud, const char *run_id, const char *wf, const char *i
     return 0;
 }
 
+/* Worker C's handler: holds its run until the test lets it go. */
+static atomic_int held_started, let_go;
+static int32_t held(void *ud, const char *run_id, const char *wf, const char *input, char **out_json,
+                    BlazenError **out_err) {
+    (void)ud;
+    (void)run_id;
+    (void)wf;
+    (void)input;
+    (void)out_err;
+    atomic_fetch_add(&held_started, 1);
+    while (!atomic_load(&let_go)) t_sleep_ms(5);
+    *out_json = blazen_string_alloc("null");
+    return 0;
+}
+
 /* Worker A's child: waits for the port, then serves until killed. */
 static void worker_a(int port_pipe) {
     uint16_t port = 0;
@@ -175,16 +190,34 @@ int main(void) {
     CHECK(listed(client, "lost-b") == 1, "worker B still listed once");
 
     /* A worker whose run future is freed (it is not shut down) leaves the
-     * control plane too: its session ends with the future. */
-    BlazenAssignmentHandlerVTable vt3 = {(void *)&t_drops, t_drop_ud, t_echo, NULL, NULL};
+     * control plane too, while its handler still holds a run: its session
+     * ends with the future, and the run goes back to the queue. */
+    BlazenAssignmentHandlerVTable vt3 = {(void *)&t_drops, t_drop_ud, held, NULL, NULL};
     BlazenControlPlaneWorker *wc = NULL;
     CHECK(blazen_controlplane_worker_new_blocking(ep, "lost-c", "[{\"kind\":\"workflow:other\",\"version\":0}]", NULL,
                                                   0, 1, vt3, &wc, NULL) == 0,
           "worker C");
     BlazenFuture *running_c = blazen_controlplane_worker_run(wc);
     CHECK(wait_listed(client, "lost-c", 1), "worker C listed");
+    BlazenRunStateSnapshot *held_run = NULL;
+    CHECK(blazen_controlplane_client_submit_workflow_blocking(client, "other", "{}", NULL, false, &held_run, NULL) == 0,
+          "submit a run to worker C");
+    char *held_id = blazen_run_state_snapshot_run_id(held_run);
+    blazen_run_state_snapshot_free(held_run);
+    CHECK(t_wait_until(&held_started, 1, 30000), "worker C's handler holds the run");
     blazen_future_free(running_c);
-    CHECK(wait_listed(client, "lost-c", 0), "worker C, its run future freed, no longer listed");
+    CHECK(wait_listed(client, "lost-c", 0), "worker C, its run future freed mid-run, no longer listed");
+    int back = 0;
+    for (int i = 0; i < 3000 && !back; i++) {
+        BlazenRunStateSnapshot *s = NULL;
+        if (blazen_controlplane_client_describe_workflow_blocking(client, held_id, &s, NULL) == 0)
+            back = blazen_run_state_snapshot_status(s) == BLAZEN_RUN_STATUS_PENDING;
+        blazen_run_state_snapshot_free(s);
+        if (!back) t_sleep_ms(10);
+    }
+    CHECK(back, "its run is PENDING again, with its handler still running");
+    atomic_store(&let_go, 1);
+    blazen_string_free(held_id);
     blazen_controlplane_worker_free(wc);
 
     blazen_controlplane_worker_shutdown(wb);

@@ -16,11 +16,12 @@ mod wire;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use blazen_controlplane::protocol::{
     OfferDecision, OfferOutcome, ServerToWorker, WorkerToServer, ENVELOPE_VERSION,
 };
-use blazen_controlplane::worker::WorkerConfig;
+use blazen_controlplane::worker::{RetryPolicy, WorkerConfig};
 use blazen_controlplane::ControlPlaneError;
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -75,6 +76,17 @@ impl State {
             token.cancel();
         }
     }
+}
+
+/// How long to wait before the next session after `failures` sessions in
+/// a row failed: the retry policy's first wait, times its multiplier for
+/// each failure after the first, at most its longest wait.
+fn backoff(retry: &RetryPolicy, failures: u32) -> Duration {
+    let mut secs = retry.initial_backoff.as_secs_f64();
+    for _ in 1..failures.min(64) {
+        secs *= f64::from(retry.multiplier);
+    }
+    Duration::from_secs_f64(secs.min(retry.max_backoff.as_secs_f64()).max(0.0))
 }
 
 /// How one session ended.
@@ -138,14 +150,10 @@ impl Session {
                     ))
                 }));
             }
-            let mut backoff = retry.initial_backoff.as_secs_f64();
-            for _ in 1..failures {
-                backoff *= f64::from(retry.multiplier);
-            }
-            let backoff = backoff.min(retry.max_backoff.as_secs_f64()).max(0.0);
-            tracing::warn!(failures, backoff_s = backoff, error = ?failure, "worker session lost; reconnecting");
+            let wait = backoff(retry, failures);
+            tracing::warn!(failures, wait_ms = wait.as_millis(), error = ?failure, "worker session lost; reconnecting");
             tokio::select! {
-                () = tokio::time::sleep(std::time::Duration::from_secs_f64(backoff)) => {}
+                () = tokio::time::sleep(wait) => {}
                 () = self.state.stop.cancelled() => return Ok(()),
             }
         }
@@ -257,5 +265,24 @@ impl Session {
             | ServerToWorker::Welcome(_)
             | ServerToWorker::Reject { .. } => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnects_back_off_by_the_policy() {
+        let retry = RetryPolicy {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(1000),
+            multiplier: 2.0,
+            max_attempts: None,
+        };
+        let waits: Vec<u128> = (1..=6).map(|n| backoff(&retry, n).as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(backoff(&retry, u32::MAX), Duration::from_millis(1000));
+        assert_eq!(backoff(&RetryPolicy::none(), 1), Duration::ZERO);
     }
 }
