@@ -185,12 +185,36 @@ fn is_timeout(error: &str) -> bool {
 }
 
 /// `data`, or a note of its size when its JSON is longer than
-/// [`EVENT_DATA_MAX`].
+/// [`EVENT_DATA_MAX`]. The JSON is only counted, and only up to the limit
+/// unless it is longer.
 pub(super) fn cut(data: &Value) -> Value {
-    let len = serde_json::to_string(data).map_or(0, |s| s.len());
-    if len <= EVENT_DATA_MAX {
-        data.clone()
-    } else {
-        json!({ "truncated": true, "json_bytes": len })
+    if json_len(data, EVENT_DATA_MAX).is_some() {
+        return data.clone();
     }
+    let len = json_len(data, usize::MAX).unwrap_or(usize::MAX);
+    json!({ "truncated": true, "json_bytes": len })
+}
+
+/// The length of `data`'s JSON text, if it is at most `most` bytes.
+fn json_len(data: &Value, most: usize) -> Option<usize> {
+    /// Counts bytes, failing past its limit.
+    struct Count {
+        n: usize,
+        most: usize,
+    }
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.n += b.len();
+            if self.n > self.most {
+                return Err(std::io::ErrorKind::FileTooLarge.into());
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count { n: 0, most };
+    serde_json::to_writer(&mut count, data).ok()?;
+    Some(count.n)
 }

@@ -99,7 +99,14 @@ fn filters_refuse_bad_input_with_why() {
 fn long_event_data_is_cut() {
     let big = json!({"x": "y".repeat(EVENT_DATA_MAX)});
     assert_eq!(cut(&big)["truncated"], json!(true));
+    let len = serde_json::to_string(&big).unwrap().len();
+    assert_eq!(cut(&big)["json_bytes"], json!(len));
     assert_eq!(cut(&json!({"a": 1})), json!({"a": 1}));
+    // `"` + text + `"` exactly at the limit is kept; one byte more is cut.
+    let at_limit = json!("z".repeat(EVENT_DATA_MAX - 2));
+    assert_eq!(cut(&at_limit), at_limit);
+    let over = json!("z".repeat(EVENT_DATA_MAX - 1));
+    assert_eq!(cut(&over)["json_bytes"], json!(EVENT_DATA_MAX + 1));
 }
 
 #[test]
