@@ -232,6 +232,45 @@ static void test_server_goes_away(void) {
     blazen_string_free(ep);
 }
 
+/* `max_attempts` bounds failures in a row: a worker whose control plane
+ * goes away and comes back three times, each time after it reconnected,
+ * is still serving under "max_attempts": 2. */
+static void test_losses_in_a_row(void) {
+    BlazenControlPlaneServer *server = NULL;
+    CHECK(blazen_controlplane_server_start_blocking("127.0.0.1:0", &server, NULL) == 0, "server");
+    char *ep = blazen_controlplane_server_endpoint(server);
+    BlazenControlPlaneWorker *w =
+        worker(ep, "steady", "{\"max_attempts\":2,\"initial_backoff_ms\":2000,\"max_backoff_ms\":2000}");
+    BlazenFuture *run = blazen_controlplane_worker_run(w);
+    for (int round = 1; round <= 3; round++) {
+        BlazenControlPlaneClient *c = NULL;
+        blazen_controlplane_client_connect_blocking(ep, &c, NULL);
+        CHECK(c && wait_workers(c, 1), "round %d: the worker is connected", round);
+        blazen_controlplane_client_free(c);
+        blazen_controlplane_server_free(server);
+        server = NULL;
+        BlazenError *err = NULL;
+        CHECK(blazen_controlplane_server_start_blocking(ep + 7, &server, &err) == 0, "round %d: restart", round);
+        blazen_error_free(err);
+    }
+    BlazenControlPlaneClient *c = NULL;
+    blazen_controlplane_client_connect_blocking(ep, &c, NULL);
+    CHECK(c && wait_workers(c, 1), "after three losses the worker is back");
+    CHECK(blazen_future_poll(run) == 0, "and its run goes on");
+    char *id = c ? submit(c, "ok") : NULL;
+    BlazenRunStateSnapshot *snap = id ? wait_terminal(c, id) : NULL;
+    CHECK(snap && blazen_run_state_snapshot_status(snap) == BLAZEN_RUN_STATUS_COMPLETED, "and serving");
+    blazen_run_state_snapshot_free(snap);
+    blazen_string_free(id);
+    blazen_controlplane_worker_shutdown(w);
+    blazen_future_wait(run);
+    blazen_future_free(run);
+    blazen_controlplane_worker_free(w);
+    blazen_controlplane_client_free(c);
+    blazen_controlplane_server_free(server);
+    blazen_string_free(ep);
+}
+
 int main(void) {
     alarm(240);
     BlazenControlPlaneServer *server = NULL;
@@ -245,6 +284,7 @@ int main(void) {
     blazen_string_free(ep);
 
     T_RUN(test_server_goes_away);
+    T_RUN(test_losses_in_a_row);
     CHECK(t_settled(&drops, handlers_given), "every handler's user_data dropped once (%d of %d)", atomic_load(&drops),
           handlers_given);
     return t_finish();

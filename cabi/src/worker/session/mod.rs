@@ -129,7 +129,10 @@ impl Session {
     }
 
     /// Serves assignments on `handler` until the worker is stopped or
-    /// drained (then `Ok`), or its retry policy gives up.
+    /// drained (then `Ok`), or its retry policy gives up: `max_attempts`
+    /// sessions in a row failed or were lost (the crate's worker counted
+    /// them over its whole life, so a long-lived worker gave up after that
+    /// many disconnections, however far apart).
     pub(super) async fn run(self, handler: CHandler) -> Result<(), ControlPlaneError> {
         let retry = &self.config.retry;
         let mut failures: u32 = 0;
@@ -139,7 +142,12 @@ impl Session {
             }
             let failure = match self.session(&handler).await {
                 Ok(Ended::Done) => return Ok(()),
-                Ok(Ended::Lost) => None,
+                // A session that was established starts a new count: the
+                // policy bounds the failures in a row, not over a lifetime.
+                Ok(Ended::Lost) => {
+                    failures = 0;
+                    None
+                }
                 Err(e) => Some(e),
             };
             failures += 1;
