@@ -27,7 +27,7 @@ fn blazen_assignment_context_attempt(ctx: &BlazenAssignmentContext) -> u32 {
 /// the worker's shutdown): the handler should stop and return.
 #[export]
 fn blazen_assignment_context_is_cancelled(ctx: &BlazenAssignmentContext) -> bool {
-    ctx.inner.cancellation_token().is_cancelled()
+    ctx.inner.is_cancelled()
 }
 
 /// Emits the event `event_type` with `data_json` (both borrowed; a JSON

@@ -5,21 +5,47 @@
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::sync::Arc;
 
+use blazen_controlplane::ControlPlaneError;
+use futures_util::future::BoxFuture;
+
 use super::BlazenError;
+
+/// What a handler can do on the run it is working on, served by the
+/// worker's session (the `blazen_assignment_context_*` functions call it).
+pub(crate) trait AssignmentRun: Send + Sync {
+    fn run_id(&self) -> uuid::Uuid;
+    /// Whether the run has been cancelled (by the orchestrator, a drain,
+    /// the worker's shutdown or the end of its session).
+    fn is_cancelled(&self) -> bool;
+    /// Sends the event `event_type` with `data` on the run.
+    fn emit_event<'a>(
+        &'a self,
+        event_type: &'a str,
+        data: serde_json::Value,
+    ) -> BoxFuture<'a, Result<(), ControlPlaneError>>;
+    /// Emits `input.request` and waits for its answer, the run's
+    /// cancellation or `timeout_ms`.
+    fn request_input<'a>(
+        &'a self,
+        prompt: &'a str,
+        metadata: serde_json::Value,
+        timeout_ms: Option<u64>,
+    ) -> BoxFuture<'a, Result<serde_json::Value, ControlPlaneError>>;
+}
 
 /// The run an assignment handler is working on, for the
 /// `blazen_assignment_context_*` functions. Borrowed by `handle` for the
 /// duration of the call; never freed by the caller.
 #[derive(Clone)]
 pub struct BlazenAssignmentContext {
-    pub(crate) inner: Arc<crate::worker::RunContext>,
+    pub(crate) inner: Arc<dyn AssignmentRun>,
     pub(crate) attempt: u32,
 }
 
 impl BlazenAssignmentContext {
-    pub(crate) fn new(ctx: crate::worker::RunContext, attempt: u32) -> Self {
+    pub(crate) fn new(run: impl AssignmentRun + 'static, attempt: u32) -> Self {
         Self {
-            inner: Arc::new(ctx),
+            inner: Arc::new(run),
             attempt,
         }
     }

@@ -14,8 +14,7 @@ use uuid::Uuid;
 
 use super::answer;
 use super::lanes::Lanes;
-use super::session::RunContext;
-use crate::rt::callbacks::BlazenAssignmentContext;
+use crate::rt::callbacks::{AssignmentRun, BlazenAssignmentContext};
 use crate::rt::handler::HandlerTable;
 use crate::rt::{lock, ErrorKind};
 
@@ -161,12 +160,14 @@ fn panicked(what: &str) -> String {
 }
 
 impl CHandler {
-    /// Runs assignment `a` through the table's `handle`: its output, or
-    /// the error that fails the run.
+    /// Runs assignment `a` through the table's `handle`, with `run` for
+    /// its context and `token` its cancellation: its output, or the error
+    /// that fails the run.
     pub(super) async fn handle(
         &self,
         a: Assignment,
-        ctx: RunContext,
+        token: CancellationToken,
+        run: impl AssignmentRun + 'static,
     ) -> std::result::Result<serde_json::Value, String> {
         let run_id = a.run_id;
         // Waits for a free slot (a cancelled run stops waiting: the
@@ -180,7 +181,6 @@ impl CHandler {
             ),
             None => None,
         };
-        let token = ctx.cancellation_token().clone();
         lock(&self.in_flight).insert(run_id, token.clone());
         let mut started = Started {
             in_flight: self.in_flight.clone(),
@@ -188,7 +188,7 @@ impl CHandler {
             token,
             returned: false,
         };
-        let mut ctx = BlazenAssignmentContext::new(ctx, a.attempt);
+        let mut ctx = BlazenAssignmentContext::new(run, a.attempt);
         let result = self
             .on_lane(permit, move |vt| {
                 answer::call(

@@ -38,7 +38,6 @@ pub use config::WorkerOptions;
 use handler::{CHandler, Table};
 use lanes::{Lanes, MOST_LANES};
 use route::{Access, Route};
-pub(crate) use session::RunContext;
 use session::Session;
 
 /// A worker and its handler. Caller-owned; free with

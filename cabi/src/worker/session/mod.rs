@@ -29,8 +29,6 @@ use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use run::RunContext;
-
 use super::handler::CHandler;
 use crate::rt::lock;
 use wire::{Inbound, Outbox};

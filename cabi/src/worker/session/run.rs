@@ -10,6 +10,7 @@ use blazen_controlplane::protocol::{
     ENVELOPE_VERSION,
 };
 use blazen_controlplane::ControlPlaneError;
+use futures_util::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +18,7 @@ use uuid::Uuid;
 
 use super::wire::Outbox;
 use super::State;
+use crate::rt::callbacks::AssignmentRun;
 use crate::rt::lock;
 use crate::worker::handler::CHandler;
 
@@ -49,7 +51,7 @@ pub(super) async fn assignment(
         biased;
         () = cancel.cancelled() => (AssignmentStatus::Cancelled, Vec::new(), None),
         () = expired => (AssignmentStatus::Failed, Vec::new(), Some("deadline exceeded".into())),
-        answer = handler.handle(a, ctx) => match answer {
+        answer = handler.handle(a, cancel.clone(), ctx) => match answer {
             // A `Value` always encodes.
             Ok(v) => (AssignmentStatus::Completed, serde_json::to_vec(&v).unwrap_or_default(), None),
             Err(e) => (AssignmentStatus::Failed, Vec::new(), Some(e)),
@@ -68,7 +70,7 @@ pub(super) async fn assignment(
 }
 
 /// What a handler can do on its run while its `handle` call lasts.
-pub struct RunContext {
+pub(super) struct RunContext {
     outbox: Outbox,
     run_id: Uuid,
     cancel: CancellationToken,
@@ -76,18 +78,7 @@ pub struct RunContext {
 }
 
 impl RunContext {
-    pub fn run_id(&self) -> Uuid {
-        self.run_id
-    }
-
-    /// Cancelled when the run is (by the orchestrator, a drain, the
-    /// worker's shutdown or the end of its session).
-    pub fn cancellation_token(&self) -> &CancellationToken {
-        &self.cancel
-    }
-
-    /// Sends the event `event_type` with `data` on the run.
-    pub async fn emit_event(&self, event_type: &str, data: Value) -> Result<(), ControlPlaneError> {
+    async fn emit(&self, event_type: &str, data: Value) -> Result<(), ControlPlaneError> {
         let timestamp_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -101,9 +92,7 @@ impl RunContext {
         self.outbox.send(frame).await
     }
 
-    /// Emits `input.request` `{request_id, prompt, metadata}` and waits for
-    /// its answer, the run's cancellation or `timeout_ms`.
-    pub async fn request_input(
+    async fn ask(
         &self,
         prompt: &str,
         metadata: Value,
@@ -121,7 +110,7 @@ impl RunContext {
             "prompt": prompt,
             "metadata": metadata,
         });
-        self.emit_event("input.request", request).await?;
+        self.emit("input.request", request).await?;
         let answer = async {
             tokio::select! {
                 () = self.cancel.cancelled() => {
@@ -140,6 +129,33 @@ impl RunContext {
                 }),
             None => answer.await,
         }
+    }
+}
+
+impl AssignmentRun for RunContext {
+    fn run_id(&self) -> Uuid {
+        self.run_id
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    fn emit_event<'a>(
+        &'a self,
+        event_type: &'a str,
+        data: Value,
+    ) -> BoxFuture<'a, Result<(), ControlPlaneError>> {
+        Box::pin(self.emit(event_type, data))
+    }
+
+    fn request_input<'a>(
+        &'a self,
+        prompt: &'a str,
+        metadata: Value,
+        timeout_ms: Option<u64>,
+    ) -> BoxFuture<'a, Result<Value, ControlPlaneError>> {
+        Box::pin(self.ask(prompt, metadata, timeout_ms))
     }
 }
 
