@@ -122,6 +122,16 @@ static int wait_workers(BlazenControlPlaneClient *c, size_t n) {
     return 0;
 }
 
+/* Whether a run of `workflow` submitted now completes. */
+static int completes(BlazenControlPlaneClient *c, const char *workflow) {
+    char *id = submit(c, workflow);
+    BlazenRunStateSnapshot *s = id ? wait_terminal(c, id) : NULL;
+    int ok = s && blazen_run_state_snapshot_status(s) == BLAZEN_RUN_STATUS_COMPLETED;
+    blazen_run_state_snapshot_free(s);
+    blazen_string_free(id);
+    return ok;
+}
+
 /* ---- tests --------------------------------------------------------------- */
 
 static void test_garbage_outputs(BlazenControlPlaneClient *c, const char *ep) {
@@ -138,11 +148,7 @@ static void test_garbage_outputs(BlazenControlPlaneClient *c, const char *ep) {
         blazen_run_state_snapshot_free(s);
         blazen_string_free(id);
     }
-    char *id = submit(c, "ok");
-    BlazenRunStateSnapshot *s = wait_terminal(c, id);
-    CHECK(s && blazen_run_state_snapshot_status(s) == BLAZEN_RUN_STATUS_COMPLETED, "the worker keeps serving");
-    blazen_run_state_snapshot_free(s);
-    blazen_string_free(id);
+    CHECK(completes(c, "ok"), "the worker keeps serving");
     blazen_controlplane_worker_shutdown(w);
     blazen_future_wait(run);
     blazen_future_free(run);
@@ -209,11 +215,7 @@ static void test_server_goes_away(void) {
     BlazenControlPlaneClient *c2 = NULL;
     blazen_controlplane_client_connect_blocking(ep, &c2, NULL);
     CHECK(c2 && wait_workers(c2, 1), "the patient worker reconnected");
-    char *id = c2 ? submit(c2, "ok") : NULL;
-    BlazenRunStateSnapshot *s = id ? wait_terminal(c2, id) : NULL;
-    CHECK(s && blazen_run_state_snapshot_status(s) == BLAZEN_RUN_STATUS_COMPLETED, "and resumed work");
-    blazen_run_state_snapshot_free(s);
-    blazen_string_free(id);
+    CHECK(c2 && completes(c2, "ok"), "and resumed work");
 
     blazen_controlplane_subscription_free(sub_run);
     blazen_controlplane_subscription_free(sub_all);
@@ -257,11 +259,7 @@ static void test_losses_in_a_row(void) {
     blazen_controlplane_client_connect_blocking(ep, &c, NULL);
     CHECK(c && wait_workers(c, 1), "after three losses the worker is back");
     CHECK(blazen_future_poll(run) == 0, "and its run goes on");
-    char *id = c ? submit(c, "ok") : NULL;
-    BlazenRunStateSnapshot *snap = id ? wait_terminal(c, id) : NULL;
-    CHECK(snap && blazen_run_state_snapshot_status(snap) == BLAZEN_RUN_STATUS_COMPLETED, "and serving");
-    blazen_run_state_snapshot_free(snap);
-    blazen_string_free(id);
+    CHECK(c && completes(c, "ok"), "and serving");
     blazen_controlplane_worker_shutdown(w);
     blazen_future_wait(run);
     blazen_future_free(run);
