@@ -15,7 +15,7 @@
 
 enum { RUNS = 3 };
 
-static atomic_int requeued, bad_requeue_data, completed;
+static atomic_int requeued, bad_requeue_data, completed, c_requeued;
 static double requeued_at;
 
 static void on_event(void *ud, const char *run_id, const char *type, const char *data, uint64_t ts) {
@@ -24,6 +24,10 @@ static void on_event(void *ud, const char *run_id, const char *type, const char 
     (void)ts;
     if (strcmp(type, "status.completed") == 0) atomic_fetch_add(&completed, 1);
     if (strcmp(type, "status.requeued") != 0) return;
+    if (strstr(data, "\"node_id\":\"lost-c\"")) { /* worker C, its run future freed (below) */
+        if (strstr(data, "\"reason\":\"worker_lost\"")) atomic_fetch_add(&c_requeued, 1);
+        return;
+    }
     if (!strstr(data, "\"node_id\":\"lost-a\"") || !strstr(data, "\"reason\":\"worker_lost\"")) {
         fprintf(stderr, "  unexpected status.requeued data: %s\n", data);
         atomic_fetch_add(&bad_requeue_data, 1);
@@ -216,6 +220,7 @@ int main(void) {
         if (!back) t_sleep_ms(10);
     }
     CHECK(back, "its run is PENDING again, with its handler still running");
+    CHECK(t_wait_until(&c_requeued, 1, 30000), "with a status.requeued naming lost-c, reason worker_lost");
     atomic_store(&let_go, 1);
     blazen_string_free(held_id);
     blazen_controlplane_worker_free(wc);
