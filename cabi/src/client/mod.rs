@@ -18,7 +18,7 @@ use crate::rt::{BlazenError, Result};
 pub use options::{ConnectOptions, HintOptions, SubmitOptions};
 pub(crate) use pool::StreamSlot;
 use pool::{connect_pool, Pool};
-pub(crate) use reach::{check_endpoint, reach_failure, wire_mismatch};
+pub(crate) use reach::{check_endpoint, named, reach_failure, wire_mismatch};
 
 /// The connection count of a client made without a `connections` option
 /// (`connect`, `connect_with_mtls`, and `connect_with_options` without the

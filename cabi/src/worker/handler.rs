@@ -1,6 +1,7 @@
-//! The C callback table answering the worker's session: each callback on a library thread, never an executor thread (`handle` on the
-//! worker's own [`Lanes`], the rare `on_cancel` and `on_drain` on the
-//! runtime's blocking pool, so they never queue behind a long `handle`),
+//! The C callback table answering the worker's session: each callback on
+//! a library thread, never an executor thread (`handle` on the worker's
+//! own [`Lanes`], the rare `on_cancel` and `on_drain` on the runtime's
+//! blocking pool, so they never queue behind a long `handle`),
 //! gated by the worker's stop signal and (Fixed admission) its
 //! `max_in_flight` cap.
 

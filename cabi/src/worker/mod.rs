@@ -17,7 +17,6 @@ mod lanes;
 mod route;
 mod session;
 
-use blazen_embedded_cp::Subkind;
 use std::sync::{Arc, Mutex};
 
 use blazen_cabi_macros::{export, handle};
@@ -263,17 +262,15 @@ async fn serve(shared: &Arc<Shared>, session: Session) -> Result<()> {
     if let Some(rejected) = shared.access.rejected(&shared.node_id).await {
         return Err(rejected);
     }
-    match session
-        .run(shared.handler.clone())
-        .await
-        .map_err(BlazenError::from)
-    {
-        // A lost connection's cause is told the way a client's is.
-        Err(e) if e.has_subkind(Subkind::ControlPlaneTransport) => {
+    match session.run(shared.handler.clone()).await {
+        Ok(()) => Ok(()),
+        // A lost connection's cause is told the way a client's is: the
+        // endpoint, and the cause a fresh connection finds (tonic's own
+        // error says only "transport error").
+        Err(e) => {
             let access = &shared.access;
-            Err(crate::client::reach_failure(&access.endpoint, access.tls.clone()).await)
+            Err(crate::client::named(e.into(), &access.endpoint, access.tls.clone()).await)
         }
-        other => other,
     }
 }
 

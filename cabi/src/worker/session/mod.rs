@@ -152,7 +152,8 @@ impl Session {
             if retry.max_attempts.is_some_and(|max| failures >= max) {
                 return Err(failure.unwrap_or_else(|| {
                     ControlPlaneError::Transport(format!(
-                        "reconnect exhausted after {failures} attempts"
+                        "the worker's session was lost, and its retry policy allows no further \
+                         attempt (max_attempts {failures})"
                     ))
                 }));
             }
