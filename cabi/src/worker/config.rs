@@ -176,7 +176,8 @@ pub(super) fn build(route: &mut Route, node_id: String, o: WorkerOptions) -> Res
         .admission
         .unwrap_or(AdmissionOption::Fixed { max_in_flight: 1 })
         .into_mode();
-    let mut config = WorkerConfig::new(route.endpoint.clone(), node_id).with_admission(admission);
+    let mut config =
+        WorkerConfig::new(route.access.endpoint.clone(), node_id).with_admission(admission);
     for c in o.capabilities {
         config = config.with_capability(WorkerCapability {
             kind: c.kind,

@@ -13,7 +13,6 @@ use crate::rt::{BlazenError, Result};
 
 /// Where a worker connects, and how.
 pub(super) struct Route {
-    pub(super) endpoint: String,
     pub(super) access: Access,
 }
 
@@ -116,10 +115,10 @@ impl Route {
     pub(super) fn new(endpoint: String) -> Result<Self> {
         crate::client::check_endpoint(&endpoint)?;
         let access = Access {
-            endpoint: endpoint.clone(),
+            endpoint,
             ..Access::default()
         };
-        Ok(Route { endpoint, access })
+        Ok(Route { access })
     }
 
     /// Mutual TLS from PEM files.
