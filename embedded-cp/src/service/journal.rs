@@ -16,7 +16,7 @@
 //! so an answer to a request the run never raised is refused.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use blazen_controlplane::pb::blazen_control_plane_server::BlazenControlPlane;
@@ -26,7 +26,7 @@ use blazen_controlplane::protocol::{
     SubscribeRunRequest, ENVELOPE_VERSION,
 };
 use blazen_controlplane::server::service::PostcardResponseStream;
-use blazen_core::distributed::{RunEvent, WorkerCapability};
+use blazen_core::distributed::RunEvent;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
@@ -60,22 +60,18 @@ struct Inner {
 
 #[derive(Default)]
 struct RunLog {
-    events: VecDeque<RunEvent>,
+    events: VecDeque<Arc<RunEvent>>,
     /// Request ids of `input.request` events not yet answered.
     awaiting: HashSet<String>,
     /// Set when the bus dropped events while this run was live: its
     /// journal may lack some, so answers to input requests go unchecked.
     gaps: bool,
     ended: bool,
-    /// How many times the run was re-queued after losing its worker.
-    requeued: u32,
-    /// The place and capability the run was submitted for.
-    needs: Option<DrainKeyOne>,
-    subscribers: Vec<mpsc::Sender<RunEvent>>,
+    subscribers: Vec<mpsc::Sender<Arc<RunEvent>>>,
 }
 
-/// A place and one capability.
-pub(super) type DrainKeyOne = (String, WorkerCapability);
+/// A subscriber's receiver of a run's events from now on.
+pub(super) type Live = mpsc::Receiver<Arc<RunEvent>>;
 
 /// What the journal knows of an input request.
 pub(super) enum Awaited {
@@ -99,7 +95,7 @@ fn request_id(event: &RunEvent) -> Option<String> {
 }
 
 impl RunLog {
-    fn push(&mut self, event: RunEvent) {
+    fn push(&mut self, event: Arc<RunEvent>) {
         if let Some(id) = request_id(&event) {
             self.awaiting.insert(id);
         }
@@ -123,7 +119,7 @@ impl RunLog {
 impl Journal {
     /// Appends `event` to its run's journal and hands it to the run's
     /// subscribers; forgets the journals of runs that ended long enough ago.
-    pub(super) fn record(&self, event: RunEvent) {
+    pub(super) fn record(&self, event: Arc<RunEvent>) {
         let now = Instant::now();
         let mut inner = lock(&self.inner);
         let run_id = event.run_id;
@@ -154,11 +150,7 @@ impl Journal {
     /// Subscribes to `run_id`: the events it has emitted so far, and a
     /// receiver of the ones that follow. `known` says whether the run
     /// exists (a journal is only started for a run that does).
-    pub(super) fn join(
-        &self,
-        run_id: Uuid,
-        known: bool,
-    ) -> Option<(Vec<RunEvent>, mpsc::Receiver<RunEvent>)> {
+    pub(super) fn join(&self, run_id: Uuid, known: bool) -> Option<(Vec<Arc<RunEvent>>, Live)> {
         let mut inner = lock(&self.inner);
         let log = match inner.runs.get_mut(&run_id) {
             Some(log) => log,
@@ -185,54 +177,6 @@ impl Journal {
             }
             _ => Awaited::Unknown,
         }
-    }
-
-    /// Counts a re-queue of `run_id` after its worker was lost; returns
-    /// the count so far.
-    pub(super) fn requeued(&self, run_id: Uuid) -> u32 {
-        let mut inner = lock(&self.inner);
-        let log = inner.runs.entry(run_id).or_default();
-        log.requeued = log.requeued.saturating_add(1);
-        log.requeued
-    }
-
-    /// Records that `run_id` is being assigned as `attempt`: the losses
-    /// counted from now on follow it (a run recovered from a store after a
-    /// restart arrives with the attempts before it).
-    pub(super) fn attempted(&self, run_id: Uuid, attempt: u32) {
-        let mut inner = lock(&self.inner);
-        let log = inner.runs.entry(run_id).or_default();
-        log.requeued = log.requeued.max(attempt);
-    }
-
-    /// How many times `run_id` has been re-queued after losing its worker.
-    pub(super) fn requeues(&self, run_id: Uuid) -> u32 {
-        lock(&self.inner)
-            .runs
-            .get(&run_id)
-            .map_or(0, |l| l.requeued)
-    }
-
-    /// Records the place and capability `run_id` was submitted for.
-    pub(super) fn needs(&self, run_id: Uuid, place: &str, cap: &WorkerCapability) {
-        let mut inner = lock(&self.inner);
-        inner.runs.entry(run_id).or_default().needs = Some((place.to_string(), cap.clone()));
-    }
-
-    /// The runs not yet ended that were submitted for `place` and `cap`.
-    pub(super) fn runs_needing(&self, place: &str, cap: &WorkerCapability) -> Vec<Uuid> {
-        let inner = lock(&self.inner);
-        inner
-            .runs
-            .iter()
-            .filter(|(_, l)| !l.ended)
-            .filter(|(_, l)| {
-                l.needs
-                    .as_ref()
-                    .is_some_and(|(p, c)| p == place && c == cap)
-            })
-            .map(|(id, _)| *id)
-            .collect()
     }
 
     /// Records that `request_id` of `run_id` has been answered.

@@ -2,13 +2,13 @@
 
 use super::*;
 
-fn ev(run_id: Uuid, event_type: &str, data: serde_json::Value) -> RunEvent {
-    RunEvent {
+fn ev(run_id: Uuid, event_type: &str, data: serde_json::Value) -> Arc<RunEvent> {
+    Arc::new(RunEvent {
         run_id,
         event_type: event_type.into(),
         data,
         timestamp_ms: 0,
-    }
+    })
 }
 
 #[test]

@@ -107,6 +107,8 @@ struct Plane {
     max_requeues: u32,
     /// What the HTTP side and the run listing read (`observe`).
     stats: observe::Stats,
+    /// Submissions being recorded in the store, not yet queued (`submit`).
+    arriving: Mutex<HashSet<Uuid>>,
 }
 
 type DrainKey = (String, Vec<WorkerCapability>);
@@ -129,6 +131,7 @@ impl Service {
             journal: journal::Journal::default(),
             max_requeues,
             stats: observe::Stats::default(),
+            arriving: Mutex::default(),
         });
         for run in recovered {
             cp.admit(run);
@@ -197,6 +200,7 @@ async fn recorder(plane: Weak<Plane>, mut events: broadcast::Receiver<RunEvent>)
         };
         match received {
             Ok(event) => {
+                let event = Arc::new(event);
                 cp.stats.record(&event);
                 cp.journal.record(event);
             }
@@ -226,7 +230,7 @@ async fn trimmer(plane: Weak<Plane>) {
         let Some(store) = cp.store.clone() else {
             return;
         };
-        if let Err(e) = store.trim_pending(|run| cp.is_waiting(run)).await {
+        if let Err(e) = store.trim_pending(|run| cp.keeps_pending(run)).await {
             tracing::debug!(error = %e, "cannot trim the store's pending lists now");
         }
     }

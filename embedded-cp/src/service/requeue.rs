@@ -20,7 +20,7 @@ impl Plane {
         let mut lost = self.still_running(session);
         let mut given_up = Vec::new();
         lost.retain(|run_id| {
-            let n = self.journal.requeued(*run_id);
+            let n = self.lost_worker(*run_id);
             if n > self.max_requeues {
                 given_up.push((*run_id, n));
             }
@@ -51,10 +51,9 @@ impl Plane {
             return;
         };
         for (run_id, (_, cap)) in runs {
-            let Some((mut assignment, tags)) = self.stored_assignment(*run_id) else {
+            let Some((assignment, tags)) = self.stored_assignment(*run_id) else {
                 continue;
             };
-            assignment.attempt = assignment.attempt.max(self.journal.requeues(*run_id));
             if let Err(e) = super::submit::record_queued(store, &assignment, cap, &tags).await {
                 tracing::warn!(%run_id, error = %e, "cannot record the re-queued run in the store");
             }

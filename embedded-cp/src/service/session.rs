@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use blazen_controlplane::auth::PeerIdentity;
 use blazen_controlplane::pb::{PostcardRequest, PostcardResponse};
 use blazen_controlplane::protocol::{
-    validate_envelope_version, ServerToWorker, Welcome, WorkerHello, WorkerToServer,
-    ENVELOPE_VERSION,
+    validate_envelope_version, AdmissionModeWire, ServerToWorker, Welcome, WorkerHello,
+    WorkerToServer, ENVELOPE_VERSION,
 };
 use blazen_controlplane::server::service::PostcardResponseStream;
 use blazen_controlplane::server::SharedState;
@@ -35,6 +35,9 @@ pub(super) struct Session {
     pub(super) drained: std::sync::atomic::AtomicBool,
     /// The response stream, for the frame that ends a drained session.
     pub(super) out: mpsc::UnboundedSender<ServerToWorker>,
+    /// Its `max_in_flight` when its admission is a fixed one (admission
+    /// then finds it full when `assigned` holds that many runs).
+    pub(super) max_in_flight: Option<usize>,
 }
 
 impl Session {
@@ -83,6 +86,14 @@ impl Session {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             let _ = out.send(nudge());
         });
+    }
+
+    /// Whether admission would find this worker full: a fixed
+    /// `max_in_flight` that its assigned runs reach (admission routes on
+    /// the count [`Session::publish`] gives it, which is this one).
+    pub(super) fn is_full(&self) -> bool {
+        self.max_in_flight
+            .is_some_and(|most| lock(&self.assigned).len() >= most)
     }
 
     pub(super) fn drain_key(&self) -> DrainKey {
@@ -208,6 +219,12 @@ impl Plane {
             snapshot: Mutex::default(),
             drained: Default::default(),
             out: out_tx.clone(),
+            max_in_flight: match hello.admission {
+                AdmissionModeWire::Fixed { max_in_flight } => {
+                    Some(usize::try_from(max_in_flight).unwrap_or(usize::MAX))
+                }
+                _ => None,
+            },
         });
         lock(&self.sessions).insert(id, session.clone());
         tokio::spawn(self.clone().forward(session.clone(), rx, out_tx));

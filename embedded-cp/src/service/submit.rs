@@ -140,12 +140,12 @@ impl Service {
             self.cp
                 .refuse_unroutable(&place, &cap, &tags, &assignment)?;
         }
+        let _arriving = Arriving::new(&self.cp, run_id);
         if let Some(store) = &self.cp.store {
             record_queued(store, &assignment, &cap, &tags)
                 .await
                 .map_err(|e| Durable::status(&e))?;
         }
-        self.cp.journal.needs(run_id, &place, &cap);
         let snap = self.cp.admit(Waiting {
             run_id,
             place: place.clone(),
@@ -215,6 +215,36 @@ impl Service {
             },
             _ => Err(unknown()),
         }
+    }
+}
+
+/// A submission between its store records and its place in a queue: the
+/// trimmer of the store's pending lists keeps its entry meanwhile (the
+/// run does not wait yet, but it is not done either).
+struct Arriving<'a> {
+    plane: &'a Plane,
+    run_id: Uuid,
+}
+
+impl<'a> Arriving<'a> {
+    fn new(plane: &'a Plane, run_id: Uuid) -> Option<Self> {
+        plane.store.as_ref()?;
+        crate::lock(&plane.arriving).insert(run_id);
+        Some(Self { plane, run_id })
+    }
+}
+
+impl Drop for Arriving<'_> {
+    fn drop(&mut self) {
+        crate::lock(&self.plane.arriving).remove(&self.run_id);
+    }
+}
+
+impl Plane {
+    /// Whether the store's pending list must keep `run_id`'s entry: the run
+    /// waits, or its submission is being recorded.
+    pub(super) fn keeps_pending(&self, run_id: Uuid) -> bool {
+        self.is_waiting(run_id) || crate::lock(&self.arriving).contains(&run_id)
     }
 }
 

@@ -68,10 +68,8 @@ impl Plane {
             if self.served(&session.place, cap) {
                 continue;
             }
-            for run_id in self.journal.runs_needing(&session.place, cap) {
-                if self.is_waiting(run_id) {
-                    self.announce_if_unserved(run_id, &session.place, cap);
-                }
+            for run_id in self.waiting_in(&(session.place.clone(), cap.clone())) {
+                self.announce_if_unserved(run_id, &session.place, cap);
             }
         }
     }

@@ -77,7 +77,7 @@ impl Counters {
         to: RunStatus,
         timed_out: bool,
     ) {
-        let live = self.live.entry(workflow.to_string()).or_default();
+        let live = slot(&mut self.live, workflow);
         match from {
             RunStatus::Pending => live.pending = live.pending.saturating_sub(1),
             RunStatus::Running => live.running = live.running.saturating_sub(1),
@@ -99,9 +99,16 @@ impl Counters {
 
     /// Adds `n` to counter `which` of `workflow` (and to the totals).
     pub(super) fn count(&mut self, workflow: &str, which: usize, n: u64) {
-        self.by_workflow
-            .entry(workflow.to_string())
-            .or_insert([0; COUNTERS.len()])[which] += n;
+        slot(&mut self.by_workflow, workflow)[which] += n;
         self.totals[which] += n;
     }
+}
+
+/// `workflow`'s value in `map`, inserted as the default the first time
+/// (the name is copied only then).
+fn slot<'m, V: Default>(map: &'m mut BTreeMap<String, V>, workflow: &str) -> &'m mut V {
+    if !map.contains_key(workflow) {
+        map.insert(workflow.to_string(), V::default());
+    }
+    map.get_mut(workflow).expect("inserted above")
 }

@@ -1,8 +1,9 @@
 //! One run as the index knows it, and its JSON form.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
-use blazen_core::distributed::RunStatus;
+use blazen_core::distributed::{RunEvent, RunStatus};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -31,7 +32,8 @@ pub(crate) struct Entry {
     pub(super) uncounted_requeues: u32,
     /// Whether its terminal status has been counted.
     pub(super) counted: bool,
-    pub(crate) events: VecDeque<(u64, String, Value)>,
+    /// Its last events (shared with the run journal while it keeps them).
+    pub(crate) events: VecDeque<Arc<RunEvent>>,
 }
 
 impl Entry {
@@ -77,7 +79,9 @@ impl Entry {
             v["events"] = self
                 .events
                 .iter()
-                .map(|(t, ty, data)| json!({"timestamp_ms": t, "event_type": ty, "data": data}))
+                .map(|e| {
+                    json!({"timestamp_ms": e.timestamp_ms, "event_type": e.event_type, "data": e.data})
+                })
                 .collect();
         }
         v

@@ -3,6 +3,7 @@
 //! submissions and the event bus, with the counts and history they move.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use blazen_core::distributed::{RunEvent, RunStatus};
 use serde_json::{json, Value};
@@ -40,15 +41,18 @@ pub(super) struct Index {
 
 impl Index {
     fn entry(&mut self, run_id: Uuid, at: u64) -> &mut Entry {
-        let seq = self.next_seq;
-        let fresh = !self.runs.contains_key(&run_id);
-        if fresh {
-            self.next_seq += 1;
-            self.order.push_back((seq, run_id));
-        }
-        self.runs
-            .entry(run_id)
-            .or_insert_with(|| Entry::new(run_id, seq, at))
+        let Index {
+            runs,
+            order,
+            next_seq,
+            ..
+        } = self;
+        runs.entry(run_id).or_insert_with(|| {
+            let seq = *next_seq;
+            *next_seq += 1;
+            order.push_back((seq, run_id));
+            Entry::new(run_id, seq, at)
+        })
     }
 
     /// Records the submission of `run_id` for `workflow`.
@@ -74,11 +78,10 @@ impl Index {
     }
 
     /// Applies one event of the bus.
-    pub(super) fn record(&mut self, event: &RunEvent) {
+    pub(super) fn record(&mut self, event: &Arc<RunEvent>) {
         let at = event.timestamp_ms;
         let e = self.entry(event.run_id, at);
-        e.events
-            .push_back((at, event.event_type.clone(), cut(&event.data)));
+        e.events.push_back(kept(event));
         if e.events.len() > RUN_EVENTS {
             e.events.pop_front();
         }
@@ -129,29 +132,29 @@ impl Index {
             }
             _ => {}
         }
-        let workflow = e.workflow.clone();
         let timed_out = e.error.as_deref().is_some_and(is_timeout);
         let requeued = kind == Some(EventType::StatusRequeued);
-        if workflow.is_none() && requeued {
+        if e.workflow.is_none() && requeued {
             e.uncounted_requeues += 1;
         }
         e.status = after;
-        if workflow.is_some() && is_terminal(after) {
+        if e.workflow.is_some() && is_terminal(after) {
             e.counted = true;
         }
         let run_id = e.run_id;
+        let counts = &mut self.counts;
         if let Some(ms) = queued_for {
-            self.counts.queue_latency.observe(ms as f64 / 1000.0);
+            counts.queue_latency.observe(ms as f64 / 1000.0);
         }
         if let Some(ms) = ran_for {
-            self.counts.run_latency.observe(ms as f64 / 1000.0);
+            counts.run_latency.observe(ms as f64 / 1000.0);
         }
-        if let Some(wf) = workflow {
+        if let Some(wf) = self.runs.get(&run_id).and_then(|e| e.workflow.as_deref()) {
             if requeued {
-                self.counts.count(&wf, REQUEUED, 1);
+                counts.count(wf, REQUEUED, 1);
             }
             if after != before {
-                self.counts.shift(&wf, before, after, timed_out);
+                counts.shift(wf, before, after, timed_out);
             }
         }
         if is_terminal(after) {
@@ -185,14 +188,36 @@ fn is_timeout(error: &str) -> bool {
 }
 
 /// `data`, or a note of its size when its JSON is longer than
+/// [`EVENT_DATA_MAX`].
+#[cfg(test)]
+pub(super) fn cut(data: &Value) -> Value {
+    too_long(data).unwrap_or_else(|| data.clone())
+}
+
+/// The event as a run's timeline keeps it: shared with the journal, or a
+/// copy whose data is a note of its size when its JSON is longer than
+/// [`EVENT_DATA_MAX`].
+fn kept(event: &Arc<RunEvent>) -> Arc<RunEvent> {
+    match too_long(&event.data) {
+        None => event.clone(),
+        Some(note) => Arc::new(RunEvent {
+            run_id: event.run_id,
+            event_type: event.event_type.clone(),
+            data: note,
+            timestamp_ms: event.timestamp_ms,
+        }),
+    }
+}
+
+/// A note of the size of `data` when its JSON is longer than
 /// [`EVENT_DATA_MAX`]. The JSON is only counted, and only up to the limit
 /// unless it is longer.
-pub(super) fn cut(data: &Value) -> Value {
+fn too_long(data: &Value) -> Option<Value> {
     if json_len(data, EVENT_DATA_MAX).is_some() {
-        return data.clone();
+        return None;
     }
     let len = json_len(data, usize::MAX).unwrap_or(usize::MAX);
-    json!({ "truncated": true, "json_bytes": len })
+    Some(json!({ "truncated": true, "json_bytes": len }))
 }
 
 /// The length of `data`'s JSON text, if it is at most `most` bytes.

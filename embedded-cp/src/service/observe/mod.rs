@@ -114,7 +114,7 @@ async fn observer(plane: Weak<Plane>) {
 
 impl Stats {
     /// Records an event from the bus, once the observer runs.
-    pub(super) fn record(&self, event: &RunEvent) {
+    pub(super) fn record(&self, event: &Arc<RunEvent>) {
         if self.on.load(Ordering::Relaxed) {
             self.events_seen.fetch_add(1, Ordering::Relaxed);
             lock(&self.index).record(event);

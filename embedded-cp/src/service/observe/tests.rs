@@ -11,13 +11,13 @@ use super::counters::CANCELLED;
 use super::filter::RunFilter;
 use super::index::{cut, Index, EVENT_DATA_MAX, KEEP_FINISHED};
 
-fn ev(run_id: Uuid, ty: &str, data: Value, at: u64) -> RunEvent {
-    RunEvent {
+fn ev(run_id: Uuid, ty: &str, data: Value, at: u64) -> std::sync::Arc<RunEvent> {
+    std::sync::Arc::new(RunEvent {
         run_id,
         event_type: ty.to_string(),
         data,
         timestamp_ms: at,
-    }
+    })
 }
 
 #[test]

@@ -46,6 +46,11 @@ impl Plane {
         if is_terminal(run.snap.status) {
             return None;
         }
+        if run.snap.status == RunStatus::Pending {
+            // It leaves its queue when it reaches the front: move the
+            // queue now, in case it was holding the runs behind it.
+            self.request_drain((run.place.clone(), vec![run.cap.clone()]));
+        }
         let snap = &mut run.snap;
         snap.completed_at_ms = Some(now_ms());
         match &ending {

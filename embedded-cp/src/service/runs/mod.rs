@@ -96,6 +96,9 @@ struct Run {
     session: Option<Uuid>,
     /// The store writes of its routing; its result waits for them.
     routed: Option<tokio::task::JoinHandle<()>>,
+    /// How many times it lost its worker (a run recovered from a store
+    /// starts with the attempts before it): the attempt it is sent as.
+    losses: u32,
 }
 
 /// How a run ends.
@@ -152,6 +155,7 @@ impl Plane {
                     place: run.place,
                     cap: run.cap,
                     tags: run.tags,
+                    losses: run.assignment.attempt,
                     assignment: Some(run.assignment),
                     session: None,
                     routed: None,
@@ -162,6 +166,9 @@ impl Plane {
                 .or_default()
                 .push_back(run.run_id);
         }
+        // Routed by the dispatcher, which takes the runs of many such
+        // requests in one pass, so a worker gets them in fewer writes than
+        // a routing per submission would take.
         self.request_drain((bucket.0, vec![bucket.1]));
         snap
     }
@@ -205,11 +212,39 @@ impl Plane {
     }
 
     /// The run's assignment as it would be sent (its attempt counted), and
-    /// its capability, for a store record.
+    /// its tags, for a store record.
     pub(super) fn stored_assignment(&self, run_id: Uuid) -> Option<(Assignment, Vec<String>)> {
         let t = lock(&self.runs.table);
         let run = t.runs.get(&run_id)?;
-        Some((run.assignment.clone()?, run.tags.clone()))
+        let mut assignment = run.assignment.clone()?;
+        assignment.attempt = assignment.attempt.max(run.losses);
+        Some((assignment, run.tags.clone()))
+    }
+
+    /// Counts a loss of `run_id`'s worker; returns the count so far.
+    pub(super) fn lost_worker(&self, run_id: Uuid) -> u32 {
+        let mut t = lock(&self.runs.table);
+        t.runs.get_mut(&run_id).map_or(0, |run| {
+            run.losses = run.losses.saturating_add(1);
+            run.losses
+        })
+    }
+
+    /// The runs waiting in `bucket`'s queue, oldest first.
+    pub(super) fn waiting_in(&self, bucket: &Bucket) -> Vec<Uuid> {
+        let t = lock(&self.runs.table);
+        let Some(queue) = t.waiting.get(bucket) else {
+            return Vec::new();
+        };
+        queue
+            .iter()
+            .copied()
+            .filter(|id| {
+                t.runs
+                    .get(id)
+                    .is_some_and(|r| r.snap.status == RunStatus::Pending)
+            })
+            .collect()
     }
 
     /// Whether `run_id` is RUNNING on `session`.

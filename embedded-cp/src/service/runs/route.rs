@@ -73,6 +73,16 @@ impl Plane {
         (0..most).all(|_| self.route_front(bucket))
     }
 
+    /// Whether every connected worker serving `bucket` is full (see
+    /// [`Session::is_full`]), so admission would find none for any run of
+    /// it: a run then queues without the cost of asking.
+    fn all_full(&self, bucket: &Bucket) -> bool {
+        lock(&self.sessions)
+            .values()
+            .filter(|s| s.place == bucket.0 && s.caps.contains(&bucket.1))
+            .all(|s| s.is_full())
+    }
+
     /// Routes the front run of `bucket`; false when there is none or it
     /// found no worker.
     fn route_front(&self, bucket: &Bucket) -> bool {
@@ -101,6 +111,9 @@ impl Plane {
         let Some(assignment) = run.assignment.as_ref() else {
             return false;
         };
+        if self.all_full(bucket) {
+            return false;
+        }
         let (session_id, node_id, offer) =
             match route(self, &bucket.0, &bucket.1, &run.tags, assignment) {
                 Decision::Push {
@@ -119,14 +132,14 @@ impl Plane {
         };
         queue.pop_front();
         let mut assignment = assignment.clone();
-        assignment.attempt = assignment.attempt.max(self.journal.requeues(run_id));
+        assignment.attempt = assignment.attempt.max(run.losses);
+        run.losses = assignment.attempt;
         run.session = Some(session_id);
         run.snap.status = RunStatus::Running;
         run.snap.assigned_to = Some(node_id.clone());
         let running = run.snap.clone();
         // Counted before the next routing decision.
         session.assign(&self.shared, run_id);
-        self.journal.attempted(run_id, assignment.attempt);
         let frame = if offer {
             ServerToWorker::Offer(Offer {
                 envelope_version: ENVELOPE_VERSION,
@@ -153,11 +166,15 @@ impl Plane {
             // cancelled or passed its deadline) is not handed over (its
             // `status.running` would follow its `status.requeued`), and
             // the worker's slot is given back at once, as no result of it
-            // will come.
+            // will come, for the dispatcher to fill.
             Some(store) => {
                 let store = store.clone();
                 let table = self.runs.table.clone();
-                let give_back = move || slot.resolve(&shared, run_id);
+                let drain = self.drain.clone();
+                let give_back = move || {
+                    slot.resolve(&shared, run_id);
+                    let _ = drain.send(slot.drain_key());
+                };
                 let still_routed = move |t: &Table| t.running_on(&run_id, session_id);
                 run.routed = Some(tokio::spawn(async move {
                     let note = |e: &dyn std::fmt::Display| {

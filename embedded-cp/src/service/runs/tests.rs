@@ -14,6 +14,7 @@ fn run(id: Uuid) -> Run {
         assignment: None,
         session: None,
         routed: None,
+        losses: 0,
     }
 }
 
