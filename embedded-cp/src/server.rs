@@ -32,7 +32,7 @@ pub const KEEPALIVE: Duration = Duration::from_secs(10);
 /// has 1,024): a subscriber more than this many events behind loses some,
 /// and the run journal (`service::journal`) is one such subscriber that
 /// must keep up with 10,000-run bursts.
-const EVENT_BUS_CAPACITY: usize = 16_384;
+pub(crate) const EVENT_BUS_CAPACITY: usize = 16_384;
 
 /// How many times a run is re-queued after losing its worker, unless
 /// [`Config::max_requeues`] says otherwise.

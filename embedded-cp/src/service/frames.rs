@@ -49,7 +49,7 @@ impl Plane {
                 // session's next frames (with a store, its results are
                 // recorded side by side).
                 if let Some(ended) = self.end_now(r.run_id, ending) {
-                    let events = self.shared.events.clone();
+                    let events = self.bus.clone();
                     match &self.store {
                         Some(store) => {
                             drop(tokio::spawn(ended.record(Some(store.clone()), events)))
@@ -62,7 +62,7 @@ impl Plane {
             WorkerToServer::Event(e) => {
                 self.touched(e.run_id);
                 let data = serde_json::from_slice(&e.data_json).unwrap_or(serde_json::Value::Null);
-                let _ = self.shared.events.send(RunEvent {
+                self.bus.send(RunEvent {
                     run_id: e.run_id,
                     event_type: e.event_type,
                     data,

@@ -33,6 +33,7 @@
 //! the store cannot record it, and `DescribeWorkflow` falls back to the
 //! store for runs this process does not know (finished before a restart).
 
+mod bus;
 mod frames;
 mod journal;
 pub(crate) mod observe;
@@ -107,6 +108,8 @@ struct Plane {
     max_requeues: u32,
     /// What the HTTP side and the run listing read (`observe`).
     stats: observe::Stats,
+    /// Every run event, for the recorder and `SubscribeAll` (`bus`).
+    bus: bus::Bus,
     /// Submissions being recorded in the store, not yet queued (`submit`).
     arriving: Mutex<HashSet<Uuid>>,
 }
@@ -131,6 +134,7 @@ impl Service {
             journal: journal::Journal::default(),
             max_requeues,
             stats: observe::Stats::default(),
+            bus: bus::Bus::new(&shared, crate::server::EVENT_BUS_CAPACITY),
             arriving: Mutex::default(),
         });
         for run in recovered {
@@ -140,7 +144,7 @@ impl Service {
         if cp.store.is_some() {
             tokio::spawn(trimmer(Arc::downgrade(&cp)));
         }
-        tokio::spawn(recorder(Arc::downgrade(&cp), shared.events.subscribe()));
+        tokio::spawn(recorder(Arc::downgrade(&cp), cp.bus.subscribe()));
         Self {
             inner: ControlPlaneService::new(shared),
             cp,
@@ -192,7 +196,7 @@ async fn drainer(plane: Weak<Plane>, mut requests: mpsc::UnboundedReceiver<Drain
 
 /// Reads the event bus into the run journal and the run index (one
 /// reader for both) until the server ends.
-async fn recorder(plane: Weak<Plane>, mut events: broadcast::Receiver<RunEvent>) {
+async fn recorder(plane: Weak<Plane>, mut events: broadcast::Receiver<Arc<RunEvent>>) {
     loop {
         let received = events.recv().await;
         let Some(cp) = plane.upgrade() else {
@@ -200,7 +204,6 @@ async fn recorder(plane: Weak<Plane>, mut events: broadcast::Receiver<RunEvent>)
         };
         match received {
             Ok(event) => {
-                let event = Arc::new(event);
                 cp.stats.record(&event);
                 cp.journal.record(event);
             }

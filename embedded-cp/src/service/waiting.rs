@@ -47,7 +47,7 @@ impl Plane {
             place,
             "run queued with no connected worker that can take it"
         );
-        let _ = self.shared.events.send(RunEvent {
+        self.bus.send(RunEvent {
             run_id,
             event_type: crate::EventType::StatusWaiting.to_string(),
             data: serde_json::json!({

@@ -46,17 +46,16 @@ impl Service {
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
         let required = req.required_tags;
         let plane = self.cp.clone();
-        let events =
-            BroadcastStream::new(self.cp.shared.events.subscribe()).filter_map(move |received| {
-                let keep = received.ok().filter(|event| {
-                    required.is_empty() || plane.worker_tags_match(event.run_id, &required)
-                });
-                async move {
-                    let wire = RunEventWire::from_core(&keep?).ok()?;
-                    let postcard_payload = postcard::to_allocvec(&wire).ok()?;
-                    Some(Ok(PostcardResponse { postcard_payload }))
-                }
+        let events = BroadcastStream::new(self.cp.bus.subscribe()).filter_map(move |received| {
+            let keep = received.ok().filter(|event| {
+                required.is_empty() || plane.worker_tags_match(event.run_id, &required)
             });
+            async move {
+                let wire = RunEventWire::from_core(&*keep?).ok()?;
+                let postcard_payload = postcard::to_allocvec(&wire).ok()?;
+                Some(Ok(PostcardResponse { postcard_payload }))
+            }
+        });
         Ok(Response::new(Box::pin(events)))
     }
 }

@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use blazen_controlplane::server::store::AssignmentStore;
 use blazen_core::distributed::{RunEvent, RunStateSnapshot, RunStatus};
-use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::lock;
 use crate::store::Durable;
 
+use super::super::bus::Bus;
 use super::super::{is_terminal, now_ms};
 use super::{Ending, Plane};
 
@@ -29,9 +29,7 @@ impl Plane {
     pub(in crate::service) async fn finish(&self, run_id: Uuid, ending: Ending) -> bool {
         match self.end_now(run_id, ending) {
             Some(ended) => {
-                ended
-                    .record(self.store.clone(), self.shared.events.clone())
-                    .await;
+                ended.record(self.store.clone(), self.bus.clone()).await;
                 true
             }
             None => false,
@@ -80,11 +78,7 @@ impl Ended {
     /// Records the end in the store (after the run's routing), then
     /// publishes its terminal event. Owns what it needs, so a session can
     /// record several results at once.
-    pub(in crate::service) async fn record(
-        self,
-        store: Option<Arc<Durable>>,
-        events: broadcast::Sender<RunEvent>,
-    ) {
+    pub(in crate::service) async fn record(self, store: Option<Arc<Durable>>, events: Bus) {
         let run_id = self.snap.run_id;
         if let Some(routed) = self.routed {
             let _ = routed.await;
@@ -109,7 +103,7 @@ impl Ended {
             ),
             Ending::Cancelled => (crate::EventType::StatusCancelled, serde_json::json!({})),
         };
-        let _ = events.send(status_event(run_id, event, data));
+        events.send(status_event(run_id, event, data));
     }
 }
 
@@ -135,6 +129,6 @@ impl Plane {
         event: crate::EventType,
         data: serde_json::Value,
     ) {
-        let _ = self.shared.events.send(status_event(run_id, event, data));
+        self.bus.send(status_event(run_id, event, data));
     }
 }

@@ -28,7 +28,7 @@ impl RouteInputs {
             hint: a.resource_hint.as_ref().map(Into::into),
             selector: a.selector.clone().into(),
             tolerations: a.tolerations.iter().cloned().map(Into::into).collect(),
-            input: a.input_value().ok(),
+            input: affinity_input(a),
         }
     }
 
@@ -48,6 +48,18 @@ impl RouteInputs {
             input: self.input.as_ref(),
         }
     }
+}
+
+/// The assignment's input as admission reads it: only for model affinity,
+/// a `model_name` or `model` key of an object. It is parsed only when its
+/// text could hold such a key (the name itself, or a `\u` escape that
+/// could spell it); without one, admission would find none.
+pub(super) fn affinity_input(a: &Assignment) -> Option<serde_json::Value> {
+    let text = &a.input_json;
+    let holds = |needle: &[u8]| text.windows(needle.len()).any(|w| w == needle);
+    (holds(b"model") || holds(b"\\u"))
+        .then(|| a.input_value().ok())
+        .flatten()
 }
 
 /// The admission decision for `assignment` now.
@@ -148,13 +160,13 @@ impl Plane {
         } else {
             ServerToWorker::Assignment(assignment)
         };
-        let events = self.shared.events.clone();
+        let events = self.bus.clone();
         let (shared, slot) = (self.shared.clone(), session.clone());
         // `status.running`, then the run to its worker (a session that has
         // just ended re-queues it at its second sweep).
         let hand_over = move || {
             let data = serde_json::json!({ "node_id": node_id });
-            let _ = events.send(status_event(run_id, crate::EventType::StatusRunning, data));
+            events.send(status_event(run_id, crate::EventType::StatusRunning, data));
             let _ = session.out.send(frame);
         };
         match &self.store {
