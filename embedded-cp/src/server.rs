@@ -28,12 +28,6 @@ use crate::{lock, Error, Result};
 /// connection).
 pub const KEEPALIVE: Duration = Duration::from_secs(10);
 
-/// Broadcast capacity of the event bus (the crate's `ControlPlaneServer`
-/// has 1,024): a subscriber more than this many events behind loses some,
-/// and the run journal (`service::journal`) is one such subscriber that
-/// must keep up with 10,000-run bursts.
-pub(crate) const EVENT_BUS_CAPACITY: usize = 16_384;
-
 /// How many times a run is re-queued after losing its worker, unless
 /// [`Config::max_requeues`] says otherwise.
 pub const DEFAULT_MAX_REQUEUES: u32 = 3;
@@ -118,7 +112,7 @@ impl Server {
             Some(s) => s.clone(),
             None => Arc::new(crate::service::Volatile),
         };
-        let (events, _) = broadcast::channel(EVENT_BUS_CAPACITY);
+        let (events, _) = broadcast::channel(crate::service::EVENT_BUS_CAPACITY);
         let shared = Arc::new(SharedState {
             registry: WorkerRegistry::new(),
             queue: AssignmentQueue::with_events_and_store(events.clone(), queue_store),

@@ -13,6 +13,12 @@ use blazen_controlplane::server::SharedState;
 use blazen_core::distributed::RunEvent;
 use tokio::sync::broadcast;
 
+/// Broadcast capacity of the event buses (the crate's `ControlPlaneServer`
+/// has 1,024): a reader more than this many events behind loses some, and
+/// the recorder (run journal and index) is one such reader that must keep
+/// up with 10,000-run bursts.
+pub(crate) const EVENT_BUS_CAPACITY: usize = 16_384;
+
 #[derive(Clone)]
 pub(super) struct Bus {
     ours: broadcast::Sender<Arc<RunEvent>>,

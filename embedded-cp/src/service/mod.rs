@@ -64,6 +64,7 @@ use crate::common::now_ms;
 use crate::lock;
 use crate::store::Durable;
 
+pub(crate) use bus::EVENT_BUS_CAPACITY;
 pub(crate) use runs::Waiting;
 use session::Session;
 pub(crate) use volatile::Volatile;
@@ -134,7 +135,7 @@ impl Service {
             journal: journal::Journal::default(),
             max_requeues,
             stats: observe::Stats::default(),
-            bus: bus::Bus::new(&shared, crate::server::EVENT_BUS_CAPACITY),
+            bus: bus::Bus::new(&shared, EVENT_BUS_CAPACITY),
             arriving: Mutex::default(),
         });
         for run in recovered {

@@ -5,8 +5,9 @@
 //!
 //! Nothing here is on the dispatch path but one call per accepted
 //! submission ([`Stats::submitted`]: one lock, one map insert). Everything
-//! else is derived from the event bus by the reader the run journal
-//! already has (`journal::recorder`, through [`Stats::record`]); what it
+//! else is derived from the event bus (`bus`) by the one reader that also
+//! feeds the run journal (`recorder`, through [`Stats::record`]), which
+//! keeps each event shared with the journal rather than copied; what it
 //! missed when it fell behind is counted as dropped.
 //!
 //! Bounds: every run not yet finished is kept, and the last
