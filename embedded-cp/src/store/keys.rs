@@ -12,6 +12,8 @@
 //! | `blazen:cp:inflight_by_session:{session}` | set of the runs a session claims |
 //! | `blazen:cp:inflight_runs` | set of every claimed run |
 
+use std::collections::HashSet;
+
 use blazen_core::distributed::WorkerCapability;
 use uuid::Uuid;
 
@@ -102,8 +104,11 @@ impl Op {
     }
 
     /// Adds the write's commands (their replies ignored) to `p`; `run` is
-    /// the run (or, for [`Op::DropSession`], the session).
-    pub(crate) fn add_to(&self, run: Uuid, p: &mut redis::Pipeline) {
+    /// the run (or, for [`Op::DropSession`], the session). `listed` holds
+    /// the `pending_caps` members `p` already adds: a capability is added
+    /// to that set once per pipeline, by its first entry (so before any
+    /// of its list's entries in the pipeline is pushed after it).
+    pub(crate) fn add_to(&self, run: Uuid, p: &mut redis::Pipeline, listed: &mut HashSet<String>) {
         let id = run.to_string();
         match self {
             Op::PutAssignment(bytes) => {
@@ -139,7 +144,11 @@ impl Op {
             }
             Op::Enqueue { cap, entry } => {
                 p.rpush(pending(cap), entry).ignore();
-                p.sadd(PENDING_CAPS, cap_member(cap)).ignore();
+                let member = cap_member(cap);
+                if !listed.contains(&member) {
+                    p.sadd(PENDING_CAPS, &member).ignore();
+                    listed.insert(member);
+                }
             }
             Op::DropSession => {
                 p.del(by_session(run)).ignore();
@@ -147,7 +156,7 @@ impl Op {
         }
     }
 
-    /// How many commands [`Op::add_to`] adds.
+    /// How many commands [`Op::add_to`] adds, at most.
     pub(crate) fn commands(&self) -> usize {
         match self {
             Op::Claim { .. } | Op::Release { .. } => 3,
@@ -165,5 +174,78 @@ impl Op {
             (first @ Op::Enqueue { .. }, Op::Enqueue { .. }) => first,
             (_, later) => later,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enqueue(kind: &str) -> Op {
+        Op::Enqueue {
+            cap: WorkerCapability {
+                kind: kind.to_string(),
+                version: 0,
+            },
+            entry: vec![1],
+        }
+    }
+
+    #[test]
+    fn a_pipeline_lists_each_capability_once_before_its_entries() {
+        let mut p = redis::pipe();
+        let mut listed = HashSet::new();
+        for op in [
+            enqueue("workflow:a"),
+            enqueue("workflow:a"),
+            enqueue("workflow:b"),
+        ] {
+            op.add_to(Uuid::new_v4(), &mut p, &mut listed);
+        }
+        let names: Vec<String> = p
+            .cmd_iter()
+            .map(|c| {
+                let args: Vec<Vec<u8>> = c
+                    .args_iter()
+                    .map(|a| match a {
+                        redis::Arg::Simple(b) => b.to_vec(),
+                        _ => Vec::new(),
+                    })
+                    .collect();
+                format!(
+                    "{} {}",
+                    String::from_utf8_lossy(&args[0]),
+                    String::from_utf8_lossy(&args[1])
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                format!(
+                    "RPUSH {}",
+                    pending(&WorkerCapability {
+                        kind: "workflow:a".into(),
+                        version: 0
+                    })
+                ),
+                format!("SADD {PENDING_CAPS}"),
+                format!(
+                    "RPUSH {}",
+                    pending(&WorkerCapability {
+                        kind: "workflow:a".into(),
+                        version: 0
+                    })
+                ),
+                format!(
+                    "RPUSH {}",
+                    pending(&WorkerCapability {
+                        kind: "workflow:b".into(),
+                        version: 0
+                    })
+                ),
+                format!("SADD {PENDING_CAPS}"),
+            ]
+        );
     }
 }

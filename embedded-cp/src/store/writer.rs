@@ -161,8 +161,9 @@ impl Durable {
         }
         let mut conn: MultiplexedConnection = conns.write;
         let mut p = redis::pipe();
+        let mut listed = std::collections::HashSet::new();
         for (_, e) in batch {
-            e.op.add_to(e.run, &mut p);
+            e.op.add_to(e.run, &mut p, &mut listed);
         }
         let replicas = self.link.target.replicas;
         if replicas > 0 {
