@@ -101,6 +101,22 @@ struct Run {
     losses: u32,
 }
 
+impl Run {
+    /// Whether it waits in its queue (a run that ended while it waited
+    /// stays in the queue until it reaches the front).
+    fn waits(&self) -> bool {
+        self.snap.status == RunStatus::Pending && self.session.is_none()
+    }
+
+    /// Its assignment as it is sent next: its attempt counts the losses of
+    /// its worker so far.
+    fn next_assignment(&self) -> Option<Assignment> {
+        let mut assignment = self.assignment.clone()?;
+        assignment.attempt = assignment.attempt.max(self.losses);
+        Some(assignment)
+    }
+}
+
 /// How a run ends.
 pub(super) enum Ending {
     Completed(serde_json::Value),
@@ -216,9 +232,7 @@ impl Plane {
     pub(super) fn stored_assignment(&self, run_id: Uuid) -> Option<(Assignment, Vec<String>)> {
         let t = lock(&self.runs.table);
         let run = t.runs.get(&run_id)?;
-        let mut assignment = run.assignment.clone()?;
-        assignment.attempt = assignment.attempt.max(run.losses);
-        Some((assignment, run.tags.clone()))
+        Some((run.next_assignment()?, run.tags.clone()))
     }
 
     /// Counts a loss of `run_id`'s worker; returns the count so far.
@@ -239,11 +253,7 @@ impl Plane {
         queue
             .iter()
             .copied()
-            .filter(|id| {
-                t.runs
-                    .get(id)
-                    .is_some_and(|r| r.snap.status == RunStatus::Pending)
-            })
+            .filter(|id| t.runs.get(id).is_some_and(Run::waits))
             .collect()
     }
 
@@ -264,6 +274,9 @@ impl Plane {
 
     /// Whether `run_id` waits in a queue.
     pub(super) fn is_waiting(&self, run_id: Uuid) -> bool {
-        self.run_status(run_id) == Some(RunStatus::Pending)
+        lock(&self.runs.table)
+            .runs
+            .get(&run_id)
+            .is_some_and(Run::waits)
     }
 }

@@ -12,7 +12,7 @@ use blazen_core::distributed::{
 use crate::lock;
 
 use super::end::status_event;
-use super::{Bucket, Plane, Table};
+use super::{Bucket, Plane, Run, Table};
 
 /// What a routing decision needs from an assignment, owned.
 struct RouteInputs {
@@ -105,10 +105,7 @@ impl Plane {
         };
         // Drop runs that ended while they waited.
         while let Some(id) = queue.front() {
-            if runs
-                .get(id)
-                .is_some_and(|r| r.snap.status == RunStatus::Pending && r.session.is_none())
-            {
+            if runs.get(id).is_some_and(Run::waits) {
                 break;
             }
             queue.pop_front();
@@ -142,9 +139,10 @@ impl Plane {
             // Registered, but its session is ending: the next drain routes it.
             return false;
         };
+        let Some(assignment) = run.next_assignment() else {
+            return false;
+        };
         queue.pop_front();
-        let mut assignment = assignment.clone();
-        assignment.attempt = assignment.attempt.max(run.losses);
         run.losses = assignment.attempt;
         run.session = Some(session_id);
         run.snap.status = RunStatus::Running;
