@@ -41,18 +41,26 @@ pub(super) struct Index {
 
 impl Index {
     fn entry(&mut self, run_id: Uuid, at: u64) -> &mut Entry {
+        self.entry_and_counts(run_id, at).0
+    }
+
+    /// The run's entry (made at its first sight) and the counts, borrowed
+    /// together.
+    fn entry_and_counts(&mut self, run_id: Uuid, at: u64) -> (&mut Entry, &mut Counters) {
         let Index {
             runs,
             order,
             next_seq,
+            counts,
             ..
         } = self;
-        runs.entry(run_id).or_insert_with(|| {
+        let entry = runs.entry(run_id).or_insert_with(|| {
             let seq = *next_seq;
             *next_seq += 1;
             order.push_back((seq, run_id));
             Entry::new(run_id, seq, at)
-        })
+        });
+        (entry, counts)
     }
 
     /// Records the submission of `run_id` for `workflow`.
@@ -80,7 +88,7 @@ impl Index {
     /// Applies one event of the bus.
     pub(super) fn record(&mut self, event: &Arc<RunEvent>) {
         let at = event.timestamp_ms;
-        let e = self.entry(event.run_id, at);
+        let (e, counts) = self.entry_and_counts(event.run_id, at);
         e.events.push_back(kept(event));
         if e.events.len() > RUN_EVENTS {
             e.events.pop_front();
@@ -142,14 +150,13 @@ impl Index {
             e.counted = true;
         }
         let run_id = e.run_id;
-        let counts = &mut self.counts;
         if let Some(ms) = queued_for {
             counts.queue_latency.observe(ms as f64 / 1000.0);
         }
         if let Some(ms) = ran_for {
             counts.run_latency.observe(ms as f64 / 1000.0);
         }
-        if let Some(wf) = self.runs.get(&run_id).and_then(|e| e.workflow.as_deref()) {
+        if let Some(wf) = e.workflow.as_deref() {
             if requeued {
                 counts.count(wf, REQUEUED, 1);
             }
