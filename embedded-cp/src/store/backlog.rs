@@ -43,7 +43,7 @@ impl Backlog {
             .get(&(run, slot))
             .and_then(|seq| self.entries.get_mut(seq))
         {
-            let first = std::mem::replace(&mut entry.op, Op::DropSession);
+            let first = std::mem::replace(&mut entry.op, Op::Release);
             entry.op = first.merged(op);
             entry.waiters.extend(waiter);
             return;

@@ -5,6 +5,7 @@
 //! session's end releases only the runs it still holds).
 
 use blazen_controlplane::ControlPlaneError;
+use blazen_core::distributed::RunStateSnapshot;
 use uuid::Uuid;
 
 use super::keys::Op;
@@ -60,7 +61,7 @@ impl Durable {
                 if let Some(runs) = st.sessions.get_mut(&session) {
                     runs.remove(&run);
                 }
-                ops.push(Op::Release { session });
+                ops.push(Op::Release);
             }
         }
         self.queue(run, ops)
@@ -71,17 +72,20 @@ impl Durable {
         self.queue(run, vec![Op::Claim { session }])
     }
 
-    /// Claims `run` for `session` and waits until the claim is in the
-    /// store, so that a control plane that takes over the store after a
-    /// crash knows the run reached a worker (and runs it again as a new
-    /// attempt). The dispatcher sends a run to its worker only after this.
-    pub(crate) async fn claim_written(
+    /// Claims `run` for `session` and records its `running` state, and
+    /// waits until both are in the store, so that a control plane that
+    /// takes over the store after a crash knows the run reached a worker
+    /// (and runs it again as a new attempt). The dispatcher sends a run to
+    /// its worker only after this.
+    pub(crate) async fn claim_running(
         &self,
         run: Uuid,
         session: Uuid,
+        running: &RunStateSnapshot,
     ) -> Result<(), ControlPlaneError> {
+        let (state, _) = self.state_op(running, None)?;
         self.note_claim(run, session);
-        self.write(run, vec![Op::Claim { session }]).await
+        self.write(run, vec![Op::Claim { session }, state]).await
     }
 
     fn note_claim(&self, run: Uuid, session: Uuid) {
@@ -115,9 +119,8 @@ impl Durable {
         // Every release is kept, even while the store is down.
         let released: Vec<_> = runs
             .iter()
-            .map(|r| self.queue(*r, vec![Op::Release { session }]))
+            .map(|r| self.queue(*r, vec![Op::Release]))
             .collect();
-        self.queue(session, vec![Op::DropSession])?;
         released.into_iter().collect::<Result<Vec<()>, _>>()?;
         Ok(runs)
     }

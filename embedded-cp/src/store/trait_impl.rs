@@ -20,6 +20,28 @@ pub(crate) fn decode_state(bytes: &[u8]) -> Result<RunStateSnapshot, ControlPlan
     Ok(wire.to_core()?)
 }
 
+impl Durable {
+    /// The write of a run's state, and whether the state is terminal (it
+    /// then expires after `ttl`, or the store's own TTL).
+    pub(super) fn state_op(
+        &self,
+        state: &RunStateSnapshot,
+        ttl: Option<Duration>,
+    ) -> Result<(Op, bool), ControlPlaneError> {
+        let wire = RunStateSnapshotWire::from_core(state)?;
+        let bytes = postcard::to_allocvec(&wire)?;
+        let terminal = matches!(
+            state.status,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+        );
+        let ttl_secs = terminal
+            .then(|| ttl.or(self.ttl))
+            .flatten()
+            .map(|t| t.as_secs().max(1));
+        Ok((Op::PutState { bytes, ttl_secs }, terminal))
+    }
+}
+
 #[async_trait::async_trait]
 impl AssignmentStore for Durable {
     async fn put_assignment(&self, run_id: Uuid, a: &Assignment) -> Result<(), ControlPlaneError> {
@@ -45,17 +67,7 @@ impl AssignmentStore for Durable {
         state: &RunStateSnapshot,
         ttl: Option<Duration>,
     ) -> Result<(), ControlPlaneError> {
-        let wire = RunStateSnapshotWire::from_core(state)?;
-        let bytes = postcard::to_allocvec(&wire)?;
-        let terminal = matches!(
-            state.status,
-            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
-        );
-        let ttl_secs = terminal
-            .then(|| ttl.or(self.ttl))
-            .flatten()
-            .map(|t| t.as_secs().max(1));
-        let op = Op::PutState { bytes, ttl_secs };
+        let (op, terminal) = self.state_op(state, ttl)?;
         if terminal {
             // Announced only once it is recorded.
             self.write(run_id, vec![op]).await

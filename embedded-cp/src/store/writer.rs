@@ -1,6 +1,7 @@
 //! The one task that writes to the store: it takes the oldest waiting
-//! writes, as many as have piled up (up to [`BATCH_COMMANDS`] commands),
-//! sends them as one pipeline and tells their callers. While the store is
+//! writes, as many as have piled up (up to [`BATCH_COMMANDS`] commands
+//! had each been sent alone), sends them as one pipeline of a few
+//! multi-key commands ([`Folded`]) and tells their callers. While the store is
 //! down it probes it every [`PROBE_EVERY`] (reconnecting, through the
 //! sentinels when there are some) and then writes what waited, oldest
 //! first, in the same batches.
@@ -12,12 +13,13 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::Notify;
 
 use super::backlog::Entry;
+use super::keys::Folded;
 use super::{lock, Conns, Durable, CALL_TIMEOUT};
 
 /// How often a store that is down is probed.
 pub(crate) const PROBE_EVERY: Duration = Duration::from_millis(250);
 
-/// The most commands one pipeline carries.
+/// The most commands one batch's writes would take, each sent alone.
 const BATCH_COMMANDS: usize = 4096;
 
 /// How long the replicas a write must reach (`replicas=N`) have to confirm
@@ -160,11 +162,11 @@ impl Durable {
             return Err(format!("the primary is now {}", conns.server));
         }
         let mut conn: MultiplexedConnection = conns.write;
-        let mut p = redis::pipe();
-        let mut listed = std::collections::HashSet::new();
+        let mut folded = Folded::default();
         for (_, e) in batch {
-            e.op.add_to(e.run, &mut p, &mut listed);
+            folded.add(e.run, &e.op);
         }
+        let mut p = folded.pipeline();
         let replicas = self.link.target.replicas;
         if replicas > 0 {
             p.cmd("WAIT").arg(replicas).arg(WAIT_MS);

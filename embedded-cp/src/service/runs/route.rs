@@ -4,7 +4,6 @@
 
 use blazen_controlplane::protocol::{Assignment, Offer, ServerToWorker, ENVELOPE_VERSION};
 use blazen_controlplane::server::admission::{Decision, RouteRequest};
-use blazen_controlplane::server::store::AssignmentStore;
 use blazen_core::distributed::{
     NodeSelector, ResourceHint, RunStatus, TolerationSpec, WorkerCapability,
 };
@@ -147,7 +146,6 @@ impl Plane {
         run.session = Some(session_id);
         run.snap.status = RunStatus::Running;
         run.snap.assigned_to = Some(node_id.clone());
-        let running = run.snap.clone();
         // Counted before the next routing decision.
         session.assign(&self.shared, run_id);
         let frame = if offer {
@@ -186,18 +184,10 @@ impl Plane {
                     let _ = drain.send(slot.drain_key());
                 };
                 let still_routed = move |t: &Table| t.running_on(&run_id, session_id);
+                let running = run.snap.clone();
                 run.routed = Some(tokio::spawn(async move {
-                    let note = |e: &dyn std::fmt::Display| {
+                    if let Err(e) = store.claim_running(run_id, session_id, &running).await {
                         tracing::warn!(%run_id, error = %e, "cannot record the run's routing in the store");
-                    };
-                    if let Err(e) = store.claim_written(run_id, session_id).await {
-                        note(&e);
-                    }
-                    if !still_routed(&lock(&table)) {
-                        return give_back();
-                    }
-                    if let Err(e) = store.put_state(run_id, &running, None).await {
-                        note(&e);
                     }
                     let t = lock(&table);
                     if still_routed(&t) {
