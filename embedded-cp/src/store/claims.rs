@@ -4,6 +4,9 @@
 //! each running run (so a run's claim is released when it ends, and a
 //! session's end releases only the runs it still holds).
 
+use std::future::Future;
+use std::sync::Arc;
+
 use blazen_controlplane::ControlPlaneError;
 use blazen_core::distributed::RunStateSnapshot;
 use uuid::Uuid;
@@ -76,16 +79,21 @@ impl Durable {
     /// waits until both are in the store, so that a control plane that
     /// takes over the store after a crash knows the run reached a worker
     /// (and runs it again as a new attempt). The dispatcher sends a run to
-    /// its worker only after this.
-    pub(crate) async fn claim_running(
-        &self,
+    /// its worker only after this. The writes are queued at once, when
+    /// this is called (so before any later write of the run, such as its
+    /// re-queue's); the future returned only waits.
+    pub(crate) fn claim_running(
+        self: &Arc<Self>,
         run: Uuid,
         session: Uuid,
         running: &RunStateSnapshot,
-    ) -> Result<(), ControlPlaneError> {
-        let (state, _) = self.state_op(running, None)?;
-        self.note_claim(run, session);
-        self.write(run, vec![Op::Claim { session }, state]).await
+    ) -> impl Future<Output = Result<(), ControlPlaneError>> + Send + 'static {
+        let queued = self.state_op(running, None).and_then(|(state, _)| {
+            self.note_claim(run, session);
+            self.queue_waited(run, vec![Op::Claim { session }, state])
+        });
+        let store = self.clone();
+        async move { store.waited(queued?).await }
     }
 
     fn note_claim(&self, run: Uuid, session: Uuid) {

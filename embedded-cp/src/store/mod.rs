@@ -57,6 +57,9 @@ pub use url::redact;
 use backlog::Backlog;
 use keys::Op;
 
+/// Tells a caller that its write is in the store, or why not.
+type Told = oneshot::Receiver<Result<(), String>>;
+
 /// The longest `server_start*` waits to reach the store before it fails
 /// with PEER / `ControlPlaneStore`.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -267,6 +270,13 @@ impl Durable {
     /// Queues writes of `run` and waits until they are in the store. While
     /// the store is down they fail at once and are kept for the replay.
     async fn write(&self, run: Uuid, ops: Vec<Op>) -> Result<(), ControlPlaneError> {
+        let waits = self.queue_waited(run, ops)?;
+        self.waited(waits).await
+    }
+
+    /// [`Durable::write`]'s first half: queues the writes now and returns
+    /// what tells when they are in the store ([`Durable::waited`]).
+    fn queue_waited(&self, run: Uuid, ops: Vec<Op>) -> Result<Vec<Told>, ControlPlaneError> {
         let mut waits = Vec::with_capacity(ops.len());
         {
             let mut st = lock(&self.state);
@@ -287,6 +297,12 @@ impl Durable {
             }
         }
         self.wake.notify_one();
+        Ok(waits)
+    }
+
+    /// Waits until the writes [`Durable::queue_waited`] queued are in the
+    /// store.
+    async fn waited(&self, waits: Vec<Told>) -> Result<(), ControlPlaneError> {
         for rx in waits {
             match rx.await {
                 Ok(Ok(())) => {}

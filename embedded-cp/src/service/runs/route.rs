@@ -176,7 +176,6 @@ impl Plane {
             // the worker's slot is given back at once, as no result of it
             // will come, for the dispatcher to fill.
             Some(store) => {
-                let store = store.clone();
                 let table = self.runs.table.clone();
                 let drain = self.drain.clone();
                 let give_back = move || {
@@ -184,9 +183,10 @@ impl Plane {
                     let _ = drain.send(slot.drain_key());
                 };
                 let still_routed = move |t: &Table| t.running_on(&run_id, session_id);
-                let running = run.snap.clone();
+                // Queued now, before anything can re-queue or end the run.
+                let written = store.claim_running(run_id, session_id, &run.snap);
                 run.routed = Some(tokio::spawn(async move {
-                    if let Err(e) = store.claim_running(run_id, session_id, &running).await {
+                    if let Err(e) = written.await {
                         tracing::warn!(%run_id, error = %e, "cannot record the run's routing in the store");
                     }
                     let t = lock(&table);
