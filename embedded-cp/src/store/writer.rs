@@ -22,6 +22,10 @@ pub(crate) const PROBE_EVERY: Duration = Duration::from_millis(250);
 /// The most commands one batch's writes would take, each sent alone.
 const BATCH_COMMANDS: usize = 4096;
 
+/// The most times the writer yields to let more writes join a batch
+/// ([`Durable::gather`]).
+const GATHER_PASSES: usize = 4;
+
 /// How long the replicas a write must reach (`replicas=N`) have to confirm
 /// it (Redis `WAIT`).
 const WAIT_MS: u64 = 500;
@@ -45,6 +49,7 @@ pub(crate) async fn run(store: Weak<Durable>, wake: Arc<Notify>) {
         let Some(s) = store.upgrade() else {
             return;
         };
+        s.gather().await;
         let batch = lock(&s.state).backlog.take(BATCH_COMMANDS);
         if batch.is_empty() {
             if s.down().is_some() {
@@ -75,6 +80,24 @@ pub(crate) async fn run(store: Weak<Durable>, wake: Arc<Notify>) {
 }
 
 impl Durable {
+    /// Lets the tasks that became ready with the writer (the callers of
+    /// the last batch answering their clients, the dispatcher routing the
+    /// runs their ends made room for) make their writes first, so that
+    /// they join this batch instead of waiting for the next: the writer
+    /// yields and looks again while the backlog grows, up to
+    /// [`GATHER_PASSES`] times. A lone write costs one yield.
+    async fn gather(&self) {
+        let mut waiting = lock(&self.state).backlog.len();
+        for _ in 0..GATHER_PASSES {
+            tokio::task::yield_now().await;
+            let now = lock(&self.state).backlog.len();
+            if now == waiting {
+                return;
+            }
+            waiting = now;
+        }
+    }
+
     /// The connections, opened first when there are none.
     pub(crate) async fn conns(&self) -> Result<Conns, String> {
         if let Some(c) = lock(&self.conns).clone() {
