@@ -245,11 +245,7 @@ async fn a_worker_that_ran_thousands_of_runs_leaves_and_the_store_stays_up() {
         srem == 0 && del <= 4,
         "the session's end cost {srem} SREM and {del} DEL (it held no run)"
     );
-    let sets: Vec<String> = redis::cmd("KEYS")
-        .arg("blazen:cp:inflight_by_session:*")
-        .query_async(&mut r)
-        .await
-        .unwrap();
+    let sets = redis_proc::keys(&redis.url(), "blazen:cp:inflight_by_session:*").await;
     assert!(sets.is_empty(), "no session set is left: {sets:?}");
 }
 
@@ -314,12 +310,7 @@ async fn writes_wait_for_a_store_that_is_down_up_to_the_replay_limit() {
     // accepted at the end have a state, nothing else.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(writes_waiting(&cp).await, 0, "the replay is done");
-    let mut r = redis_proc::conn(&redis.url()).await;
-    let states: Vec<String> = redis::cmd("KEYS")
-        .arg("blazen:cp:state:*")
-        .query_async(&mut r)
-        .await
-        .unwrap();
+    let states = redis_proc::keys(&redis.url(), "blazen:cp:state:*").await;
     assert_eq!(
         states.len(),
         HELD + 1,

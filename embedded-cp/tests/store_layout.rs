@@ -83,11 +83,6 @@ async fn the_crates_store_reads_the_runs_this_control_plane_wrote() {
     }
     let waiting: Vec<_> = entries.iter().filter(|r| queued.contains(r)).collect();
     assert_eq!(waiting, [&queued[0], &queued[1]], "in submission order");
-    let mut r = redis_proc::conn(&redis.url()).await;
-    let sets: Vec<String> = redis::cmd("KEYS")
-        .arg("blazen:cp:inflight_by_session:*")
-        .query_async(&mut r)
-        .await
-        .unwrap();
+    let sets = redis_proc::keys(&redis.url(), "blazen:cp:inflight_by_session:*").await;
     assert!(sets.is_empty(), "no per-session set is written: {sets:?}");
 }

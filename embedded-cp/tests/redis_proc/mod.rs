@@ -171,6 +171,15 @@ pub async fn conn(url: &str) -> redis::aio::MultiplexedConnection {
         .expect("the test connects to Redis")
 }
 
+/// The keys matching `pattern` on the server at `url` (`KEYS`).
+pub async fn keys(url: &str, pattern: &str) -> Vec<String> {
+    redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(&mut conn(url).await)
+        .await
+        .expect("KEYS answers")
+}
+
 /// Certificates from tests/tls/make-certs.sh (CA, server and client
 /// certificates for 127.0.0.1, and an unrelated CA) in a fresh directory.
 pub fn certs() -> PathBuf {
