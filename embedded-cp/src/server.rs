@@ -32,6 +32,14 @@ pub const KEEPALIVE: Duration = Duration::from_secs(10);
 /// [`Config::max_requeues`] says otherwise.
 pub const DEFAULT_MAX_REQUEUES: u32 = 3;
 
+/// How many threads a control plane runs on, unless [`Config::threads`]
+/// says otherwise. One thread serves every connection, the dispatcher and
+/// the store's writer without handing work between threads: on two cores
+/// shared with its clients and a Redis, a second thread made it slower
+/// (the tasks a store reply wakes were stolen by the other thread, woken
+/// from its sleep each time).
+pub const DEFAULT_THREADS: usize = 1;
+
 /// How to run a control plane.
 #[derive(Clone, Debug, Default)]
 pub struct Config {
@@ -54,6 +62,44 @@ pub struct Config {
     /// no HTTP side): metrics, health, the run API and the dashboard
     /// (see `crate::http`).
     pub http_addr: Option<String>,
+    /// How many threads of its own it runs on (`None`: [`DEFAULT_THREADS`]).
+    pub threads: Option<std::num::NonZeroUsize>,
+    /// Runs first on each of those threads (blazen-cabi blocks `SIGPIPE`
+    /// there, as on its own threads).
+    pub on_thread_start: Option<fn()>,
+}
+
+/// The threads a control plane runs on: its own tokio runtime, shut down
+/// without waiting when this is dropped (which may happen on another
+/// runtime's thread).
+struct Threads(Option<tokio::runtime::Runtime>);
+
+impl Threads {
+    fn new(config: &Config) -> Result<Threads> {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(config.threads.map_or(DEFAULT_THREADS, |n| n.get()))
+            .thread_name("blazen-controlplane")
+            .enable_all();
+        if let Some(hook) = config.on_thread_start {
+            b.on_thread_start(hook);
+        }
+        let rt = b
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start the control plane's threads: {e}")))?;
+        Ok(Threads(Some(rt)))
+    }
+
+    fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.0.as_ref().map(|rt| rt.handle())
+    }
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// A running control plane. Dropping it stops it without waiting (every
@@ -71,13 +117,32 @@ pub struct Server {
     listening: Mutex<Option<socket2::Socket>>,
     /// The run listing's reader and the HTTP side (`crate::http`).
     pub(crate) http: crate::http::Side,
+    /// Dropped last: every task of the control plane runs here.
+    threads: Threads,
 }
 
 impl Server {
     /// Starts a control plane on `bind_addr` (`IP:PORT`; port 0 picks a
-    /// free port, bound once with no race). Must run on a tokio runtime,
-    /// which then serves it.
+    /// free port, bound once with no race), on threads of its own
+    /// ([`Config::threads`]). Any async context may await this.
     pub async fn start(bind_addr: &str, config: Config) -> Result<Server> {
+        let threads = Threads::new(&config)?;
+        let Some(rt) = threads.handle() else {
+            return Err(Error::Internal("no control plane threads".to_string()));
+        };
+        let bind_addr = bind_addr.to_string();
+        let started = rt
+            .spawn(async move { Self::start_here(&bind_addr, config).await })
+            .await;
+        match started {
+            Ok(Ok(parts)) => Ok(parts.with(threads)),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(Error::Internal(format!("the control plane's start failed: {e}"))),
+        }
+    }
+
+    /// [`Server::start`] on the runtime that will serve it.
+    async fn start_here(bind_addr: &str, config: Config) -> Result<Started> {
         let tls = match &config.tls {
             Some([c, k, a]) => {
                 Some(blazen_controlplane::tls::load_server_tls(c, k, a).map_err(Error::tls)?)
@@ -186,7 +251,7 @@ impl Server {
                 .await;
         });
         tracing::info!(target: LOG_TARGET, endpoint = %format!("{scheme}://{addr}"), "embedded control plane started");
-        Ok(Server {
+        Ok(Started(Server {
             addr,
             scheme,
             stop: Mutex::new(Some(stop_tx)),
@@ -194,7 +259,8 @@ impl Server {
             task: Mutex::new(Some(task)),
             listening: Mutex::new(Some(listening)),
             http,
-        })
+            threads: Threads(None),
+        }))
     }
 
     /// The address it listens on.
@@ -253,6 +319,17 @@ impl Server {
         if let Some(socket) = lock(&self.listening).take() {
             let _ = socket.shutdown(std::net::Shutdown::Both);
         }
+    }
+}
+
+/// A server started on its threads, not yet holding them (so that a
+/// start that fails or is dropped midway drops them from outside).
+struct Started(Server);
+
+impl Started {
+    fn with(mut self, threads: Threads) -> Server {
+        self.0.threads = threads;
+        self.0
     }
 }
 

@@ -33,7 +33,7 @@ pub mod handler;
 pub mod panic;
 pub mod queue;
 pub mod ret;
-mod sigpipe;
+pub(crate) mod sigpipe;
 pub mod strings;
 #[cfg(test)]
 mod test_support;

@@ -24,6 +24,9 @@ pub struct BlazenControlPlaneServer {
     inner: Arc<Server>,
 }
 
+/// The most threads `threads` may give a control plane.
+const MOST_THREADS: usize = 256;
+
 /// Keys of `server_start_with_options`; unknown keys are refused.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +40,7 @@ pub struct ServerOptions {
     store_replay_limit: Option<usize>,
     max_requeues: Option<u32>,
     http_addr: Option<String>,
+    threads: Option<usize>,
 }
 
 impl ServerOptions {
@@ -59,6 +63,8 @@ impl ServerOptions {
                 .max_requeues
                 .unwrap_or(blazen_embedded_cp::DEFAULT_MAX_REQUEUES),
             http_addr: self.http_addr,
+            threads: self.threads.and_then(std::num::NonZeroUsize::new),
+            on_thread_start: Some(crate::rt::sigpipe::block_for_this_thread),
         })
     }
 }
@@ -66,6 +72,13 @@ impl ServerOptions {
 impl crate::rt::arg::CheckOptions for ServerOptions {
     fn check(&self) -> std::result::Result<(), String> {
         crate::tls::pem_triple(&self.cert_path, &self.key_path, &self.ca_path)?;
+        if let Some(n) = self.threads {
+            if !(1..=MOST_THREADS).contains(&n) {
+                return Err(format!(
+                    "`threads` must be from 1 to {MOST_THREADS}, not {n}"
+                ));
+            }
+        }
         match &self.store_url {
             Some(url) => blazen_embedded_cp::store::check_url(url),
             None if self.finished_ttl_ms.is_some() || self.store_replay_limit.is_some() => {
@@ -116,7 +129,9 @@ async fn blazen_controlplane_server_start(bind_addr: String) -> Result<BlazenCon
 /// behind the bearer token when there is one (see the README's "Seeing what
 /// the control plane does"), its address given by
 /// `blazen_controlplane_server_http_endpoint`; a port that cannot be bound
-/// fails the start with PEER / `ControlPlaneTransport`; other keys are a
+/// fails the start with PEER / `ControlPlaneTransport`; `threads` (1 to
+/// 256, default 1) for how many threads of its own the control plane runs
+/// on (see the README's "Threads, signals, valgrind"); other keys are a
 /// VALIDATION error).
 #[export]
 async fn blazen_controlplane_server_start_with_options(
