@@ -3,6 +3,7 @@
  * and subscriptions to runs that have already ended. */
 #include "harness.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -249,6 +250,63 @@ static void test_connections(void) {
     blazen_string_free(ep);
 }
 
+/* Threads named `blazen-controlp...` (names are cut to 15 bytes). */
+static int control_plane_threads(void) {
+    DIR *d = opendir("/proc/self/task");
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        char path[300], name[32] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        if (fgets(name, sizeof name, f) && strncmp(name, "blazen-controlp", 15) == 0) n++;
+        fclose(f);
+    }
+    if (d) closedir(d);
+    return n;
+}
+
+/* `threads`: the range is checked; a control plane runs on as many threads
+ * of its own as it says (one by default), and serves from them. */
+static void test_server_threads(void) {
+    BlazenError *err = NULL;
+    const char *bad[] = {"{\"threads\":0}", "{\"threads\":257}", "{\"threads\":-1}", "{\"threads\":\"2\"}",
+                         "{\"threads\":1.5}"};
+    for (int i = 0; i < 5; i++) {
+        err = NULL;
+        CHECK(blazen_controlplane_server_start_with_options_blocking("127.0.0.1:0", bad[i], NULL, &err) == -1 &&
+                  t_err_is(err, BLAZEN_ERROR_KIND_VALIDATION, "options_json"),
+              "server options %s refused", bad[i]);
+    }
+    const char *opts[] = {NULL, "{\"threads\":3}"};
+    int want[] = {1, 3};
+    for (int i = 0; i < 2; i++) {
+        /* The threads of servers freed earlier are let go without waiting
+         * for them: they end soon after. */
+        int left = 0;
+        for (int t = 0; t < 500 && (left = control_plane_threads()) > 0; t++) t_sleep_ms(10);
+        CHECK(left == 0, "the threads of freed control planes end (%d left)", left);
+        BlazenControlPlaneServer *server = NULL;
+        CHECK(blazen_controlplane_server_start_with_options_blocking("127.0.0.1:0", opts[i], &server, NULL) == 0,
+              "server with %s", opts[i] ? opts[i] : "no options");
+        if (!server) continue;
+        CHECK(control_plane_threads() == want[i], "%d threads of its own (%d)", want[i], control_plane_threads());
+        char *ep = blazen_controlplane_server_endpoint(server);
+        BlazenControlPlaneClient *c = connect_opts(ep, NULL, NULL);
+        BlazenWorkerInfoList *l = NULL;
+        CHECK(c && blazen_controlplane_client_list_workers_blocking(c, &l, NULL) == 0, "it serves");
+        blazen_worker_info_list_free(l);
+        blazen_controlplane_client_free(c);
+        blazen_controlplane_server_shutdown(server);
+        blazen_controlplane_server_free(server);
+        blazen_string_free(ep);
+    }
+    int left = 0;
+    for (int t = 0; t < 500 && (left = control_plane_threads()) > 0; t++) t_sleep_ms(10);
+    CHECK(left == 0, "its threads end once it is freed (%d left)", left);
+}
+
 int main(void) {
     /* A guard against hangs, not a time limit: valgrind runs ~50x slower. */
     alarm(getenv("BLAZEN_UNDER_TOOL") ? 900 : 120);
@@ -256,5 +314,6 @@ int main(void) {
     T_RUN(test_tokens);
     T_RUN(test_bad_options);
     T_RUN(test_connections);
+    T_RUN(test_server_threads);
     return t_finish();
 }
