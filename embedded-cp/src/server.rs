@@ -83,9 +83,9 @@ impl Threads {
         if let Some(hook) = config.on_thread_start {
             b.on_thread_start(hook);
         }
-        let rt = b
-            .build()
-            .map_err(|e| Error::Internal(format!("cannot start the control plane's threads: {e}")))?;
+        let rt = b.build().map_err(|e| {
+            Error::Internal(format!("cannot start the control plane's threads: {e}"))
+        })?;
         Ok(Threads(Some(rt)))
     }
 
@@ -137,7 +137,9 @@ impl Server {
         match started {
             Ok(Ok(parts)) => Ok(parts.with(threads)),
             Ok(Err(e)) => Err(e),
-            Err(e) => Err(Error::Internal(format!("the control plane's start failed: {e}"))),
+            Err(e) => Err(Error::Internal(format!(
+                "the control plane's start failed: {e}"
+            ))),
         }
     }
 

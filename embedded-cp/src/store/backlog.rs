@@ -4,15 +4,63 @@
 //! changes it holds at most four entries here.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::keys::{Op, Slot};
+use crate::lock;
+
+/// What runs once writes are in the store, or with the first that could
+/// not be made (on the store's writer: briefly, without blocking).
+pub(crate) type Then = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 /// Told once the write is in the store (`Ok`) or could not be made now
 /// (`Err`, why; the write itself stays, unless withdrawn).
-pub(crate) type Waiter = oneshot::Sender<Result<(), String>>;
+pub(crate) enum Waiter {
+    /// A caller awaiting the answer.
+    Tell(oneshot::Sender<Result<(), String>>),
+    /// One of the writes a [`Join`] waits for.
+    Join(Arc<Join>),
+}
+
+impl Waiter {
+    pub(crate) fn tell(self, answer: Result<(), String>) {
+        match self {
+            Waiter::Tell(tx) => drop(tx.send(answer)),
+            Waiter::Join(join) => join.tell(answer),
+        }
+    }
+}
+
+/// Runs its [`Then`] once each of its writes is in the store, or at the
+/// first that could not be made: no task waits for them.
+pub(crate) struct Join {
+    left: AtomicUsize,
+    then: Mutex<Option<Then>>,
+}
+
+impl Join {
+    /// A join of `writes` writes, each to get a [`Waiter::Join`] of it.
+    pub(crate) fn new(writes: usize, then: Then) -> Arc<Join> {
+        Arc::new(Join {
+            left: AtomicUsize::new(writes),
+            then: Mutex::new(Some(then)),
+        })
+    }
+
+    fn tell(&self, answer: Result<(), String>) {
+        let last = self.left.fetch_sub(1, Ordering::AcqRel) == 1;
+        if answer.is_err() || last {
+            let then = lock(&self.then).take();
+            if let Some(then) = then {
+                then(answer);
+            }
+        }
+    }
+}
 
 pub(crate) struct Entry {
     pub run: Uuid,
@@ -92,23 +140,24 @@ impl Backlog {
         }
     }
 
-    /// Drops every waiting write of `run` (their waiters are told the
-    /// write is withdrawn).
-    pub(crate) fn withdraw(&mut self, run: Uuid) {
+    /// Drops every waiting write of `run`; returns their waiters, to be
+    /// told (once no lock is held) that the writes were withdrawn.
+    #[must_use]
+    pub(crate) fn withdraw(&mut self, run: Uuid) -> Vec<Waiter> {
         let seqs: Vec<u64> = self
             .entries
             .iter()
             .filter(|(_, e)| e.run == run)
             .map(|(s, _)| *s)
             .collect();
+        let mut waiters = Vec::new();
         for seq in seqs {
             if let Some(e) = self.entries.remove(&seq) {
                 self.slots.remove(&(run, e.op.slot()));
-                for w in e.waiters {
-                    let _ = w.send(Err("the write was withdrawn".to_string()));
-                }
+                waiters.extend(e.waiters);
             }
         }
+        waiters
     }
 }
 
@@ -157,13 +206,38 @@ mod tests {
         let mut b = Backlog::default();
         let (r1, r2) = (Uuid::new_v4(), Uuid::new_v4());
         let (tx, mut rx) = oneshot::channel();
-        b.push(r1, Op::PutAssignment(vec![1]), Some(tx));
+        b.push(r1, Op::PutAssignment(vec![1]), Some(Waiter::Tell(tx)));
         b.push(r1, state(1), None);
         b.push(r2, state(1), None);
-        b.withdraw(r1);
+        for w in b.withdraw(r1) {
+            w.tell(Err("withdrawn".to_string()));
+        }
         assert_eq!(b.len(), 1);
         assert!(matches!(rx.try_recv(), Ok(Err(_))));
         b.push(r1, Op::DeleteAssignment, None);
         assert_eq!(b.len(), 2, "a new write of the run is kept");
+    }
+
+    #[test]
+    fn a_join_runs_once_after_its_last_write_or_at_the_first_failure() {
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let join = |n| {
+            let told = told.clone();
+            Join::new(n, Box::new(move |r| lock(&told).push(r)))
+        };
+        let j = join(2);
+        Waiter::Join(j.clone()).tell(Ok(()));
+        assert!(lock(&told).is_empty(), "one of two written: not yet");
+        Waiter::Join(j).tell(Ok(()));
+        assert_eq!(*lock(&told), vec![Ok(())]);
+        let j = join(3);
+        Waiter::Join(j.clone()).tell(Ok(()));
+        Waiter::Join(j.clone()).tell(Err("down".to_string()));
+        Waiter::Join(j).tell(Ok(()));
+        assert_eq!(
+            *lock(&told),
+            vec![Ok(()), Err("down".to_string())],
+            "run at the failure, and only then"
+        );
     }
 }

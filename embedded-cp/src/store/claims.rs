@@ -4,15 +4,12 @@
 //! each running run (so a run's claim is released when it ends, and a
 //! session's end releases only the runs it still holds).
 
-use std::future::Future;
-use std::sync::Arc;
-
 use blazen_controlplane::ControlPlaneError;
 use blazen_core::distributed::RunStateSnapshot;
 use uuid::Uuid;
 
 use super::keys::Op;
-use super::{lock, Durable};
+use super::{lock, Durable, Then};
 
 impl Durable {
     /// Writes a run's assignment. For a run the store does not know yet (a
@@ -41,10 +38,14 @@ impl Durable {
             let mut st = lock(&self.state);
             st.known.remove(&run);
             st.refuse(run);
-            st.backlog.withdraw(run);
+            let withdrawn = st.backlog.withdraw(run);
             // The failed batch may have reached the store before it failed.
             st.backlog.push(run, Op::DeleteAssignment, None);
             st.backlog.push(run, Op::DeleteState, None);
+            drop(st);
+            for w in withdrawn {
+                w.tell(Err("the write was withdrawn".to_string()));
+            }
         }
         written
     }
@@ -75,25 +76,29 @@ impl Durable {
         self.queue(run, vec![Op::Claim { session }])
     }
 
-    /// Claims `run` for `session` and records its `running` state, and
-    /// waits until both are in the store, so that a control plane that
-    /// takes over the store after a crash knows the run reached a worker
-    /// (and runs it again as a new attempt). The dispatcher sends a run to
-    /// its worker only after this. The writes are queued at once, when
-    /// this is called (so before any later write of the run, such as its
-    /// re-queue's); the future returned only waits.
+    /// Claims `run` for `session` and records its `running` state; `then`
+    /// runs on the store's writer once both are in the store (or with the
+    /// first that fails), so that a control plane that takes over the
+    /// store after a crash knows the run reached a worker (and runs it
+    /// again as a new attempt): the dispatcher hands the run to its worker
+    /// from `then`, with no task waiting per run. The writes are queued at
+    /// once (so before any later write of the run, such as its
+    /// re-queue's). While the store is down they fail at once (kept for
+    /// the replay) and `then` is handed back, not run, for the caller to
+    /// run once it holds no lock `then` takes.
     pub(crate) fn claim_running(
-        self: &Arc<Self>,
+        &self,
         run: Uuid,
         session: Uuid,
         running: &RunStateSnapshot,
-    ) -> impl Future<Output = Result<(), ControlPlaneError>> + Send + 'static {
-        let queued = self.state_op(running, None).and_then(|(state, _)| {
-            self.note_claim(run, session);
-            self.queue_waited(run, vec![Op::Claim { session }, state])
-        });
-        let store = self.clone();
-        async move { store.waited(queued?).await }
+        then: Then,
+    ) -> Result<(), (ControlPlaneError, Then)> {
+        let state = match self.state_op(running, None) {
+            Ok((state, _)) => state,
+            Err(e) => return Err((e, then)),
+        };
+        self.note_claim(run, session);
+        self.queue_then(run, vec![Op::Claim { session }, state], then)
     }
 
     fn note_claim(&self, run: Uuid, session: Uuid) {

@@ -10,9 +10,11 @@
 //! up, so concurrent runs share round trips. The writes a caller acts on
 //! are awaited: an assignment (a submission is acknowledged only once it
 //! is written) and a terminal state (a run's end is announced only once it
-//! is recorded, and with it every earlier write of the run). The others
-//! (claims, PENDING and RUNNING states, queue entries, deletions) return
-//! once queued: they are written in order, before any later write. A write that finds the store down (no answer within
+//! is recorded, and with it every earlier write of the run). A run's claim
+//! and RUNNING state are acted on too, but by the writer itself: it hands
+//! the run to its worker once they are written (`claims`), so no task
+//! waits for them. The others (PENDING states, queue entries, deletions)
+//! return once queued: they are written in order, before any later write. A write that finds the store down (no answer within
 //! [`CALL_TIMEOUT`], an error, a server that is no longer the primary)
 //! fails at once but stays in the backlog, merged with later writes to the
 //! same record, and is written when the store answers again; submissions
@@ -55,6 +57,7 @@ pub(crate) use trim::TRIM_EVERY;
 pub use url::redact;
 
 use backlog::Backlog;
+pub(crate) use backlog::Then;
 use keys::Op;
 
 /// Tells a caller that its write is in the store, or why not.
@@ -288,7 +291,7 @@ impl Durable {
                 let waiter = down.is_none().then(|| {
                     let (tx, rx) = oneshot::channel();
                     waits.push(rx);
-                    tx
+                    backlog::Waiter::Tell(tx)
                 });
                 st.backlog.push(run, op, waiter);
             }
@@ -298,6 +301,37 @@ impl Durable {
         }
         self.wake.notify_one();
         Ok(waits)
+    }
+
+    /// Queues writes of `run`; `then` runs on the writer once they are all
+    /// in the store, or with the first that fails. While the store is down
+    /// they fail at once (kept for the replay), and `then` is handed back
+    /// with why, not run (the caller may hold locks `then` takes).
+    fn queue_then(
+        &self,
+        run: Uuid,
+        ops: Vec<Op>,
+        then: Then,
+    ) -> Result<(), (ControlPlaneError, Then)> {
+        {
+            let mut st = lock(&self.state);
+            if st.refused.contains(&run) {
+                return Err((self.error("the run's submission was refused"), then));
+            }
+            if let Some(why) = st.down.clone() {
+                for op in ops {
+                    st.backlog.push(run, op, None);
+                }
+                return Err((self.error(&why), then));
+            }
+            let join = backlog::Join::new(ops.len(), then);
+            for op in ops {
+                st.backlog
+                    .push(run, op, Some(backlog::Waiter::Join(join.clone())));
+            }
+        }
+        self.wake.notify_one();
+        Ok(())
     }
 
     /// Waits until the writes [`Durable::queue_waited`] queued are in the

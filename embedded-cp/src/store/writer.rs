@@ -225,7 +225,7 @@ impl Durable {
         self.up();
         for (_, e) in batch {
             for w in e.waiters {
-                let _ = w.send(Ok(()));
+                w.tell(Ok(()));
             }
         }
     }
@@ -240,7 +240,7 @@ impl Durable {
         lock(&self.state).backlog.put_back(batch);
         self.mark_down(why.clone());
         for w in waiters {
-            let _ = w.send(Err(why.clone()));
+            w.tell(Err(why.clone()));
         }
     }
 

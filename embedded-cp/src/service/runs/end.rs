@@ -19,8 +19,6 @@ use super::{Ending, Plane};
 pub(in crate::service) struct Ended {
     snap: RunStateSnapshot,
     ending: Ending,
-    /// The store writes of its routing (and its hand-over to the worker).
-    routed: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Plane {
@@ -67,7 +65,6 @@ impl Plane {
         let ended = Ended {
             snap: run.snap.clone(),
             ending,
-            routed: run.routed.take(),
         };
         t.ended(run_id, super::KEEP_ENDED);
         Some(ended)
@@ -75,14 +72,11 @@ impl Plane {
 }
 
 impl Ended {
-    /// Records the end in the store (after the run's routing), then
-    /// publishes its terminal event. Owns what it needs, so a session can
+    /// Records the end in the store (its writes are queued behind those of
+    /// its routing), then publishes its terminal event. Owns what it needs, so a session can
     /// record several results at once.
     pub(in crate::service) async fn record(self, store: Option<Arc<Durable>>, events: Bus) {
         let run_id = self.snap.run_id;
-        if let Some(routed) = self.routed {
-            let _ = routed.await;
-        }
         if let Some(store) = &store {
             let (state, deleted) = tokio::join!(
                 store.put_state(run_id, &self.snap, None),

@@ -42,8 +42,8 @@ pub(super) type Bucket = (String, WorkerCapability);
 
 #[derive(Default)]
 pub(super) struct Runs {
-    /// Shared with the tasks that hand routed runs over once their
-    /// routing is in the store.
+    /// Shared with the store's writer, which hands routed runs over once
+    /// their routing is in the store.
     table: std::sync::Arc<std::sync::Mutex<Table>>,
 }
 
@@ -94,8 +94,6 @@ struct Run {
     assignment: Option<Assignment>,
     /// The session it is assigned to, while RUNNING.
     session: Option<Uuid>,
-    /// The store writes of its routing; its result waits for them.
-    routed: Option<tokio::task::JoinHandle<()>>,
     /// How many times it lost its worker (a run recovered from a store
     /// starts with the attempts before it): the attempt it is sent as.
     losses: u32,
@@ -174,7 +172,6 @@ impl Plane {
                     losses: run.assignment.attempt,
                     assignment: Some(run.assignment),
                     session: None,
-                    routed: None,
                 },
             );
             t.waiting

@@ -169,7 +169,10 @@ impl Plane {
             // The claim is in the store before the worker has the run: a
             // control plane that takes the store over after a crash then
             // knows the run may have run, and runs it as a new attempt.
-            // The dispatcher goes on meanwhile. A run that stopped being
+            // The dispatcher goes on meanwhile; the store's writer hands
+            // the run over once the claim is written (under the run
+            // table's lock, so a run's `status.running` is published
+            // before its end, or not at all). A run that stopped being
             // this session's in that time (its worker left, it was
             // cancelled or passed its deadline) is not handed over (its
             // `status.running` would follow its `status.requeued`), and
@@ -178,25 +181,25 @@ impl Plane {
             Some(store) => {
                 let table = self.runs.table.clone();
                 let drain = self.drain.clone();
-                let give_back = move || {
-                    slot.resolve(&shared, run_id);
-                    let _ = drain.send(slot.drain_key());
-                };
-                let still_routed = move |t: &Table| t.running_on(&run_id, session_id);
-                // Queued now, before anything can re-queue or end the run.
-                let written = store.claim_running(run_id, session_id, &run.snap);
-                run.routed = Some(tokio::spawn(async move {
-                    if let Err(e) = written.await {
+                let settle = move |written: Result<(), String>| {
+                    if let Err(e) = written {
                         tracing::warn!(%run_id, error = %e, "cannot record the run's routing in the store");
                     }
                     let t = lock(&table);
-                    if still_routed(&t) {
+                    if t.running_on(&run_id, session_id) {
                         hand_over();
                     } else {
                         drop(t);
-                        give_back();
+                        slot.resolve(&shared, run_id);
+                        let _ = drain.send(slot.drain_key());
                     }
-                }));
+                };
+                // Queued now, before anything can re-queue or end the run.
+                let queued = store.claim_running(run_id, session_id, &run.snap, Box::new(settle));
+                if let Err((e, settle)) = queued {
+                    drop(t);
+                    settle(Err(e.to_string()));
+                }
             }
             None => {
                 drop(t);

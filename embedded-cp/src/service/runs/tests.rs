@@ -14,7 +14,6 @@ fn run(id: Uuid) -> Run {
         tags: Vec::new(),
         assignment: None,
         session: None,
-        routed: None,
         losses: 0,
     }
 }
