@@ -117,6 +117,9 @@ pub struct Server {
     listening: Mutex<Option<socket2::Socket>>,
     /// The run listing's reader and the HTTP side (`crate::http`).
     pub(crate) http: crate::http::Side,
+    /// The store, when it has one: closed first when the server is
+    /// dropped.
+    store: Option<Arc<crate::store::Durable>>,
     /// Dropped last: every task of the control plane runs here.
     threads: Threads,
 }
@@ -217,6 +220,7 @@ impl Server {
         let auth = Auth {
             token: config.bearer_token.map(Arc::from),
         };
+        let durable = store.clone();
         let service = crate::service::Service::new(shared, store, config.max_requeues, recovered);
         let http_token = auth
             .token
@@ -261,6 +265,7 @@ impl Server {
             task: Mutex::new(Some(task)),
             listening: Mutex::new(Some(listening)),
             http,
+            store: durable,
             threads: Threads(None),
         }))
     }
@@ -292,7 +297,9 @@ impl Server {
     /// Stops gracefully: refuses new connections, waits up to [`GRACE`] for
     /// requests and streams in progress, then closes every connection
     /// still open (streams end with an error at their clients). Returns
-    /// once the server task has ended and the port is free. Idempotent.
+    /// once the server task has ended and the port is free, and what the
+    /// store was left to write is written (waiting up to [`GRACE`] for
+    /// it). Idempotent.
     pub async fn shutdown(&self) {
         self.http.shutdown().await;
         let stop = lock(&self.stop).take();
@@ -312,6 +319,10 @@ impl Server {
         }
         self.kill.cancel();
         self.stop_listening();
+        if let Some(store) = &self.store {
+            // What the sessions' ends wrote (their runs re-queued).
+            store.flushed(GRACE).await;
+        }
     }
 
     /// Stops listening now and lets go of this copy of the socket: a
@@ -336,8 +347,13 @@ impl Started {
 }
 
 impl Drop for Server {
-    /// Signals only: never waits for the server task.
+    /// Signals only: never waits for the server task. As a crash would, it
+    /// leaves the store as it is now: the store writes nothing from here
+    /// on (not half of what the connections' ends would write).
     fn drop(&mut self) {
+        if let Some(store) = &self.store {
+            store.close();
+        }
         if let Some(stop) = lock(&self.stop).take() {
             let _ = stop.send(());
         }

@@ -46,14 +46,12 @@ impl Plane {
                 // A result for a run that has ended (past its deadline,
                 // cancelled) changes nothing. The end is marked now; its
                 // store writes and event follow without holding up the
-                // session's next frames (with a store, its results are
-                // recorded side by side).
+                // session's next frames (with a store, the store's writer
+                // announces it once it is recorded).
                 if let Some(ended) = self.end_now(r.run_id, ending) {
                     let events = self.bus.clone();
                     match &self.store {
-                        Some(store) => {
-                            drop(tokio::spawn(ended.record(Some(store.clone()), events)))
-                        }
+                        Some(store) => ended.record_then(store, events),
                         None => ended.record(None, events).await,
                     }
                 }

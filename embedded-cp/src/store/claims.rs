@@ -101,6 +101,29 @@ impl Durable {
         self.queue_then(run, vec![Op::Claim { session }, state], then)
     }
 
+    /// Records a run's end: its terminal `state` (with the store's TTL),
+    /// then the deletion of its assignment and the release of its claim.
+    /// `then` runs on the store's writer once the state is written (or it
+    /// failed): the end is announced from there, with no task waiting per
+    /// run. While the store is down the writes fail at once (kept for the
+    /// replay) and `then` is handed back, not run.
+    pub(crate) fn record_end(
+        &self,
+        run: Uuid,
+        state: &RunStateSnapshot,
+        then: Then,
+    ) -> Result<(), (ControlPlaneError, Then)> {
+        let op = match self.state_op(state, None) {
+            Ok((op, _)) => op,
+            Err(e) => return Err((e, then)),
+        };
+        let recorded = self.queue_then(run, vec![op], then);
+        if let Err(e) = self.delete_run(run) {
+            tracing::warn!(%run, error = %e, "cannot delete the ended run's assignment in the store");
+        }
+        recorded
+    }
+
     fn note_claim(&self, run: Uuid, session: Uuid) {
         let mut st = lock(&self.state);
         if let Some(old) = st.claims.insert(run, session) {

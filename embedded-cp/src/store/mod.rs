@@ -98,6 +98,8 @@ struct State {
     recent: std::collections::VecDeque<(std::time::Instant, u64, Uuid, Op)>,
     /// The server the last connections were made to.
     server: Option<String>,
+    /// Set when the control plane is dropped: nothing more is written.
+    closed: bool,
     /// Submissions refused lately (`claims`), oldest first.
     refused: HashSet<Uuid>,
     refused_order: std::collections::VecDeque<Uuid>,
@@ -214,6 +216,21 @@ impl Durable {
     /// while it is down; normally a batch in progress).
     pub(crate) fn writes_waiting(&self) -> usize {
         lock(&self.state).backlog.len()
+    }
+
+    /// Stops writing: the writer sends no batch from now on (one already
+    /// sent may still land), as if the process had ended here.
+    pub(crate) fn close(&self) {
+        lock(&self.state).closed = true;
+        self.wake.notify_one();
+    }
+
+    /// Waits until no write waits (or `within` passed).
+    pub(crate) async fn flushed(&self, within: Duration) {
+        let until = tokio::time::Instant::now() + within;
+        while self.writes_waiting() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Takes the store to be down for `why` (the writer probes it).

@@ -50,7 +50,13 @@ pub(crate) async fn run(store: Weak<Durable>, wake: Arc<Notify>) {
             return;
         };
         s.gather().await;
-        let batch = lock(&s.state).backlog.take(BATCH_COMMANDS);
+        let batch = {
+            let mut st = lock(&s.state);
+            if st.closed {
+                return;
+            }
+            st.backlog.take(BATCH_COMMANDS)
+        };
         if batch.is_empty() {
             if s.down().is_some() {
                 failed = !s.probe().await;

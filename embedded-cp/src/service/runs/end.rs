@@ -86,19 +86,40 @@ impl Ended {
                 tracing::warn!(%run_id, error = %e, "cannot record the run's end in the store");
             }
         }
-        let (event, data) = match self.ending {
-            Ending::Completed(output) => (
-                crate::EventType::StatusCompleted,
-                serde_json::json!({ "output": output }),
-            ),
-            Ending::Failed(error) => (
-                crate::EventType::StatusFailed,
-                serde_json::json!({ "error": error }),
-            ),
-            Ending::Cancelled => (crate::EventType::StatusCancelled, serde_json::json!({})),
-        };
-        events.send(status_event(run_id, event, data));
+        events.send(terminal_event(run_id, self.ending));
     }
+
+    /// As [`Ended::record`], with no task waiting: the store's writer
+    /// publishes the terminal event once the end is recorded.
+    pub(in crate::service) fn record_then(self, store: &Durable, events: Bus) {
+        let run_id = self.snap.run_id;
+        let ending = self.ending;
+        let announce = move |recorded: Result<(), String>| {
+            if let Err(e) = recorded {
+                tracing::warn!(%run_id, error = %e, "cannot record the run's end in the store");
+            }
+            events.send(terminal_event(run_id, ending));
+        };
+        if let Err((e, announce)) = store.record_end(run_id, &self.snap, Box::new(announce)) {
+            announce(Err(e.to_string()));
+        }
+    }
+}
+
+/// The terminal status event of a run that ended so, stamped now.
+fn terminal_event(run_id: Uuid, ending: Ending) -> RunEvent {
+    let (event, data) = match ending {
+        Ending::Completed(output) => (
+            crate::EventType::StatusCompleted,
+            serde_json::json!({ "output": output }),
+        ),
+        Ending::Failed(error) => (
+            crate::EventType::StatusFailed,
+            serde_json::json!({ "error": error }),
+        ),
+        Ending::Cancelled => (crate::EventType::StatusCancelled, serde_json::json!({})),
+    };
+    status_event(run_id, event, data)
 }
 
 /// A status event of `run_id`, stamped now.
