@@ -36,3 +36,13 @@ pub(crate) fn pending_snapshot(run_id: Uuid) -> RunStateSnapshot {
         error: None,
     }
 }
+
+/// Room a postcard encoding starts with: most records and frames fit, so
+/// they take one allocation (`postcard::to_allocvec` starts empty and
+/// grows as it writes).
+const ENCODE_ROOM: usize = 256;
+
+/// `value` in postcard.
+pub(crate) fn postcard<T: serde::Serialize + ?Sized>(value: &T) -> postcard::Result<Vec<u8>> {
+    postcard::to_extend(value, Vec::with_capacity(ENCODE_ROOM))
+}

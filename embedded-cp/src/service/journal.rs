@@ -206,7 +206,7 @@ impl Service {
             .chain(tokio_stream::wrappers::ReceiverStream::new(live))
             .filter_map(|event| async move {
                 let wire = RunEventWire::from_core(&event).ok()?;
-                let postcard_payload = postcard::to_allocvec(&wire).ok()?;
+                let postcard_payload = crate::common::postcard(&wire).ok()?;
                 Some(Ok(PostcardResponse { postcard_payload }))
             });
         Ok(Response::new(Box::pin(events)))
@@ -262,7 +262,7 @@ impl Service {
             }))
             .map_err(|_| Status::failed_precondition("run not assigned to a live worker"))?;
         self.cp.journal.answered(req.run_id, &request_id);
-        let postcard_payload = postcard::to_allocvec(&())
+        let postcard_payload = crate::common::postcard(&())
             .map_err(|e| Status::internal(format!("encode response: {e}")))?;
         Ok(Response::new(PostcardResponse { postcard_payload }))
     }

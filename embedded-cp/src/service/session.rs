@@ -138,7 +138,7 @@ impl Plane {
         tokio::spawn(self.clone().pump(session.clone(), incoming));
         self.request_drain(session.drain_key());
         let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(out_rx).map(|frame| {
-            postcard::to_allocvec(&frame)
+            crate::common::postcard(&frame)
                 .map(|postcard_payload| PostcardResponse { postcard_payload })
                 .map_err(|e| Status::internal(format!("encode ServerToWorker: {e}")))
         });

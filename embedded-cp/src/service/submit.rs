@@ -96,7 +96,7 @@ fn encode_state(
     let mut wire = RunStateSnapshotWire::from_core(snap)
         .map_err(|e| Status::internal(format!("encode run state: {e}")))?;
     wire.place = place;
-    let postcard_payload = postcard::to_allocvec(&wire)
+    let postcard_payload = crate::common::postcard(&wire)
         .map_err(|e| Status::internal(format!("encode response: {e}")))?;
     Ok(Response::new(PostcardResponse { postcard_payload }))
 }

@@ -52,7 +52,7 @@ impl Service {
             });
             async move {
                 let wire = RunEventWire::from_core(&*keep?).ok()?;
-                let postcard_payload = postcard::to_allocvec(&wire).ok()?;
+                let postcard_payload = crate::common::postcard(&wire).ok()?;
                 Some(Ok(PostcardResponse { postcard_payload }))
             }
         });

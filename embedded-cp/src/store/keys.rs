@@ -194,9 +194,12 @@ impl<'a> Folded<'a> {
 
     /// The commands, their replies ignored.
     pub(crate) fn pipeline(&self) -> redis::Pipeline {
-        let mut p = redis::pipe();
+        let mut p = redis::Pipeline::with_capacity(6 + self.put_ttl.len() + self.lists.len());
         if !self.put.is_empty() {
-            let mut mset = redis::cmd("MSET");
+            // Sized at once: the batch's largest command.
+            let bytes: usize = self.put.iter().map(|(k, v)| k.len() + v.len()).sum();
+            let mut mset = redis::Cmd::with_capacity(1 + 2 * self.put.len(), 4 + bytes);
+            mset.arg("MSET");
             for (key, value) in &self.put {
                 mset.arg(key).arg(value.as_ref());
             }

@@ -142,7 +142,7 @@ pub(crate) async fn recover(store: &Durable) -> Result<Recovery, ControlPlaneErr
         let mut ops = Vec::new();
         if f.was_running {
             assignment.attempt = assignment.attempt.saturating_add(1);
-            ops.push(Op::PutAssignment(postcard::to_allocvec(&assignment)?));
+            ops.push(Op::PutAssignment(crate::common::postcard(&assignment)?));
             found.rerun += 1;
         } else {
             found.queued += 1;
@@ -154,12 +154,12 @@ pub(crate) async fn recover(store: &Durable) -> Result<Recovery, ControlPlaneErr
         let pending = crate::common::pending_snapshot(f.run);
         let wire = blazen_controlplane::protocol::RunStateSnapshotWire::from_core(&pending)?;
         ops.push(Op::PutState {
-            bytes: postcard::to_allocvec(&wire)?,
+            bytes: crate::common::postcard(&wire)?,
             ttl_secs: None,
         });
         ops.push(Op::Enqueue {
             cap: cap.clone(),
-            entry: postcard::to_allocvec(&(f.run, f.tags.clone()))?,
+            entry: crate::common::postcard(&(f.run, f.tags.clone()))?,
         });
         writes.push(store.write(f.run, ops));
         found.runs.push(Recovered {

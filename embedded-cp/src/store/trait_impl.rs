@@ -29,7 +29,7 @@ impl Durable {
         ttl: Option<Duration>,
     ) -> Result<(Op, bool), ControlPlaneError> {
         let wire = RunStateSnapshotWire::from_core(state)?;
-        let bytes = postcard::to_allocvec(&wire)?;
+        let bytes = crate::common::postcard(&wire)?;
         let terminal = matches!(
             state.status,
             RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
@@ -45,7 +45,7 @@ impl Durable {
 #[async_trait::async_trait]
 impl AssignmentStore for Durable {
     async fn put_assignment(&self, run_id: Uuid, a: &Assignment) -> Result<(), ControlPlaneError> {
-        let bytes = postcard::to_allocvec(a)?;
+        let bytes = crate::common::postcard(a)?;
         self.put_assignment_bytes(run_id, bytes).await
     }
 
@@ -89,7 +89,7 @@ impl AssignmentStore for Durable {
         run_id: Uuid,
         tags: &[String],
     ) -> Result<(), ControlPlaneError> {
-        let entry = postcard::to_allocvec(&(run_id, tags.to_vec()))?;
+        let entry = crate::common::postcard(&(run_id, tags.to_vec()))?;
         let op = Op::Enqueue {
             cap: cap.clone(),
             entry,
