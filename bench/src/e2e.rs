@@ -300,7 +300,7 @@ fn run_side(
     rt: &tokio::runtime::Runtime,
     c_path: &str,
     side: Side,
-    (endpoint, sampler): (&str, &Client),
+    (endpoint, sampler, server_pid): (&str, &Client, u32),
     tag: &str,
     shape: &Shape,
     perf: bool,
@@ -333,9 +333,12 @@ fn run_side(
     };
     let stop = Arc::new(AtomicBool::new(false));
     let sampling = rt.spawn(sample(sampler.clone(), format!("{tag}-"), stop.clone()));
+    let server_cpu = cpu_secs(server_pid);
     child.say("go\n")?;
     let mut v = child.result()?;
+    let server_cpu = cpu_secs(server_pid) - server_cpu;
     stop.store(true, Ordering::SeqCst);
+    v["server_cpu_us_per_run"] = json!(server_cpu * 1e6 / shape.runs as f64);
     if let Some(p) = counting {
         let per = 1.0 / shape.runs as f64;
         for (event, count) in p.stop()? {
@@ -351,14 +354,31 @@ fn run_side(
     Ok(v)
 }
 
+/// User and system CPU seconds process `pid` has taken (`/proc/PID/stat`).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command's closing parenthesis; utime and stime
+    // are the 14th and 15th of the whole line.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: f64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse::<f64>().ok())
+        .sum();
+    // In USER_HZ ticks, 100 a second on Linux whatever the kernel's HZ.
+    ticks / 100.0
+}
+
 /// Figures of one row over its repeats.
-const FIGURES: [&str; 9] = [
+const FIGURES: [&str; 10] = [
     "runs_per_s",
     "latency_p50_ns",
     "latency_p99_ns",
     "running_to_done_p50_ns",
     "running_to_done_p99_ns",
     "cpu_us_per_run",
+    "server_cpu_us_per_run",
     "vcsw_per_run",
     "ivcsw_per_run",
     "submit_secs",
@@ -410,19 +430,25 @@ pub fn run(c_path: &str, runs: usize, repeats: usize, perf: bool) -> Result<Valu
     let rt = tokio::runtime::Runtime::new()?;
     let connect = |ep: &str| rt.block_on(Client::connect(ep.to_string(), None, None));
     // (store, endpoint, sampler, sides per shape)
-    let mut stores: Vec<(&str, &str, Client)> = vec![(
+    let mut stores: Vec<(&str, &str, Client, u32)> = vec![(
         "memory",
         memory.endpoint.as_str(),
         connect(&memory.endpoint)?,
+        memory.child.id(),
     )];
     if let Some(s) = &on_redis {
-        stores.push(("redis", s.endpoint.as_str(), connect(&s.endpoint)?));
+        stores.push((
+            "redis",
+            s.endpoint.as_str(),
+            connect(&s.endpoint)?,
+            s.child.id(),
+        ));
     }
     let crate_sampler = connect(&crate_server.endpoint)?;
 
     // rows: (store, shape index, side) -> each repeat's JSON
     let mut rows: Vec<(RowKey, Vec<Value>)> = vec![];
-    for &(store, _, _) in &stores {
+    for &(store, _, _, _) in &stores {
         for (k, shape) in shapes.iter().enumerate() {
             let mut sides = vec![Side::C, Side::Native];
             if store == "memory" && !shape.backlog {
@@ -436,7 +462,7 @@ pub fn run(c_path: &str, runs: usize, repeats: usize, perf: bool) -> Result<Valu
     let mut perf_rows: Vec<Value> = vec![Value::Null; rows.len()];
     // the repeats, then with `perf` one more pass under `perf stat`
     for r in 0..repeats + usize::from(perf) {
-        for &(store, endpoint, ref sampler) in &stores {
+        for &(store, endpoint, ref sampler, pid) in &stores {
             for (k, shape) in shapes.iter().enumerate() {
                 let mut order: Vec<usize> = rows
                     .iter()
@@ -457,11 +483,15 @@ pub fn run(c_path: &str, runs: usize, repeats: usize, perf: bool) -> Result<Valu
                         shape.label(),
                         side.label()
                     );
-                    let (ep, sm) = match side {
-                        Side::Crate => (crate_server.endpoint.as_str(), &crate_sampler),
-                        _ => (endpoint, sampler),
+                    let server = match side {
+                        Side::Crate => (
+                            crate_server.endpoint.as_str(),
+                            &crate_sampler,
+                            crate_server.child.id(),
+                        ),
+                        _ => (endpoint, sampler, pid),
                     };
-                    let v = run_side(&rt, c_path, side, (ep, sm), &tag, shape, counted)?;
+                    let v = run_side(&rt, c_path, side, server, &tag, shape, counted)?;
                     if counted {
                         perf_rows[i] = v;
                     } else {
@@ -542,7 +572,7 @@ pub fn run(c_path: &str, runs: usize, repeats: usize, perf: bool) -> Result<Valu
         ">= 1.0",
         x >= 1.0,
     );
-    for &(store, _, _) in &stores {
+    for &(store, _, _, _) in &stores {
         for side in [Side::C, Side::Native] {
             let x = ratio(
                 find(store, "1x4_backlog", side),
@@ -622,6 +652,7 @@ pub fn run(c_path: &str, runs: usize, repeats: usize, perf: bool) -> Result<Valu
             "backlog": "every run submitted (1,000 unacknowledged at most) before the worker starts; runs/s from the first status.running to the last terminal event; latency from the worker's start",
             "latency": "submit (or the worker's start) -> status.completed received by the sink",
             "cpu": "getrusage(RUSAGE_SELF) of the side's process (client, workers, sink, library threads) from go to the last terminal event, per run",
+            "server_cpu": "user + system CPU of the control plane's process (/proc/PID/stat) over the same span, per run (the serve process also answers the bench's list_workers every 5 ms)",
             "peak_in_flight": "list_workers every 5 ms from the bench process, the most in_flight any of the row's workers showed (the crate's server sets in_flight from worker heartbeats, every 5 s, so its 0 says nothing)",
             "out_of_order": "a status.running received after the run's terminal event (up to 200 ms after the end)",
             "lost": "no terminal event 10 s after the last run ended, or a failed submission",
@@ -660,12 +691,12 @@ pub fn print_table(report: &Value) {
         "end to end (load average {} before, {} after): median (min–max) of {} interleaved repeats",
         report["loadavg_before"], report["loadavg_after"], report["repeats"]
     );
-    println!("| store | workload | side | runs/s | submit → completed p50 / p99, ms | running → completed p50, µs | CPU µs/run | ctx switches/run vol / invol | peak in_flight / max | out of order | lost |");
+    println!("| store | workload | side | runs/s | submit → completed p50 / p99, ms | running → completed p50, µs | CPU µs/run, side / control plane | ctx switches/run vol / invol | peak in_flight / max | out of order | lost |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for r in report["rows"].as_array().into_iter().flatten() {
         let side = side_label(r);
         println!(
-            "| {} | {} | {side} | {} | {} / {} | {} | {} | {} / {} | {:.0} / {} | {:.0} | {:.0} |",
+            "| {} | {} | {side} | {} | {} / {} | {} | {} / {} | {} / {} | {:.0} / {} | {:.0} | {:.0} |",
             r["store"].as_str().unwrap_or(""),
             row_label(r),
             fmt_spread(&r["runs_per_s"], 1.0, 0),
@@ -673,6 +704,7 @@ pub fn print_table(report: &Value) {
             fmt_spread(&r["latency_p99_ns"], 1e6, 1),
             fmt_spread(&r["running_to_done_p50_ns"], 1e3, 0),
             fmt_spread(&r["cpu_us_per_run"], 1.0, 1),
+            fmt_spread(&r["server_cpu_us_per_run"], 1.0, 0),
             fmt_spread(&r["vcsw_per_run"], 1.0, 2),
             fmt_spread(&r["ivcsw_per_run"], 1.0, 2),
             num(r, "peak_in_flight_max"),
