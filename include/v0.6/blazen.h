@@ -1288,9 +1288,9 @@ BlazenFuture *blazen_controlplane_server_start(const char *bind_addr);
  * the control plane does"), its address given by
  * `blazen_controlplane_server_http_endpoint`; a port that cannot be bound
  * fails the start with PEER / `ControlPlaneTransport`; `threads` (1 to
- * 256, default 1) for how many threads of its own the control plane runs
- * on (see the README's "Threads, signals, valgrind"); other keys are a
- * VALIDATION error).
+ * 256, default one per CPU) for how many threads of its own the control
+ * plane runs on (see the README's "Threads, signals, valgrind"); other
+ * keys are a VALIDATION error).
  *
  * Blocks the calling thread. Returns 0 and stores a new caller-owned `BlazenControlPlaneServer` in `*out_server` (free it with its `_free`), or -1 and stores a caller-owned `BlazenError` in `*out_err` (free with `blazen_error_free`). Either out-pointer may be NULL.
  */
@@ -1326,9 +1326,9 @@ int32_t blazen_controlplane_server_start_with_options_blocking(const char *bind_
  * the control plane does"), its address given by
  * `blazen_controlplane_server_http_endpoint`; a port that cannot be bound
  * fails the start with PEER / `ControlPlaneTransport`; `threads` (1 to
- * 256, default 1) for how many threads of its own the control plane runs
- * on (see the README's "Threads, signals, valgrind"); other keys are a
- * VALIDATION error).
+ * 256, default one per CPU) for how many threads of its own the control
+ * plane runs on (see the README's "Threads, signals, valgrind"); other
+ * keys are a VALIDATION error).
  *
  * Non-blocking: returns a caller-owned `BlazenFuture` (never NULL) running the operation; await it with `blazen_future_poll`, `blazen_future_wait` or `blazen_future_fd`, collect it with the matching `blazen_future_take_*` for `BlazenControlPlaneServer`, and release it with `blazen_future_free`. Invalid arguments give an already-failed future.
  */

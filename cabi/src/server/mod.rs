@@ -130,9 +130,9 @@ async fn blazen_controlplane_server_start(bind_addr: String) -> Result<BlazenCon
 /// the control plane does"), its address given by
 /// `blazen_controlplane_server_http_endpoint`; a port that cannot be bound
 /// fails the start with PEER / `ControlPlaneTransport`; `threads` (1 to
-/// 256, default 1) for how many threads of its own the control plane runs
-/// on (see the README's "Threads, signals, valgrind"); other keys are a
-/// VALIDATION error).
+/// 256, default one per CPU) for how many threads of its own the control
+/// plane runs on (see the README's "Threads, signals, valgrind"); other
+/// keys are a VALIDATION error).
 #[export]
 async fn blazen_controlplane_server_start_with_options(
     bind_addr: String,
