@@ -17,10 +17,11 @@ mod http;
 mod server;
 mod service;
 pub mod store;
+mod threads;
 pub mod vocabulary;
 
 pub use error::{Error, Result, RunErrorKind, STORE_STATUS_PREFIX};
-pub use server::{Config, Server, DEFAULT_MAX_REQUEUES, KEEPALIVE};
+pub use server::{default_threads, Config, Server, DEFAULT_MAX_REQUEUES, KEEPALIVE};
 pub use vocabulary::{EventType, Subkind};
 
 /// Locks `m`, recovering the data of a lock a panicking thread held (every

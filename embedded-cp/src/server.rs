@@ -19,6 +19,8 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::common::{GRACE, LOG_TARGET};
 use crate::conn::{Auth, Killable};
+pub use crate::threads::default_threads;
+use crate::threads::Threads;
 use crate::{lock, Error, Result};
 
 /// HTTP/2 PING interval and ack timeout (and TCP keepalive): a peer that
@@ -31,16 +33,6 @@ pub const KEEPALIVE: Duration = Duration::from_secs(10);
 /// How many times a run is re-queued after losing its worker, unless
 /// [`Config::max_requeues`] says otherwise.
 pub const DEFAULT_MAX_REQUEUES: u32 = 3;
-
-/// How many threads a control plane runs on unless [`Config::threads`]
-/// says otherwise: one per CPU it may use, as tokio's own default. In the
-/// end-to-end bench on two cores (shared with the clients and Redis), two
-/// threads gave 19-33 % more runs a second than one in memory; on Redis
-/// one thread took about a fifth less CPU per run at the same rate (the
-/// tasks a store reply wakes are not handed to a second, sleeping thread).
-pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
 
 /// How to run a control plane.
 #[derive(Clone, Debug, Default)]
@@ -71,39 +63,6 @@ pub struct Config {
     pub on_thread_start: Option<fn()>,
 }
 
-/// The threads a control plane runs on: its own tokio runtime, shut down
-/// without waiting when this is dropped (which may happen on another
-/// runtime's thread).
-struct Threads(Option<tokio::runtime::Runtime>);
-
-impl Threads {
-    fn new(config: &Config) -> Result<Threads> {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(config.threads.map_or_else(default_threads, |n| n.get()))
-            .thread_name("blazen-cp")
-            .enable_all();
-        if let Some(hook) = config.on_thread_start {
-            b.on_thread_start(hook);
-        }
-        let rt = b.build().map_err(|e| {
-            Error::Internal(format!("cannot start the control plane's threads: {e}"))
-        })?;
-        Ok(Threads(Some(rt)))
-    }
-
-    fn handle(&self) -> Option<&tokio::runtime::Handle> {
-        self.0.as_ref().map(|rt| rt.handle())
-    }
-}
-
-impl Drop for Threads {
-    fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
 /// A running control plane. Dropping it stops it without waiting (every
 /// connection is closed at once); [`Server::shutdown`] stops it gracefully.
 pub struct Server {
@@ -131,7 +90,7 @@ impl Server {
     /// free port, bound once with no race), on threads of its own
     /// ([`Config::threads`]). Any async context may await this.
     pub async fn start(bind_addr: &str, config: Config) -> Result<Server> {
-        let threads = Threads::new(&config)?;
+        let threads = Threads::new(config.threads, config.on_thread_start)?;
         let Some(rt) = threads.handle() else {
             return Err(Error::Internal("no control plane threads".to_string()));
         };
@@ -300,7 +259,7 @@ impl Server {
     /// requests and streams in progress, then closes every connection
     /// still open (streams end with an error at their clients). Returns
     /// once the server task has ended and the port is free, and what the
-    /// store was left to write is written (waiting up to [`GRACE`] for
+    /// store was left to write is written (waiting up to `GRACE` for
     /// it). Idempotent.
     pub async fn shutdown(&self) {
         self.http.shutdown().await;
