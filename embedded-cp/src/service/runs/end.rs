@@ -73,8 +73,8 @@ impl Plane {
 
 impl Ended {
     /// Records the end in the store (its writes are queued behind those of
-    /// its routing), then publishes its terminal event. Owns what it needs, so a session can
-    /// record several results at once.
+    /// its routing), then publishes its terminal event. Owns what it
+    /// needs, so a session can record several results at once.
     pub(in crate::service) async fn record(self, store: Option<Arc<Durable>>, events: Bus) {
         let run_id = self.snap.run_id;
         if let Some(store) = &store {
