@@ -38,26 +38,39 @@ impl Waiter {
 /// Runs its [`Then`] once each of its writes is in the store, or at the
 /// first that could not be made: no task waits for them.
 pub(crate) struct Join {
+    /// Its writes not yet in the store. All its waiters are made while the
+    /// store's state is locked, before the writer can take any of them.
     left: AtomicUsize,
     then: Mutex<Option<Then>>,
 }
 
 impl Join {
-    /// A join of `writes` writes, each to get a [`Waiter::Join`] of it.
-    pub(crate) fn new(writes: usize, then: Then) -> Arc<Join> {
+    /// A join of no writes yet (see [`Join::waiter`]).
+    pub(crate) fn new(then: Then) -> Arc<Join> {
         Arc::new(Join {
-            left: AtomicUsize::new(writes),
+            left: AtomicUsize::new(0),
             then: Mutex::new(Some(then)),
         })
+    }
+
+    /// The waiter of one more write of the join.
+    pub(crate) fn waiter(self: &Arc<Self>) -> Waiter {
+        self.left.fetch_add(1, Ordering::AcqRel);
+        Waiter::Join(self.clone())
+    }
+
+    /// Runs the continuation now with `answer`, unless it has run.
+    pub(crate) fn run(&self, answer: Result<(), String>) {
+        let then = lock(&self.then).take();
+        if let Some(then) = then {
+            then(answer);
+        }
     }
 
     fn tell(&self, answer: Result<(), String>) {
         let last = self.left.fetch_sub(1, Ordering::AcqRel) == 1;
         if answer.is_err() || last {
-            let then = lock(&self.then).take();
-            if let Some(then) = then {
-                then(answer);
-            }
+            self.run(answer);
         }
     }
 }
@@ -221,19 +234,22 @@ mod tests {
     #[test]
     fn a_join_runs_once_after_its_last_write_or_at_the_first_failure() {
         let told = Arc::new(Mutex::new(Vec::new()));
-        let join = |n| {
+        let join = || {
             let told = told.clone();
-            Join::new(n, Box::new(move |r| lock(&told).push(r)))
+            Join::new(Box::new(move |r| lock(&told).push(r)))
         };
-        let j = join(2);
-        Waiter::Join(j.clone()).tell(Ok(()));
+        let j = join();
+        let (a, b) = (j.waiter(), j.waiter());
+        a.tell(Ok(()));
         assert!(lock(&told).is_empty(), "one of two written: not yet");
-        Waiter::Join(j).tell(Ok(()));
+        b.tell(Ok(()));
         assert_eq!(*lock(&told), vec![Ok(())]);
-        let j = join(3);
-        Waiter::Join(j.clone()).tell(Ok(()));
-        Waiter::Join(j.clone()).tell(Err("down".to_string()));
-        Waiter::Join(j).tell(Ok(()));
+        let j = join();
+        let (a, b, c) = (j.waiter(), j.waiter(), j.waiter());
+        a.tell(Ok(()));
+        b.tell(Err("down".to_string()));
+        c.tell(Ok(()));
+        j.run(Err("again".to_string()));
         assert_eq!(
             *lock(&told),
             vec![Ok(()), Err("down".to_string())],

@@ -9,7 +9,9 @@ use blazen_core::distributed::RunStateSnapshot;
 use uuid::Uuid;
 
 use super::keys::Op;
-use super::{lock, Durable, Then};
+use std::sync::Arc;
+
+use super::{lock, Durable, Join};
 
 impl Durable {
     /// Writes a run's assignment. For a run the store does not know yet (a
@@ -76,48 +78,42 @@ impl Durable {
         self.queue(run, vec![Op::Claim { session }])
     }
 
-    /// Claims `run` for `session` and records its `running` state; `then`
-    /// runs on the store's writer once both are in the store (or with the
-    /// first that fails), so that a control plane that takes over the
-    /// store after a crash knows the run reached a worker (and runs it
-    /// again as a new attempt): the dispatcher hands the run to its worker
-    /// from `then`, with no task waiting per run. The writes are queued at
-    /// once (so before any later write of the run, such as its
-    /// re-queue's). While the store is down they fail at once (kept for
-    /// the replay) and `then` is handed back, not run, for the caller to
-    /// run once it holds no lock `then` takes.
+    /// Claims `run` for `session` and records its `running` state; `join`
+    /// runs its continuation on the store's writer once both are in the
+    /// store (or with the first that fails), so that a control plane that
+    /// takes over the store after a crash knows the run reached a worker
+    /// (and runs it again as a new attempt): the dispatcher hands the run
+    /// to its worker from there, with no task waiting per run. The writes
+    /// are queued at once (so before any later write of the run, such as
+    /// its re-queue's). On an error (the store down: the writes are kept
+    /// for the replay) the continuation has not run: the caller runs it
+    /// once it holds no lock the continuation takes.
     pub(crate) fn claim_running(
         &self,
         run: Uuid,
         session: Uuid,
         running: &RunStateSnapshot,
-        then: Then,
-    ) -> Result<(), (ControlPlaneError, Then)> {
-        let state = match self.state_op(running, None) {
-            Ok((state, _)) => state,
-            Err(e) => return Err((e, then)),
-        };
+        join: &Arc<Join>,
+    ) -> Result<(), ControlPlaneError> {
+        let (state, _) = self.state_op(running, None)?;
         self.note_claim(run, session);
-        self.queue_then(run, vec![Op::Claim { session }, state], then)
+        self.queue_joined(run, vec![Op::Claim { session }, state], join)
     }
 
     /// Records a run's end: its terminal `state` (with the store's TTL),
     /// then the deletion of its assignment and the release of its claim.
-    /// `then` runs on the store's writer once the state is written (or it
-    /// failed): the end is announced from there, with no task waiting per
-    /// run. While the store is down the writes fail at once (kept for the
-    /// replay) and `then` is handed back, not run.
+    /// `join` runs its continuation on the store's writer once the state is
+    /// written (or it failed): the end is announced from there, with no
+    /// task waiting per run. On an error the continuation has not run, as
+    /// for [`Durable::claim_running`].
     pub(crate) fn record_end(
         &self,
         run: Uuid,
         state: &RunStateSnapshot,
-        then: Then,
-    ) -> Result<(), (ControlPlaneError, Then)> {
-        let op = match self.state_op(state, None) {
-            Ok((op, _)) => op,
-            Err(e) => return Err((e, then)),
-        };
-        let recorded = self.queue_then(run, vec![op], then);
+        join: &Arc<Join>,
+    ) -> Result<(), ControlPlaneError> {
+        let (op, _) = self.state_op(state, None)?;
+        let recorded = self.queue_joined(run, vec![op], join);
         if let Err(e) = self.delete_run(run) {
             tracing::warn!(%run, error = %e, "cannot delete the ended run's assignment in the store");
         }

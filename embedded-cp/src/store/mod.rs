@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use blazen_controlplane::ControlPlaneError;
 use redis::aio::MultiplexedConnection;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::lock;
@@ -58,11 +58,8 @@ pub(crate) use trim::TRIM_EVERY;
 pub use url::redact;
 
 use backlog::Backlog;
-pub(crate) use backlog::Then;
+pub(crate) use backlog::Join;
 use keys::Op;
-
-/// Tells a caller that its write is in the store, or why not.
-type Told = oneshot::Receiver<Result<(), String>>;
 
 /// The longest `server_start*` waits to reach the store before it fails
 /// with PEER / `ControlPlaneStore`.

@@ -8,7 +8,7 @@ use blazen_core::distributed::{RunEvent, RunStateSnapshot, RunStatus};
 use uuid::Uuid;
 
 use crate::lock;
-use crate::store::Durable;
+use crate::store::{Durable, Join};
 
 use super::super::bus::Bus;
 use super::super::{is_terminal, now_ms};
@@ -94,14 +94,14 @@ impl Ended {
     pub(in crate::service) fn record_then(self, store: &Durable, events: Bus) {
         let run_id = self.snap.run_id;
         let ending = self.ending;
-        let announce = move |recorded: Result<(), String>| {
+        let announce = Join::new(Box::new(move |recorded: Result<(), String>| {
             if let Err(e) = recorded {
                 tracing::warn!(%run_id, error = %e, "cannot record the run's end in the store");
             }
             events.send(terminal_event(run_id, ending));
-        };
-        if let Err((e, announce)) = store.record_end(run_id, &self.snap, Box::new(announce)) {
-            announce(Err(e.to_string()));
+        }));
+        if let Err(e) = store.record_end(run_id, &self.snap, &announce) {
+            announce.run(Err(e.to_string()));
         }
     }
 }

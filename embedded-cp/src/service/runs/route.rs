@@ -9,6 +9,7 @@ use blazen_core::distributed::{
 };
 
 use crate::lock;
+use crate::store::Join;
 
 use super::end::status_event;
 use super::{Bucket, Plane, Run, Table};
@@ -181,7 +182,7 @@ impl Plane {
             Some(store) => {
                 let table = self.runs.table.clone();
                 let drain = self.drain.clone();
-                let settle = move |written: Result<(), String>| {
+                let settle = Join::new(Box::new(move |written: Result<(), String>| {
                     if let Err(e) = written {
                         tracing::warn!(%run_id, error = %e, "cannot record the run's routing in the store");
                     }
@@ -193,12 +194,11 @@ impl Plane {
                         slot.resolve(&shared, run_id);
                         let _ = drain.send(slot.drain_key());
                     }
-                };
+                }));
                 // Queued now, before anything can re-queue or end the run.
-                let queued = store.claim_running(run_id, session_id, &run.snap, Box::new(settle));
-                if let Err((e, settle)) = queued {
+                if let Err(e) = store.claim_running(run_id, session_id, &run.snap, &settle) {
                     drop(t);
-                    settle(Err(e.to_string()));
+                    settle.run(Err(e.to_string()));
                 }
             }
             None => {
