@@ -46,3 +46,11 @@ const ENCODE_ROOM: usize = 256;
 pub(crate) fn postcard<T: serde::Serialize + ?Sized>(value: &T) -> postcard::Result<Vec<u8>> {
     postcard::to_extend(value, Vec::with_capacity(ENCODE_ROOM))
 }
+
+/// The event data `{key: value}`, with `value` moved in (`json!` would
+/// serialize a copy of it, which for a run's output is the whole output).
+pub(crate) fn one_field(key: &str, value: serde_json::Value) -> serde_json::Value {
+    let mut object = serde_json::Map::with_capacity(1);
+    object.insert(key.to_string(), value);
+    serde_json::Value::Object(object)
+}

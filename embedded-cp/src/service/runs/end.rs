@@ -111,13 +111,16 @@ fn terminal_event(run_id: Uuid, ending: Ending) -> RunEvent {
     let (event, data) = match ending {
         Ending::Completed(output) => (
             crate::EventType::StatusCompleted,
-            serde_json::json!({ "output": output }),
+            crate::common::one_field("output", output),
         ),
         Ending::Failed(error) => (
             crate::EventType::StatusFailed,
-            serde_json::json!({ "error": error }),
+            crate::common::one_field("error", serde_json::Value::String(error)),
         ),
-        Ending::Cancelled => (crate::EventType::StatusCancelled, serde_json::json!({})),
+        Ending::Cancelled => (
+            crate::EventType::StatusCancelled,
+            serde_json::Value::Object(serde_json::Map::new()),
+        ),
     };
     status_event(run_id, event, data)
 }

@@ -90,8 +90,9 @@ struct Run {
     place: String,
     cap: WorkerCapability,
     tags: Vec<String>,
-    /// The run's assignment, until the run ends.
-    assignment: Option<Assignment>,
+    /// The run's assignment, until the run ends (boxed: the table keeps
+    /// [`KEEP_ENDED`] runs that have none, each in a slot of this size).
+    assignment: Option<Box<Assignment>>,
     /// The session it is assigned to, while RUNNING.
     session: Option<Uuid>,
     /// How many times it lost its worker (a run recovered from a store
@@ -109,7 +110,7 @@ impl Run {
     /// Its assignment as it is sent next: its attempt counts the losses of
     /// its worker so far.
     fn next_assignment(&self) -> Option<Assignment> {
-        let mut assignment = self.assignment.clone()?;
+        let mut assignment = self.assignment.as_deref().cloned()?;
         assignment.attempt = assignment.attempt.max(self.losses);
         Some(assignment)
     }
@@ -170,7 +171,7 @@ impl Plane {
                     cap: run.cap,
                     tags: run.tags,
                     losses: run.assignment.attempt,
-                    assignment: Some(run.assignment),
+                    assignment: Some(Box::new(run.assignment)),
                     session: None,
                 },
             );

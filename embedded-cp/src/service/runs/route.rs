@@ -162,7 +162,7 @@ impl Plane {
         // `status.running`, then the run to its worker (a session that has
         // just ended re-queues it at its second sweep).
         let hand_over = move || {
-            let data = serde_json::json!({ "node_id": node_id });
+            let data = crate::common::one_field("node_id", serde_json::Value::String(node_id));
             events.send(status_event(run_id, crate::EventType::StatusRunning, data));
             let _ = session.out.send(frame);
         };
