@@ -126,15 +126,16 @@ static void round_trip(void) {
     CHECK(w != NULL, "worker");
     pthread_t t;
     pthread_create(&t, NULL, run_thread, w);
+    /* `subscribe_all` starts from now: open before the run can ask. */
+    Host sink = {0};
+    BlazenRunEventSinkVTable vt = {&sink, h_drop, s_event, NULL, NULL};
+    BlazenControlPlaneSubscription *sub = NULL;
+    CHECK(blazen_controlplane_client_subscribe_all(client, NULL, vt, &sub, NULL) == 0, "subscribe");
     BlazenRunStateSnapshot *s = NULL;
     CHECK(blazen_controlplane_client_submit_workflow_blocking(client, "ask", "{}", NULL, true, &s, NULL) == 0,
           "submit");
     char *id = blazen_run_state_snapshot_run_id(s);
     blazen_run_state_snapshot_free(s);
-    Host sink = {0};
-    BlazenRunEventSinkVTable vt = {&sink, h_drop, s_event, NULL, NULL};
-    BlazenControlPlaneSubscription *sub = NULL;
-    CHECK(blazen_controlplane_client_subscribe_all(client, NULL, vt, &sub, NULL) == 0, "subscribe");
     uint32_t st = 99;
     char *out = NULL;
     for (int i = 0; i < 2000 && st != BLAZEN_RUN_STATUS_COMPLETED && st != BLAZEN_RUN_STATUS_FAILED; i++) {
