@@ -10,7 +10,8 @@
 //!
 //! Bounds: a journal holds the run's last [`JOURNAL_EVENTS`] events (an
 //! `input.request` still awaiting its answer is never the one dropped) and
-//! is forgotten [`JOURNAL_KEEP`] after the run ends.
+//! is forgotten [`JOURNAL_KEEP`] after the run ends, or sooner once
+//! [`JOURNAL_ENDED_MOST`] runs that ended after it are kept.
 //!
 //! The journal also knows which input requests of a run await an answer,
 //! so an answer to a request the run never raised is refused.
@@ -41,6 +42,12 @@ pub(crate) const JOURNAL_EVENTS: usize = 256;
 
 /// How long a finished run's journal is kept.
 pub(crate) const JOURNAL_KEEP: Duration = Duration::from_secs(60);
+
+/// The most finished runs whose journals are kept (the oldest go first):
+/// without it, a control plane ending thousands of runs a second held a
+/// minute of them, hundreds of megabytes. A subscription to a finished
+/// run whose journal is gone gets its terminal event from its snapshot.
+pub(crate) const JOURNAL_ENDED_MOST: usize = 10_000;
 
 /// Events a subscriber may have waiting before it is dropped (its stream
 /// then ends, which its client reports, instead of losing events quietly).
@@ -130,7 +137,7 @@ impl Journal {
             inner.ended.push_back((now, run_id));
         }
         while let Some(&(at, id)) = inner.ended.front() {
-            if now.duration_since(at) < JOURNAL_KEEP {
+            if now.duration_since(at) < JOURNAL_KEEP && inner.ended.len() <= JOURNAL_ENDED_MOST {
                 break;
             }
             inner.ended.pop_front();
@@ -149,14 +156,24 @@ impl Journal {
 
     /// Subscribes to `run_id`: the events it has emitted so far, and a
     /// receiver of the ones that follow. `known` says whether the run
-    /// exists (a journal is only started for a run that does).
-    pub(super) fn join(&self, run_id: Uuid, known: bool) -> Option<(Vec<Arc<RunEvent>>, Live)> {
+    /// exists (a journal is only started for a run that does) and, once it
+    /// has ended, gives its terminal event: a run whose journal is gone
+    /// gets one of that event alone, forgotten as any other.
+    pub(super) fn join(
+        &self,
+        run_id: Uuid,
+        known: Option<Option<Arc<RunEvent>>>,
+    ) -> Option<(Vec<Arc<RunEvent>>, Live)> {
         let mut inner = lock(&self.inner);
-        let log = match inner.runs.get_mut(&run_id) {
-            Some(log) => log,
-            None if known => inner.runs.entry(run_id).or_default(),
-            None => return None,
-        };
+        if !inner.runs.contains_key(&run_id) {
+            let mut log = RunLog::default();
+            if let Some(end) = known? {
+                log.push(end);
+                inner.ended.push_back((Instant::now(), run_id));
+            }
+            inner.runs.insert(run_id, log);
+        }
+        let log = inner.runs.get_mut(&run_id)?;
         let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
         log.subscribers.push(tx);
         Some((log.events.iter().cloned().collect(), rx))
@@ -198,7 +215,10 @@ impl Service {
             decode(&request.get_ref().postcard_payload, "SubscribeRunRequest")?;
         validate_envelope_version(req.envelope_version)
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
-        let known = self.cp.run_status(req.run_id).is_some();
+        let known = self
+            .cp
+            .run_state(req.run_id)
+            .map(|(snap, _)| super::runs::ended_event(&snap).map(Arc::new));
         let Some((backlog, live)) = self.cp.journal.join(req.run_id, known) else {
             return self.inner.subscribe_run_events(request).await;
         };

@@ -32,6 +32,7 @@ use super::{is_terminal, now_ms, Plane};
 mod end;
 mod route;
 
+pub(super) use end::ended_event;
 pub(super) use route::route;
 
 #[cfg(test)]
