@@ -118,7 +118,12 @@ impl Stats {
     pub(super) fn record(&self, event: &Arc<RunEvent>) {
         if self.on.load(Ordering::Relaxed) {
             self.events_seen.fetch_add(1, Ordering::Relaxed);
-            lock(&self.index).record(event);
+            let forgotten = {
+                let mut index = lock(&self.index);
+                index.record(event);
+                index.take_forgotten()
+            };
+            drop(forgotten);
         }
     }
 

@@ -66,7 +66,9 @@ impl Plane {
             snap: run.snap.clone(),
             ending,
         };
-        t.ended(run_id, super::KEEP_ENDED);
+        let forgotten = t.ended(run_id, super::KEEP_ENDED);
+        drop(t);
+        drop(forgotten);
         Some(ended)
     }
 }
