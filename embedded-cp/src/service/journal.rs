@@ -136,19 +136,15 @@ impl Journal {
         if log.ended && !was_ended {
             inner.ended.push_back((now, run_id));
         }
-        let mut forgotten = Vec::new();
         while let Some(&(at, id)) = inner.ended.front() {
             if now.duration_since(at) < JOURNAL_KEEP && inner.ended.len() <= JOURNAL_ENDED_MOST {
                 break;
             }
             inner.ended.pop_front();
             if inner.runs.get(&id).is_some_and(|l| l.ended) {
-                forgotten.extend(inner.runs.remove(&id));
+                inner.runs.remove(&id);
             }
         }
-        // Freed once the lock is let go.
-        drop(inner);
-        drop(forgotten);
     }
 
     /// Marks every live run's journal as possibly incomplete.

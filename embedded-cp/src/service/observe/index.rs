@@ -37,9 +37,6 @@ pub(super) struct Index {
     next_seq: u64,
     pub(super) counts: Counters,
     pub(super) history: History,
-    /// Entries forgotten, for the caller to drop once it has let go of
-    /// the index ([`Index::take_forgotten`]).
-    forgotten: Vec<Entry>,
 }
 
 impl Index {
@@ -178,18 +175,13 @@ impl Index {
         self.finished.push_back(run_id);
         while self.finished.len() > KEEP_FINISHED {
             if let Some(old) = self.finished.pop_front() {
-                self.forgotten.extend(self.runs.remove(&old));
+                self.runs.remove(&old);
             }
         }
         if self.order.len() > 2 * self.runs.len() + 1024 {
             let runs = &self.runs;
             self.order.retain(|(_, id)| runs.contains_key(id));
         }
-    }
-
-    /// The entries forgotten since the last call.
-    pub(super) fn take_forgotten(&mut self) -> Vec<Entry> {
-        std::mem::take(&mut self.forgotten)
     }
 
     /// Takes the history's sample of the second that ends at `t_ms`.

@@ -118,12 +118,7 @@ impl Stats {
     pub(super) fn record(&self, event: &Arc<RunEvent>) {
         if self.on.load(Ordering::Relaxed) {
             self.events_seen.fetch_add(1, Ordering::Relaxed);
-            let forgotten = {
-                let mut index = lock(&self.index);
-                index.record(event);
-                index.take_forgotten()
-            };
-            drop(forgotten);
+            lock(&self.index).record(event);
         }
     }
 

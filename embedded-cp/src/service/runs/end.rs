@@ -66,9 +66,7 @@ impl Plane {
             snap: run.snap.clone(),
             ending,
         };
-        let forgotten = t.ended(run_id, super::KEEP_ENDED);
-        drop(t);
-        drop(forgotten);
+        t.ended(run_id, super::KEEP_ENDED);
         Some(ended)
     }
 }

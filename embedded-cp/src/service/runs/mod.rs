@@ -75,17 +75,14 @@ impl Table {
     }
 
     /// Notes that `run_id` ended, forgetting the oldest ended runs beyond
-    /// `keep`: returned, for the caller to drop once it has let go of the
-    /// table (freeing a run long out of the cache is slow).
-    #[must_use]
-    fn ended(&mut self, run_id: Uuid, keep: usize) -> Vec<Run> {
+    /// `keep`.
+    fn ended(&mut self, run_id: Uuid, keep: usize) {
         self.ended.push_back(run_id);
-        let over = self.ended.len().saturating_sub(keep);
-        let runs = &mut self.runs;
-        self.ended
-            .drain(..over)
-            .filter_map(|old| runs.remove(&old))
-            .collect()
+        while self.ended.len() > keep {
+            if let Some(old) = self.ended.pop_front() {
+                self.runs.remove(&old);
+            }
+        }
     }
 }
 
