@@ -77,6 +77,15 @@ struct RunLog {
     subscribers: Vec<mpsc::Sender<Arc<RunEvent>>>,
 }
 
+/// What the run table knows of the run a subscription names.
+pub(super) enum Known {
+    /// No such run (a journal is only started for a run that exists).
+    No,
+    Live,
+    /// It has ended, with this terminal event.
+    Ended(Arc<RunEvent>),
+}
+
 /// A subscriber's receiver of a run's events from now on.
 pub(super) type Live = mpsc::Receiver<Arc<RunEvent>>;
 
@@ -155,21 +164,20 @@ impl Journal {
     }
 
     /// Subscribes to `run_id`: the events it has emitted so far, and a
-    /// receiver of the ones that follow. `known` says whether the run
-    /// exists (a journal is only started for a run that does) and, once it
-    /// has ended, gives its terminal event: a run whose journal is gone
-    /// gets one of that event alone, forgotten as any other.
-    pub(super) fn join(
-        &self,
-        run_id: Uuid,
-        known: Option<Option<Arc<RunEvent>>>,
-    ) -> Option<(Vec<Arc<RunEvent>>, Live)> {
+    /// receiver of the ones that follow (`None` for a run that does not
+    /// exist). An ended run whose journal is gone gets one of its terminal
+    /// event alone, forgotten as any other.
+    pub(super) fn join(&self, run_id: Uuid, known: Known) -> Option<(Vec<Arc<RunEvent>>, Live)> {
         let mut inner = lock(&self.inner);
         if !inner.runs.contains_key(&run_id) {
             let mut log = RunLog::default();
-            if let Some(end) = known? {
-                log.push(end);
-                inner.ended.push_back((Instant::now(), run_id));
+            match known {
+                Known::No => return None,
+                Known::Live => {}
+                Known::Ended(end) => {
+                    log.push(end);
+                    inner.ended.push_back((Instant::now(), run_id));
+                }
             }
             inner.runs.insert(run_id, log);
         }
@@ -215,10 +223,11 @@ impl Service {
             decode(&request.get_ref().postcard_payload, "SubscribeRunRequest")?;
         validate_envelope_version(req.envelope_version)
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
-        let known = self
-            .cp
-            .run_state(req.run_id)
-            .map(|(snap, _)| super::runs::ended_event(&snap).map(Arc::new));
+        let known = match self.cp.run_state(req.run_id) {
+            None => Known::No,
+            Some((snap, _)) => super::runs::ended_event(&snap)
+                .map_or(Known::Live, |end| Known::Ended(Arc::new(end))),
+        };
         let Some((backlog, live)) = self.cp.journal.join(req.run_id, known) else {
             return self.inner.subscribe_run_events(request).await;
         };

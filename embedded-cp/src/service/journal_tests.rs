@@ -17,7 +17,7 @@ fn a_late_subscriber_gets_every_event_once_in_order() {
     let run = Uuid::new_v4();
     j.record(ev(run, "status.running", serde_json::json!({})));
     j.record(ev(run, "progress", serde_json::json!({"n": 1})));
-    let (backlog, mut rx) = j.join(run, Some(None)).unwrap();
+    let (backlog, mut rx) = j.join(run, Known::Live).unwrap();
     j.record(ev(run, "status.completed", serde_json::json!({})));
     let types: Vec<_> = backlog.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(types, ["status.running", "progress"]);
@@ -28,7 +28,7 @@ fn a_late_subscriber_gets_every_event_once_in_order() {
 #[test]
 fn an_unknown_run_gets_no_journal() {
     let j = Journal::default();
-    assert!(j.join(Uuid::new_v4(), None).is_none());
+    assert!(j.join(Uuid::new_v4(), Known::No).is_none());
 }
 
 #[test]
@@ -43,7 +43,7 @@ fn the_bound_never_drops_an_awaited_input_request() {
     for n in 0..(JOURNAL_EVENTS + 10) {
         j.record(ev(run, "progress", serde_json::json!({ "n": n })));
     }
-    let (backlog, _rx) = j.join(run, Some(None)).unwrap();
+    let (backlog, _rx) = j.join(run, Known::Live).unwrap();
     assert_eq!(backlog.len(), JOURNAL_EVENTS);
     assert_eq!(backlog[0].event_type, "input.request");
     assert_eq!(backlog.last().unwrap().data["n"], JOURNAL_EVENTS + 9);
@@ -79,7 +79,7 @@ fn only_the_latest_ended_runs_keep_their_journals() {
         j.record(ev(*run, "status.running", serde_json::json!({})));
         j.record(ev(*run, "status.completed", serde_json::json!({})));
     }
-    let kept = |run: Uuid| j.join(run, None).map(|(backlog, _)| backlog.len());
+    let kept = |run: Uuid| j.join(run, Known::No).map(|(backlog, _)| backlog.len());
     for (i, run) in runs.iter().enumerate() {
         let want = if i < 3 { None } else { Some(2) };
         assert_eq!(kept(*run), want, "ended run {i}");
@@ -92,7 +92,7 @@ fn a_forgotten_ended_run_gets_its_terminal_event_alone() {
     let j = Journal::default();
     let run = Uuid::new_v4();
     let end = ev(run, "status.completed", serde_json::json!({"output": 7}));
-    let (backlog, _rx) = j.join(run, Some(Some(end))).unwrap();
+    let (backlog, _rx) = j.join(run, Known::Ended(end)).unwrap();
     let types: Vec<_> = backlog.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(types, ["status.completed"]);
     assert_eq!(lock(&j.inner).ended.len(), 1, "forgotten in its turn");
