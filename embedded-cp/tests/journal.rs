@@ -118,3 +118,32 @@ async fn a_run_nobody_can_take_is_announced() {
     assert_eq!(ev.data["capability"], "workflow:nobody");
     assert_eq!(ev.data["connected_versions"], json!([]));
 }
+
+/// Only the last 10,000 runs that ended keep a journal (the journal's
+/// bound); a subscription to an older ended run gets its terminal event,
+/// from the run table, and its stream ends with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_ended_before_the_last_ten_thousand_still_gets_its_end() {
+    let s = server(config()).await;
+    let c = client(&s).await;
+    let first = submit(&c, "nobody", json!(0), true).await;
+    c.cancel_workflow(first).await.expect("cancelled");
+    futures_util::stream::iter(0..10_050)
+        .for_each_concurrent(64, |i| {
+            let c = c.clone();
+            async move {
+                let run = submit(&c, "nobody", json!(i), true).await;
+                c.cancel_workflow(run).await.expect("cancelled");
+            }
+        })
+        .await;
+    let types = event_types(&c, first).await;
+    assert_eq!(types, ["status.cancelled"], "its end alone");
+    // A run still among the last 10,000 is replayed whole.
+    let last = submit(&c, "nobody", json!(1), true).await;
+    c.cancel_workflow(last).await.expect("cancelled");
+    assert_eq!(
+        event_types(&c, last).await,
+        ["status.waiting", "status.cancelled"]
+    );
+}
