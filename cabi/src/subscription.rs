@@ -9,14 +9,13 @@
 //! subscription returns (or right after a callback being delivered at
 //! that moment). Nothing ever waits for the event thread.
 
-use blazen_embedded_cp::EventType;
+use blazen_embedded_cp::{ended_event, EventType};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use blazen_cabi_macros::{export, handle};
-use blazen_core::distributed::{OrchestratorClient, RunEvent, RunStateSnapshot, RunStatus};
+use blazen_core::distributed::{OrchestratorClient, RunEvent};
 use futures_util::StreamExt;
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::client::{BlazenControlPlaneClient, StreamSlot};
@@ -111,25 +110,6 @@ fn is_terminal(event_type: &str) -> bool {
     EventType::is_terminal_text(event_type)
 }
 
-/// The terminal event a finished run's snapshot stands for.
-fn terminal_event(s: &RunStateSnapshot) -> Option<RunEvent> {
-    let (event_type, data) = match s.status {
-        RunStatus::Completed => (EventType::StatusCompleted, json!({"output": s.output})),
-        RunStatus::Failed => (EventType::StatusFailed, json!({"error": s.error})),
-        RunStatus::Cancelled => (EventType::StatusCancelled, json!({})),
-        RunStatus::Pending | RunStatus::Running => return None,
-    };
-    Some(RunEvent {
-        run_id: s.run_id,
-        event_type: event_type.to_string(),
-        data,
-        timestamp_ms: s
-            .completed_at_ms
-            .or(s.last_event_at_ms)
-            .unwrap_or(s.started_at_ms),
-    })
-}
-
 /// Opens the stream, then pumps it into `tx` until the run ends, the
 /// stream fails, or the task is aborted.
 async fn pump(
@@ -161,7 +141,7 @@ async fn pump(
     let mut finished = None;
     if let Some(id) = run {
         match client.describe_workflow(id).await {
-            Ok(snap) => finished = terminal_event(&snap),
+            Ok(snap) => finished = ended_event(&snap),
             Err(e) => {
                 let _ = opened.send(Err(slot.conn().named(e.into()).await));
                 return;

@@ -22,7 +22,7 @@ pub mod vocabulary;
 
 pub use error::{Error, Result, RunErrorKind, STORE_STATUS_PREFIX};
 pub use server::{default_threads, Config, Server, DEFAULT_MAX_REQUEUES, KEEPALIVE};
-pub use vocabulary::{EventType, Subkind};
+pub use vocabulary::{ended_event, EventType, Subkind};
 
 /// Locks `m`, recovering the data of a lock a panicking thread held (every
 /// lock here guards data that stays consistent between statements).

@@ -5,6 +5,8 @@
 //! (`BLAZEN_EVENT_*`, `BLAZEN_SUBKIND_*`) and the Ruby gem.
 
 use blazen_cabi_macros::vocabulary;
+use blazen_core::distributed::{RunEvent, RunStateSnapshot, RunStatus};
+use serde_json::json;
 
 /// Event types of a run's stream (`event_type` of `on_event`) that the
 /// library and the control plane send; a handler's own
@@ -112,6 +114,27 @@ impl Subkind {
             C::Unauthenticated => Subkind::ControlPlaneUnauthenticated,
         }
     }
+}
+
+/// The terminal event a run's snapshot stands for, stamped with its end
+/// (`None` while it has not ended): what a subscription to an ended run
+/// gets when no replay of its events is to be had.
+pub fn ended_event(s: &RunStateSnapshot) -> Option<RunEvent> {
+    let (event_type, data) = match s.status {
+        RunStatus::Completed => (EventType::StatusCompleted, json!({"output": s.output})),
+        RunStatus::Failed => (EventType::StatusFailed, json!({"error": s.error})),
+        RunStatus::Cancelled => (EventType::StatusCancelled, json!({})),
+        RunStatus::Pending | RunStatus::Running => return None,
+    };
+    Some(RunEvent {
+        run_id: s.run_id,
+        event_type: event_type.to_string(),
+        data,
+        timestamp_ms: s
+            .completed_at_ms
+            .or(s.last_event_at_ms)
+            .unwrap_or(s.started_at_ms),
+    })
 }
 
 #[cfg(test)]

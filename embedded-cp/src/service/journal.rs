@@ -225,7 +225,7 @@ impl Service {
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
         let known = match self.cp.run_state(req.run_id) {
             None => Known::No,
-            Some((snap, _)) => super::runs::ended_event(&snap)
+            Some((snap, _)) => crate::vocabulary::ended_event(&snap)
                 .map_or(Known::Live, |end| Known::Ended(Arc::new(end))),
         };
         let Some((backlog, live)) = self.cp.journal.join(req.run_id, known) else {

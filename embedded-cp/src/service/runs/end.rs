@@ -125,20 +125,6 @@ fn terminal_event(run_id: Uuid, ending: Ending) -> RunEvent {
     status_event(run_id, event, data)
 }
 
-/// The terminal event of a run that has ended, as its snapshot tells it
-/// (stamped with its end); `None` while it has not.
-pub(in crate::service) fn ended_event(snap: &RunStateSnapshot) -> Option<RunEvent> {
-    let ending = match snap.status {
-        RunStatus::Completed => Ending::Completed(snap.output.clone().unwrap_or_default()),
-        RunStatus::Failed => Ending::Failed(snap.error.clone().unwrap_or_default()),
-        RunStatus::Cancelled => Ending::Cancelled,
-        RunStatus::Pending | RunStatus::Running => return None,
-    };
-    let mut event = terminal_event(snap.run_id, ending);
-    event.timestamp_ms = snap.completed_at_ms.unwrap_or(event.timestamp_ms);
-    Some(event)
-}
-
 /// A status event of `run_id`, stamped now.
 pub(super) fn status_event(
     run_id: Uuid,

@@ -32,7 +32,6 @@ use super::{is_terminal, now_ms, Plane};
 mod end;
 mod route;
 
-pub(super) use end::ended_event;
 pub(super) use route::route;
 
 #[cfg(test)]
